@@ -1,0 +1,53 @@
+"""Command line: thin wrappers that parse, validate and call the library.
+
+Every user error becomes one line on stderr (``flarebench: error: ...``) and exit code 2;
+Ctrl-C exits with 130 after the completed rounds are on disk.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import FlarebenchError
+from .app import app
+from . import run as _run  # noqa: F401  (registers `run`)
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as _cx
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as _cx
+
+_ABORTS = tuple({KeyboardInterrupt, typer.Abort, getattr(_cx, "Abort", KeyboardInterrupt)})
+_EXITS = tuple({typer.Exit, getattr(_cx, "Exit", typer.Exit)})
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"flarebench: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``flarebench`` command."""
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        args = ["--help"]
+    try:
+        rc = command.main(args=args, prog_name="flarebench", standalone_mode=False)
+    except FlarebenchError as e:
+        _fail(str(e))
+    except _ABORTS:
+        print("flarebench: interrupted; completed rounds are on disk", file=sys.stderr)
+        sys.exit(130)
+    except _EXITS as e:
+        sys.exit(getattr(e, "exit_code", 0))
+    except _cx.UsageError as e:
+        _fail(" ".join(e.format_message().split()))
+    except _cx.ClickException as e:
+        _fail(" ".join(e.format_message().split()), e.exit_code or 1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+__all__ = ["app", "main"]

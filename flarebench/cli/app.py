@@ -1,0 +1,16 @@
+"""The Typer app that every command module registers on."""
+
+import typer
+
+app = typer.Typer(
+    name="flarebench",
+    help="Benchmark communication-efficient federated learning: which sparsifier reaches which accuracy for how many bits.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """flarebench: accuracy per communicated bit for federated learning. See `flarebench COMMAND --help`."""

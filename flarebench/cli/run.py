@@ -1,0 +1,94 @@
+"""``flarebench run``: one federated run; flags override the TOML config, which overrides defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..config import RunConfig
+from .app import app
+
+D = RunConfig()  # defaults, quoted in the help texts
+
+_DATA = "Data and model"
+_FED = "Federation and local training"
+_COMP = "Compression"
+_FLARE = "FLARE regularizer"
+_OUT = "Output"
+
+
+def _human_bits(bits: float) -> str:
+    for unit, scale in (("Gib", 2**30), ("Mib", 2**20), ("Kib", 2**10)):
+        if bits >= scale:
+            return f"{bits / scale:.2f} {unit}"
+    return f"{bits:.0f} bit"
+
+
+@app.command("run")
+def run_command(
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config (keys = these options, dashes or underscores); flags override it.", rich_help_panel=_OUT),
+    method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare. [default: {D.method}]", rich_help_panel=_COMP),
+    sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1); 0.99999 is the paper's R=0.001%. [default: {D.sparsity}]", rich_help_panel=_COMP),
+    ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="Error feedback for randk/topk (flare and topk-ef always use it). [default: ef]", rich_help_panel=_COMP),
+    topk_rounding: Optional[str] = typer.Option(None, help=f"round: k=max(1,round(R*n)) per tensor; reference: k=round(R*n)+1 as the authors' code. [default: {D.topk_rounding}]", rich_help_panel=_COMP),
+    encoding: Optional[str] = typer.Option(None, help=f"Position codec (raw32 | minwidth | bitmap ...) or auto = smallest per message. [default: {D.encoding}]", rich_help_panel=_COMP),
+    value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16. [default: {D.value_codec}]", rich_help_panel=_COMP),
+    dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100. [default: {D.dataset}]", rich_help_panel=_DATA),
+    data_root: Optional[str] = typer.Option(None, help=f"Where torchvision datasets live. [default: {D.data_root}]", rich_help_panel=_DATA),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Let torchvision download a missing dataset (needs a network). [default: no-download]", rich_help_panel=_DATA),
+    model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small). [default: {D.model}]", rich_help_panel=_DATA),
+    fc_linear: Optional[bool] = typer.Option(None, "--fc-linear/--fc-relu", help="Reference quirk: the FC model without activations. [default: fc-relu]", rich_help_panel=_DATA),
+    partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. [default: {D.partition}]", rich_help_panel=_DATA),
+    dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. [default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),
+    samples_per_client: Optional[int] = typer.Option(None, help="Samples per client (default: training set / clients).", rich_help_panel=_DATA),
+    clients: Optional[int] = typer.Option(None, help=f"Clients in the federation. [default: {D.clients}]", rich_help_panel=_FED),
+    clients_per_round: Optional[int] = typer.Option(None, help="Clients drawn uniformly each round (default: all).", rich_help_panel=_FED),
+    rounds: Optional[int] = typer.Option(None, help=f"Communication rounds. [default: {D.rounds}]", rich_help_panel=_FED),
+    local_epochs: Optional[int] = typer.Option(None, help=f"Local epochs per round. [default: {D.local_epochs}]", rich_help_panel=_FED),
+    batch_size: Optional[int] = typer.Option(None, help=f"Local batch size (samples). [default: {D.batch_size}]", rich_help_panel=_FED),
+    lr: Optional[float] = typer.Option(None, help=f"Client SGD learning rate (per step). [default: {D.lr}]", rich_help_panel=_FED),
+    momentum: Optional[float] = typer.Option(None, help=f"Client SGD momentum. [default: {D.momentum}]", rich_help_panel=_FED),
+    weight_decay: Optional[float] = typer.Option(None, help=f"Client SGD weight decay (L2). [default: {D.weight_decay}]", rich_help_panel=_FED),
+    keep_optimizer_state: Optional[bool] = typer.Option(None, "--keep-optimizer-state/--fresh-optimizer", help="Keep each client's momentum across rounds (reference: fresh each round). [default: fresh-optimizer]", rich_help_panel=_FED),
+    server_lr: Optional[float] = typer.Option(None, help=f"Server step size on the aggregated update. [default: {D.server_lr}]", rich_help_panel=_FED),
+    eval_every: Optional[int] = typer.Option(None, help=f"Evaluate on the test set every N rounds (and on the last). [default: {D.eval_every}]", rich_help_panel=_FED),
+    seed: Optional[int] = typer.Option(None, help=f"Seed for init, partition, client sampling, shuffling, random-k. [default: {D.seed}]", rich_help_panel=_FED),
+    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda. [default: {D.device}]", rich_help_panel=_FED),
+    flare_tau0: Optional[float] = typer.Option(None, help=f"FLARE tau_0 (regularizer weight before decay). [default: {D.flare_tau0}]", rich_help_panel=_FLARE),
+    flare_decay: Optional[float] = typer.Option(None, help=f"FLARE decay c: tau_r = tau_0 / c^(r+1). [default: {D.flare_decay}]", rich_help_panel=_FLARE),
+    flare_steps: Optional[int] = typer.Option(None, help=f"FLARE p: local steps per round with the pull. [default: {D.flare_steps}]", rich_help_panel=_FLARE),
+    flare_percentile: Optional[float] = typer.Option(None, help=f"FLARE t: pull only entries with |A| above this per-tensor percentile. [default: {D.flare_percentile:g}]", rich_help_panel=_FLARE),
+    out: Optional[str] = typer.Option(None, help=f"Results directory; the run goes to OUT/NAME. [default: {D.out}]", rich_help_panel=_OUT),
+    name: Optional[str] = typer.Option(None, help="Run name (default: method-sSPARSITY-dataset-model-time).", rich_help_panel=_OUT),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit.", rich_help_panel=_OUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.", rich_help_panel=_OUT),
+) -> None:
+    """Run one federated training job and write OUT/NAME/config.json and metrics.csv (one row per round)."""
+    from ..config import make_config
+    from ..runner import run, setup
+
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "run", "setup"}}
+    cfg = make_config(config, **overrides)
+    prepared = setup(cfg)
+    if dry_run:
+        typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": prepared.layout.num_params}, indent=2))
+        return
+
+    def report(row: dict, stats) -> None:
+        if quiet or row.get("test_accuracy") is None:
+            return
+        typer.echo(
+            f"round {row['round']:>5}/{cfg.rounds}  acc {row['test_accuracy']:.4f}  loss {row['test_loss']:.4f}  "
+            f"uplink {_human_bits(row['cumulative_uplink_bits'])}  {row['wall_time_s']:.1f}s"
+        )
+
+    result = run(cfg, on_round=report, overwrite=overwrite, prepared=prepared)
+    acc = result.final_accuracy
+    typer.echo(
+        f"done: {result.path}  final test accuracy {acc:.4f}  total uplink {_human_bits(result.total_uplink_bits)} "
+        f"({result.total_uplink_bits} bits)  wall {result.wall_time_s:.1f}s"
+    )

@@ -1,0 +1,112 @@
+"""The sequential engine: clients train one after another on one functional model.
+
+Parameters are a flat ``[P]`` tensor; the model is evaluated with ``torch.func.functional_call``
+on views into it, so the same loss serves the vectorized engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..flat import Layout
+from ..methods.regularizers import Anchor, Regularizer
+from .optim import FlatSGD
+from .seeds import generator
+
+
+@dataclass
+class LocalSpec:
+    """How a client trains: epochs, batch size, optimizer, data shuffling."""
+
+    epochs: int
+    batch_size: int
+    optimizer: FlatSGD
+    shuffle: bool
+    seed: int
+
+
+def batch_order(num_samples: int, spec: LocalSpec, round_idx: int, client: int, epoch: int) -> torch.Tensor:
+    """Sample order of one local epoch (seeded by run seed, round, client, epoch)."""
+    if not spec.shuffle:
+        return torch.arange(num_samples)
+    return torch.randperm(num_samples, generator=generator(spec.seed, "shuffle", round_idx, client, epoch))
+
+
+def data_loss(model: nn.Module, layout: Layout, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the model with flat weights ``theta`` ``[P]`` on a batch."""
+    logits = functional_call(model, layout.unflatten(theta), (x,))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+class SequentialEngine:
+    """Local training of K clients, one at a time."""
+
+    name = "sequential"
+
+    def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer):
+        self.model, self.layout, self.regularizer = model, layout, regularizer
+
+    def train(
+        self,
+        w: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        client_indices: list[torch.Tensor],
+        client_ids: list[int],
+        anchor: Anchor | None,
+        spec: LocalSpec,
+        round_idx: int,
+        momentum: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, float]:
+        """Train each client from ``w`` ``[P]``; returns final weights ``[K, P]`` and the mean data loss.
+
+        ``client_indices[k]``: int64 rows of ``x``/``y`` held by client k; ``momentum``: ``[K, P]``
+        buffers to start from and update in place (zeros = fresh optimizer), or None.
+        """
+        K = len(client_ids)
+        out = torch.empty(K, w.numel(), dtype=w.dtype, device=w.device)
+        loss_sum, loss_count = 0.0, 0
+        self.model.train()
+        for k, (cid, idx) in enumerate(zip(client_ids, client_indices)):
+            theta = w.clone().requires_grad_(True)
+            buf = momentum[k] if momentum is not None else torch.zeros_like(w)
+            row = anchor.rows(k) if anchor is not None else None
+            step = 0
+            for epoch in range(spec.epochs):
+                order = batch_order(len(idx), spec, round_idx, cid, epoch).to(idx.device)
+                for start in range(0, len(idx), spec.batch_size):
+                    rows = idx[order[start : start + spec.batch_size]]
+                    xb, yb = x[rows], y[rows]
+                    loss = data_loss(self.model, self.layout, theta, xb, yb)
+                    total = loss
+                    if row is not None and row.active(step):
+                        total = loss + self.regularizer.penalty(theta, row.target, row.weight, row.tau)
+                    (grad,) = torch.autograd.grad(total, theta)
+                    spec.optimizer.step(theta.data, grad, buf if spec.optimizer.momentum else None)
+                    loss_sum += loss.item() * len(rows)
+                    loss_count += len(rows)
+                    step += 1
+            out[k] = theta.detach()
+        return out, loss_sum / max(loss_count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, layout: Layout, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (fraction) of flat weights ``w`` on ``(x, y)``."""
+    model.eval()
+    params = layout.unflatten(w)
+    loss_sum, correct, count = 0.0, 0, 0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        logits = functional_call(model, params, (xb,))
+        logits = logits.reshape(-1, logits.shape[-1])
+        yb = yb.reshape(-1)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == yb).sum().item()
+        count += yb.numel()
+    return loss_sum / count, correct / count

@@ -1,0 +1,71 @@
+"""Flat parameter vectors with per-tensor segments.
+
+The whole pipeline works on one flat float32 vector ``[P]`` (or a stack ``[K, P]`` for
+K clients). A :class:`Layout` remembers which slice of it belongs to which trainable
+tensor, so compressors can work per tensor and a model can be evaluated from a flat vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One trainable tensor: ``name``, ``shape``, and its slice ``[start, start + numel)``."""
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+    numel: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.numel
+
+
+class Layout:
+    """Ordered segments of a model's trainable parameters (kernels and biases alike)."""
+
+    def __init__(self, segments: list[Segment]):
+        self.segments = list(segments)
+        self.num_params = sum(s.numel for s in self.segments)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "Layout":
+        segs, start = [], 0
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            segs.append(Segment(name, tuple(p.shape), start, p.numel()))
+            start += p.numel()
+        return cls(segs)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Entries per tensor, in layout order."""
+        return [s.numel for s in self.segments]
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def flatten(self, model: nn.Module) -> torch.Tensor:
+        """Model parameters -> a new flat float32 vector ``[P]``."""
+        params = dict(model.named_parameters())
+        return torch.cat([params[s.name].detach().reshape(-1).float() for s in self.segments])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flat ``[P]`` -> ``{name: view}``; views share memory (and autograd) with ``flat``."""
+        return {s.name: flat[s.start : s.stop].view(s.shape) for s in self.segments}
+
+    def segment_ids(self, device=None) -> torch.Tensor:
+        """``[P]`` int64: the segment index of every entry."""
+        sizes = torch.tensor(self.sizes, device=device)
+        return torch.repeat_interleave(torch.arange(len(self.segments), device=device), sizes)
+
+    def describe(self) -> list[dict]:
+        """JSON-ready per-tensor sizes (for config.json)."""
+        return [{"name": s.name, "shape": list(s.shape), "numel": s.numel} for s in self.segments]

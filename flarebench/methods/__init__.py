@@ -1,0 +1,1 @@
+"""Method parts (regularizers, compressors, memories, aggregation) and the presets that combine them."""

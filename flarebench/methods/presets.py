@@ -1,0 +1,89 @@
+"""Methods: each a named preset of orthogonal parts. This is the one place a method is defined.
+
+| method   | regularizer | compressor | memory            | aggregation   |
+|----------|-------------|------------|-------------------|---------------|
+| none     | none        | identity   | none              | weighted mean |  (FedAvg, uncompressed)
+| topk     | none        | top-k      | none              | weighted mean |
+| topk-ef  | none        | top-k      | residual (EC)     | weighted mean |
+| randk    | none        | random-k   | residual (--no-ef: none) | weighted mean |
+| flare    | flare       | top-k      | residual (EC)     | weighted mean |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..flat import Layout
+from .aggregation import WeightedMean
+from .compressors import Compressor, Identity, RandK, TopK
+from .memory import Memory, ResidualMemory
+from .regularizers import FlareRegularizer, ProxRegularizer, Regularizer
+
+
+@dataclass
+class Parts:
+    """The orthogonal parts a method is made of (each a small stateful object)."""
+
+    regularizer: Regularizer
+    compressor: Compressor
+    memory: Memory
+    aggregator: WeightedMean
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in ("regularizer", "compressor", "memory", "aggregator")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, sub in state.items():
+            getattr(self, name).load_state_dict(sub)
+
+
+def _ef(cfg: RunConfig, layout: Layout, device, required: bool) -> Memory:
+    if not cfg.ef:
+        if required:
+            raise ConfigError(f"method {cfg.method} is defined with error feedback; --no-ef applies to randk and topk only")
+        return Memory()
+    return ResidualMemory(cfg.clients, layout.num_params, device)
+
+
+def _flare_reg(cfg: RunConfig, layout: Layout) -> Regularizer:
+    return FlareRegularizer(layout, cfg.flare_tau0, cfg.flare_decay, cfg.flare_steps, cfg.flare_percentile)
+
+
+PartsBuilder = Callable[[RunConfig, Layout, object], Parts]
+
+PRESETS: dict[str, PartsBuilder] = {
+    "none": lambda cfg, layout, dev: Parts(Regularizer(), Identity(layout), Memory(), WeightedMean()),
+    "topk": lambda cfg, layout, dev: Parts(
+        Regularizer(), TopK(layout, cfg.density, cfg.topk_rounding), Memory(), WeightedMean()
+    ),
+    "topk-ef": lambda cfg, layout, dev: Parts(
+        Regularizer(), TopK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, True), WeightedMean()
+    ),
+    "randk": lambda cfg, layout, dev: Parts(
+        Regularizer(), RandK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, False), WeightedMean()
+    ),
+    "flare": lambda cfg, layout, dev: Parts(
+        _flare_reg(cfg, layout), TopK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, True), WeightedMean()
+    ),
+}
+
+DESCRIPTIONS = {
+    "none": "FedAvg, no compression (dense fp32 updates)",
+    "topk": "top-k per tensor, no error feedback",
+    "topk-ef": "top-k per tensor with error feedback (EC)",
+    "randk": "random-k per tensor from a shared seed, with error feedback (--no-ef: without)",
+    "flare": "FLARE: top-k EC + L1 pull toward w + accumulator on the first p local steps",
+}
+
+
+def build_parts(cfg: RunConfig, layout: Layout, device=None) -> Parts:
+    """The parts of ``cfg.method`` for a model with ``layout``."""
+    if cfg.method not in PRESETS:
+        raise ConfigError(f"unknown method '{cfg.method}' (choose from: {', '.join(sorted(PRESETS))})")
+    return PRESETS[cfg.method](cfg, layout, device)
+
+
+__all__ = ["Parts", "PRESETS", "DESCRIPTIONS", "build_parts", "ProxRegularizer"]

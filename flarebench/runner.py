@@ -1,0 +1,163 @@
+"""The Python API behind ``flarebench run``: set a run up, run its rounds, write its results.
+
+    from flarebench import make_config, run
+    result = run(make_config(method="flare", sparsity=0.999, rounds=20))
+    result.final_accuracy, result.total_uplink_bits, result.path
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import __version__
+from .config import RunConfig, default_name
+from .data import Dataset, load_dataset, partition
+from .engine.round import Federation, RoundStats
+from .engine.seeds import derive
+from .errors import ConfigError
+from .flat import Layout
+from .methods.presets import DESCRIPTIONS, build_parts
+from .models import ModelOptions, build_model
+from .results import COLUMNS, RunWriter, check_writable, git_commit
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; asking for cuda without one is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name} requested but no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built from a config; nothing written to disk yet."""
+
+    cfg: RunConfig
+    device: torch.device
+    dataset: Dataset
+    layout: Layout
+    federation: Federation
+
+    def meta(self) -> dict:
+        """The content of config.json."""
+        return {
+            "config": self.cfg.to_dict(),
+            "method_description": DESCRIPTIONS.get(self.cfg.method, ""),
+            "num_params": self.layout.num_params,
+            "tensors": self.layout.describe(),
+            "client_samples": [int(n) for n in self.federation.client_sizes.tolist()],
+            "test_samples": int(len(self.dataset.y_test)),
+            "device": str(self.device) if self.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(self.device)})",
+            "flarebench_version": __version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "git_commit": git_commit(),
+            "columns": COLUMNS,
+            "status": "running",
+        }
+
+
+def setup(cfg: RunConfig) -> Setup:
+    """Load data, build the model, the method's parts and the federation (seeded by ``cfg.seed``)."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    clients = partition(
+        data.y_train, cfg.partition, cfg.clients, cfg.seed, cfg.samples_per_client, cfg.dirichlet_alpha, data.natural_clients
+    )
+    data = data.to(device)
+    torch.manual_seed(derive(cfg.seed, "init"))
+    model = build_model(cfg.model, data.input_shape, data.num_classes, ModelOptions(fc_linear=cfg.fc_linear)).to(device)
+    layout = Layout.of(model)
+    parts = build_parts(cfg, layout, device)
+    fed = Federation(cfg, model, layout, parts, data, clients, device)
+    return Setup(cfg, device, data, layout, fed)
+
+
+@dataclass
+class RunResult:
+    """What a finished run returns (the same numbers are in its metrics.csv)."""
+
+    path: Path
+    rows: list[dict]
+    wall_time_s: float
+
+    @property
+    def final_accuracy(self) -> float | None:
+        evals = [r["test_accuracy"] for r in self.rows if r.get("test_accuracy") is not None]
+        return evals[-1] if evals else None
+
+    @property
+    def total_uplink_bits(self) -> int:
+        return self.rows[-1]["cumulative_uplink_bits"] if self.rows else 0
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    on_round: Callable[[dict, RoundStats | None], None] | None = None,
+    overwrite: bool = False,
+    prepared: Setup | None = None,
+) -> RunResult:
+    """Run ``cfg.rounds`` rounds and write ``cfg.out/NAME/{config.json,metrics.csv}``.
+
+    ``on_round(row, stats)`` is called after each row is written (row 0: initial model, stats None).
+    Bad input raises a FlarebenchError before anything is written.
+    """
+    out_dir = Path(cfg.out).expanduser()
+    check_writable(out_dir)
+    s = prepared or setup(cfg)
+    name = cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S"))
+    cfg = s.cfg = cfg.replace(name=name)
+    writer = RunWriter(out_dir / name, s.meta(), overwrite=overwrite)
+    fed, t0 = s.federation, time.perf_counter()
+    rows: list[dict] = []
+    up = down = 0
+    try:
+        loss, acc = fed.evaluate()
+        row = {"round": 0, "clients": 0, "test_loss": loss, "test_accuracy": acc, "nnz": 0, "uplink_bits": 0,
+               "cumulative_uplink_bits": 0, "downlink_bits": 0, "cumulative_downlink_bits": 0,
+               "position_codecs": "", "wall_time_s": time.perf_counter() - t0}
+        writer.append(row)
+        rows.append(row)
+        if on_round:
+            on_round(row, None)
+        for r in range(cfg.rounds):
+            stats = fed.run_round(r)
+            up += stats.uplink_bits
+            down += stats.downlink_bits
+            evaluate_now = stats.round % cfg.eval_every == 0 or stats.round == cfg.rounds
+            loss, acc = fed.evaluate() if evaluate_now else (None, None)
+            row = {
+                "round": stats.round,
+                "clients": len(stats.clients),
+                "train_loss": stats.train_loss,
+                "test_loss": loss,
+                "test_accuracy": acc,
+                "nnz": stats.nnz,
+                "uplink_bits": stats.uplink_bits,
+                "cumulative_uplink_bits": up,
+                "downlink_bits": stats.downlink_bits,
+                "cumulative_downlink_bits": down,
+                "position_codecs": ";".join(f"{k}:{v}" for k, v in sorted(stats.codecs.items())),
+                "wall_time_s": time.perf_counter() - t0,
+            }
+            writer.append(row)
+            rows.append(row)
+            if on_round:
+                on_round(row, stats)
+        writer.set_status("complete", wall_time_s=time.perf_counter() - t0)
+    finally:
+        writer.close()
+    return RunResult(writer.dir, rows, time.perf_counter() - t0)
