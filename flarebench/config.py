@@ -150,6 +150,8 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
         return float(value)
     if want is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
         raise ConfigError(f"{name} must be {want.__name__}, got {value!r}")
     return value

@@ -1,0 +1,42 @@
+"""Shared fixtures: small real runs on the shipped MNIST (mlp, few clients, few rounds)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny(**overrides):
+    """A RunConfig that runs in about a second: mlp, 4 clients x 200 samples, batch 50, 3 rounds."""
+    from flarebench import make_config
+
+    base = dict(
+        model="mlp", clients=4, samples_per_client=200, batch_size=50, rounds=3,
+        lr=0.1, momentum=0.9, eval_every=1, device="cpu", seed=0,
+    )
+    base.update(overrides)
+    return make_config(**base)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    def make(**overrides):
+        overrides.setdefault("out", str(tmp_path / "results"))
+        return tiny(**overrides)
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present on this machine")
+    return SHARED_DATA

@@ -1,0 +1,107 @@
+"""End-to-end runs on the shipped MNIST: equivalences, the EF invariant, honest bit counts."""
+
+import pandas as pd
+import pytest
+import torch
+
+from flarebench import load_run, run, setup
+from flarebench.methods.compressors import tensor_k
+
+DROP = ["wall_time_s"]
+
+
+def metrics(cfg):
+    return load_run(run(cfg).path).metrics.drop(columns=DROP)
+
+
+def test_flare_with_tau0_zero_is_topk_ef(tiny_config):
+    a = metrics(tiny_config(method="flare", flare_tau0=0.0, name="flare0"))
+    b = metrics(tiny_config(method="topk-ef", name="topk"))
+    pd.testing.assert_frame_equal(a, b)
+    # and FLARE with its pull really differs (the test above can fail)
+    c = metrics(tiny_config(method="flare", flare_tau0=0.05, name="flare"))
+    assert not c["test_loss"].equals(b["test_loss"])
+
+
+def test_topk_ef_keeping_every_entry_is_fedavg(tiny_config):
+    dense = setup(tiny_config(method="none"))
+    full = setup(tiny_config(method="topk-ef", sparsity=1e-12))
+    assert full.federation.parts.compressor.counts == tuple(full.layout.sizes)
+    for r in range(3):
+        dense.federation.run_round(r)
+        full.federation.run_round(r)
+        torch.testing.assert_close(full.federation.w, dense.federation.w, rtol=1e-5, atol=1e-6)
+    assert full.federation.parts.memory.acc.abs().max() == 0
+
+
+def test_ef_invariant_in_a_real_run(tiny_config):
+    s = setup(tiny_config(method="flare", clients_per_round=3, rounds=4))
+    fed, mem = s.federation, s.federation.parts.memory
+    seen = []
+    compensate, update = mem.compensate, mem.update
+
+    def spy_compensate(d, ids):
+        seen.append({"ids": list(ids), "d": d.clone(), "old": mem.residual(ids).clone()})
+        return compensate(d, ids)
+
+    def spy_update(ids, v, sent):
+        update(ids, v, sent)
+        seen[-1].update(sent=sent.clone(), new=mem.residual(ids).clone())
+
+    mem.compensate, mem.update = spy_compensate, spy_update
+    fed.keep_messages = True
+    for r in range(4):
+        stats = fed.run_round(r)
+        rec = seen[-1]
+        assert rec["ids"] == stats.clients and len(rec["ids"]) == 3
+        # per client: sent + new residual == update + old residual
+        torch.testing.assert_close(rec["sent"] + rec["new"], rec["d"] + rec["old"], rtol=0, atol=1e-6)
+        # what the client subtracts is exactly what the server decodes from the bytes
+        for k, enc in enumerate(stats.messages):
+            decoded = fed.parts.compressor.decompress(fed.wire.decode(enc.data))
+            assert torch.equal(decoded, rec["sent"][k])
+    assert any(rec["old"].abs().sum() > 0 for rec in seen[1:])  # memory really carries over
+
+
+@pytest.mark.parametrize("method", ["topk-ef", "randk", "flare", "none"])
+def test_nnz_and_bits_come_from_the_encoded_bytes(tiny_config, method):
+    s = setup(tiny_config(method=method, sparsity=0.99))
+    fed = s.federation
+    fed.keep_messages = True
+    ks = [n if method == "none" else tensor_k(n, 0.01) for n in s.layout.sizes]
+    for r in range(2):
+        stats = fed.run_round(r)
+        assert stats.nnz == len(stats.clients) * sum(ks)
+        assert stats.uplink_bits == sum(8 * len(e.data) for e in stats.messages)
+        assert all(e.bits == 8 * len(e.data) for e in stats.messages)
+        assert stats.downlink_bits == 32 * s.layout.num_params * len(stats.clients)
+
+
+def test_metrics_csv_contract(tiny_config):
+    result = run(tiny_config(method="topk-ef", eval_every=2, rounds=3, name="contract"))
+    rec = load_run(result.path)
+    m = rec.metrics
+    assert list(m["round"]) == [0, 1, 2, 3]
+    for col in ["round", "clients", "train_loss", "test_loss", "test_accuracy", "nnz", "uplink_bits",
+                "cumulative_uplink_bits", "downlink_bits", "cumulative_downlink_bits", "wall_time_s"]:
+        assert col in m.columns
+    assert m["test_accuracy"].isna().tolist() == [False, True, False, False]  # every 2 rounds + the last
+    assert (m["cumulative_uplink_bits"] == m["uplink_bits"].cumsum()).all()
+    assert rec.meta["num_params"] == 79_510 and rec.meta["status"] == "complete"
+    assert sum(t["numel"] for t in rec.meta["tensors"]) == 79_510
+    assert rec.meta["config"]["method"] == "topk-ef" and rec.meta["torch_version"] == torch.__version__
+
+
+def test_same_seed_same_metrics(tiny_config):
+    a = metrics(tiny_config(method="randk", clients_per_round=2, name="a"))
+    b = metrics(tiny_config(method="randk", clients_per_round=2, name="b"))
+    pd.testing.assert_frame_equal(a, b)
+    c = metrics(tiny_config(method="randk", clients_per_round=2, name="c", seed=1))
+    assert not c["test_loss"].equals(a["test_loss"])
+
+
+def test_fedavg_learns_on_embedded_mnist(tiny_config):
+    """Stated accuracy: FedAvg (none), mlp, 10 clients x 800 images, batch 50, 10 rounds -> >= 0.90."""
+    result = run(tiny_config(method="none", clients=10, samples_per_client=None, rounds=10, eval_every=10, name="fedavg"))
+    assert result.rows[0]["test_accuracy"] < 0.2
+    assert result.final_accuracy >= 0.90
