@@ -29,13 +29,14 @@ class RunConfig:
     ef: bool = True  # error feedback for methods that offer it (randk --no-ef)
     encoding: str = "auto"  # position codec, or auto = smallest applicable per message
     value_codec: str = "fp32"
-    downlink: str = "dense"
+    downlink: str = "dense"  # dense: fp32 model to each participant | sparse: encoded update to every client
     # data and model
     dataset: str = "mnist-embedded"
     data_root: str = DEFAULT_DATA_ROOT
     download: bool = False
     model: str = "mlp"
     fc_linear: bool = False  # reference FC quirk: no activations
+    vgg11_reference_relu: bool = False  # reference VGG-11 quirk: no ReLU after the 1st conv of its 256/512 blocks
     partition: str = "contiguous"
     dirichlet_alpha: float = 0.5
     samples_per_client: int | None = None
@@ -64,7 +65,8 @@ class RunConfig:
     eval_batch_size: int = 2000
     seed: int = 0
     device: str = "auto"
-    engine: str = "sequential"
+    engine: str = "auto"  # auto | sequential | vectorized (engine/select.py)
+    client_chunk: int | None = None  # vectorized engine: clients per vmapped batch (None: auto)
     out: str = "results"
     name: str | None = None
 
@@ -175,10 +177,12 @@ def validate(cfg: RunConfig) -> None:
     one_of("partition", cfg.partition, PARTITIONS)
     one_of("encoding", cfg.encoding, set(POSITION_CODECS) | {"auto"})
     one_of("value codec", cfg.value_codec, VALUE_CODECS)
-    one_of("downlink", cfg.downlink, {"dense"})
+    one_of("downlink", cfg.downlink, {"dense", "sparse"})
     one_of("topk rounding", cfg.topk_rounding, {"round", "reference"})
     one_of("device", cfg.device, {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)})
-    one_of("engine", cfg.engine, {"sequential"})
+    one_of("engine", cfg.engine, {"auto", "sequential", "vectorized"})
+    if cfg.client_chunk is not None and cfg.client_chunk < 1:
+        raise ConfigError(f"client-chunk must be >= 1, got {cfg.client_chunk}")
     if not (isinstance(cfg.sparsity, float) and 0.0 < cfg.sparsity < 1.0):
         raise ConfigError(f"sparsity must be in (0, 1) (fraction of entries NOT sent), got {cfg.sparsity}")
     positive = ["rounds", "clients", "local_epochs", "batch_size", "eval_every", "eval_batch_size"]

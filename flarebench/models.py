@@ -1,8 +1,15 @@
 """Models by name. Each constructor takes ``(input_shape, num_classes, options)`` and returns an
 ``nn.Module`` that maps float32 ``[B, *input_shape]`` to logits ``[B, num_classes]``.
 
+Sequence models (``gru``) map int64 token ids ``[B, T]`` to logits ``[B, T, num_classes]``; the
+loss flattens positions, so accuracy is next-token accuracy over all positions.
+
 Losses are cross-entropy on logits (one softmax). The reference CNN's double softmax is a quirk
 flarebench does not reproduce.
+
+All models are built from functional-friendly modules (no in-place ops, no BatchNorm, no
+``nn.GRU``) so ``torch.func.functional_call`` and ``torch.func.vmap`` work on them; dropout
+under vmap needs ``randomness="different"`` (or ``"same"``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
@@ -21,6 +30,12 @@ class ModelOptions:
     """Model switches that come from the run config."""
 
     fc_linear: bool = False  # reference FC quirk: no activation functions
+    vgg11_reference_relu: bool = False  # reference VGG-11 quirk: no ReLU after the 1st conv of its 256/512 blocks
+
+    @classmethod
+    def from_config(cls, cfg) -> "ModelOptions":
+        """The model switches of a RunConfig (fields missing from an older config take defaults)."""
+        return cls(**{f: getattr(cfg, f) for f in cls.__dataclass_fields__ if hasattr(cfg, f)})
 
 
 def cnn(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:
@@ -59,6 +74,109 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> n
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 100), nn.ReLU(), nn.Linear(100, num_classes))
 
 
+VGG_BLOCKS: dict[str, list[list[int]]] = {
+    # conv widths per block; a 2x2 max-pool follows each block
+    "vgg11": [[64], [128], [256, 256], [512, 512], [512, 512]],
+    "vgg16": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
+    "vgg19": [[64, 64], [128, 128], [256, 256, 256, 256], [512, 512, 512, 512], [512, 512, 512, 512]],
+}
+
+
+def vgg(variant: str) -> Callable[[tuple[int, ...], int, ModelOptions], nn.Module]:
+    """VGG as in the FLARE reference (CIFAR): 3x3 same-padding convs + ReLU, 2x2 max-pool after each
+    block, no BatchNorm, then Flatten, Dense 4096 ReLU, Dropout 0.5, Dense 4096 ReLU, Dropout 0.5,
+    Dense classes. 28,144,010 parameters for VGG-11 on 3x32x32 with 10 classes.
+
+    ``vgg11_reference_relu``: the reference VGG-11 has no ReLU after the first conv of each
+    two-conv (256/512) block (conv, conv, relu); default is ReLU after every conv.
+    """
+
+    def build(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:
+        c, h, w = _image_shape(input_shape, variant)
+        blocks = VGG_BLOCKS[variant]
+        hf, wf = h >> len(blocks), w >> len(blocks)
+        if hf < 1 or wf < 1:
+            raise ConfigError(f"model {variant} needs images of at least 32x32 (5 max-pools), got {h}x{w}")
+        quirk = opts.vgg11_reference_relu and variant == "vgg11"
+        layers: list[nn.Module] = []
+        for block in blocks:
+            for j, width in enumerate(block):
+                layers.append(nn.Conv2d(c, width, 3, padding=1))
+                if not (quirk and len(block) == 2 and j == 0):
+                    layers.append(nn.ReLU())
+                c = width
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(
+            *layers,
+            nn.Flatten(),
+            nn.Linear(c * hf * wf, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(4096, num_classes),
+        )
+
+    build.__name__ = variant
+    build.__doc__ = vgg.__doc__
+    return build
+
+
+class CharGRU(nn.Module):
+    """Character language model: embedding -> GRU -> dense to the vocabulary, at every position.
+
+    int64 ``[B, T]`` -> logits ``[B, T, vocab]``. The GRU cell is written out (matmuls in a loop
+    over time, PyTorch gate layout r, z, n with separate input/hidden biases, as Keras'
+    ``reset_after=True``) so that ``torch.func.vmap`` over parameters works; the initial state is zero.
+    """
+
+    def __init__(self, vocab: int, embedding: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.embed = nn.Embedding(vocab, embedding)
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden, embedding))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden, hidden))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden))
+        self.bias_hh = nn.Parameter(torch.empty(3 * hidden))
+        bound = 1.0 / math.sqrt(hidden)  # nn.GRU's initialisation
+        for p in (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh):
+            nn.init.uniform_(p, -bound, bound)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embed(x)  # [B, T, E]
+        gi = F.linear(e, self.weight_ih, self.bias_ih)  # [B, T, 3H]: input part of all gates, all steps
+        h = torch.zeros(x.shape[0], self.hidden, dtype=gi.dtype, device=gi.device)
+        outs = []
+        for t in range(x.shape[1]):
+            i_r, i_z, i_n = gi[:, t].chunk(3, dim=-1)
+            h_r, h_z, h_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=-1)
+            r = torch.sigmoid(i_r + h_r)
+            z = torch.sigmoid(i_z + h_z)
+            n = torch.tanh(i_n + r * h_n)
+            h = (1 - z) * n + z * h
+            outs.append(h)
+        return self.out(torch.stack(outs, dim=1))  # [B, T, vocab]
+
+
+def gru(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:
+    """The reference Shakespeare model (TFF text-generation tutorial): embedding 256, GRU 1024, dense
+    to the vocabulary (``num_classes`` characters; inputs are the same characters). Trained from
+    scratch: the reference fine-tunes a Dickens-pretrained checkpoint that is not available offline.
+    4,021,569 parameters for the 65-character tiny-Shakespeare vocabulary.
+    """
+    _sequence_shape(input_shape, "gru")
+    return CharGRU(num_classes, 256, 1024)
+
+
+def gru_small(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:
+    """The same character GRU scaled down for CPU smoke runs: embedding 32, GRU 128 (72,673 params at 65 chars)."""
+    _sequence_shape(input_shape, "gru-small")
+    return CharGRU(num_classes, 32, 128)
+
+
+def _sequence_shape(input_shape: tuple[int, ...], model: str) -> None:
+    if len(input_shape) != 1:
+        raise ConfigError(f"model {model} needs token sequences [T] (e.g. dataset shakespeare), got shape {list(input_shape)}")
+
+
 def _image_shape(input_shape: tuple[int, ...], model: str) -> tuple[int, int, int]:
     if len(input_shape) != 3:
         raise ConfigError(f"model {model} needs image inputs [C, H, W], got shape {list(input_shape)}")
@@ -69,7 +187,25 @@ MODELS: dict[str, Callable[[tuple[int, ...], int, ModelOptions], nn.Module]] = {
     "cnn": cnn,
     "fc": fc,
     "mlp": mlp,
+    "vgg11": vgg("vgg11"),
+    "vgg16": vgg("vgg16"),
+    "vgg19": vgg("vgg19"),
+    "gru": gru,
+    "gru-small": gru_small,
 }
+
+
+def num_params_for(cfg) -> int:
+    """Trainable parameters of ``cfg.model`` on ``cfg.dataset``, from the dataset's known shape
+    (no data files read, no memory allocated: built on the meta device)."""
+    import torch
+
+    from .data.datasets import dataset_shape
+    from .flat import Layout
+
+    input_shape, num_classes = dataset_shape(cfg.dataset)
+    with torch.device("meta"):
+        return Layout.of(build_model(cfg.model, input_shape, num_classes, ModelOptions.from_config(cfg))).num_params
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions | None = None) -> nn.Module:

@@ -1,7 +1,8 @@
 """The results contract: ``DIR/NAME/config.json`` and ``DIR/NAME/metrics.csv``.
 
 config.json: the resolved RunConfig under "config", plus num_params, per-tensor sizes, device,
-flarebench/torch versions, git commit, status ("running" / "complete").
+flarebench/torch versions, git commit, status ("running" / "complete" / "interrupted" on Ctrl-C /
+"failed" on an error; a killed run stays "running").
 
 metrics.csv: one row per round, flushed when the round ends. Row 0 is the initial model
 (evaluated, nothing sent). Columns (bits are bits, not bytes):
@@ -27,8 +28,9 @@ COLUMNS = [
     "test_accuracy",  # fraction in [0, 1] (empty on rounds without evaluation)
     "nnz",  # entries sent by all clients this round
     "uplink_bits",  # sum over client messages of 8 * len(encoded bytes)
+    "uplink_bound_bits",  # floor for the same messages: sum log2 C(n_t, k_t) + value bits (wire/bounds.py)
     "cumulative_uplink_bits",
-    "downlink_bits",  # dense fp32 broadcast: 32 * num_params per participating client
+    "downlink_bits",  # dense: 32 * num_params per participant; sparse: clients * 8 * len(encoded update)
     "cumulative_downlink_bits",
     "position_codecs",  # e.g. "minwidth:10" (codec: messages) this round
     "wall_time_s",  # seconds since the run started (training + evaluation + I/O)
@@ -99,6 +101,52 @@ class RunWriter:
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+
+    @classmethod
+    def reopen(cls, run_dir: Path, meta: dict, last_round: int) -> tuple["RunWriter", list[dict]]:
+        """Resume a run: keep metrics rows 0..``last_round`` (rewritten atomically), drop later ones,
+        write ``meta`` and append from there. Returns the writer and the kept rows (values parsed).
+        ResultsError if the header differs from COLUMNS or a row up to ``last_round`` is missing."""
+        self = cls.__new__(cls)
+        self.dir, self.meta = Path(run_dir), meta
+        path = self.dir / METRICS_FILE
+        try:
+            lines = path.read_text().splitlines(keepends=True)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ResultsError(f"cannot resume {self.dir}: cannot read {path} ({e})") from None
+        if not lines or lines[0].rstrip("\r\n").split(",") != COLUMNS:
+            raise ResultsError(f"cannot resume {self.dir}: {path} does not have this version's columns")
+        kept, rows = [lines[0]], []
+        for line in lines[1 : last_round + 2]:
+            values = next(csv.reader([line]))
+            if not line.endswith("\n") or len(values) != len(COLUMNS) or values[0] != str(len(rows)):
+                break
+            kept.append(line)
+            rows.append({c: _parse(v) for c, v in zip(COLUMNS, values)})
+        if len(rows) != last_round + 1:
+            raise ResultsError(f"cannot resume {self.dir}: {path} lacks the rows up to the checkpoint's round {last_round}")
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        write_json_atomic(self.dir / CONFIG_FILE, meta)
+        self._file = open(path, "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        return self, rows
+
+
+def _parse(v: str):
+    """A metrics.csv cell back to int / float / None / str."""
+    if v == "":
+        return None
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
 
 
 def _fmt(v) -> str:

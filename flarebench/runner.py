@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .flat import Layout
 from .methods.presets import DESCRIPTIONS, build_parts
 from .models import ModelOptions, build_model
+from .checkpoint import Checkpointer, Resumed, pin_engine, remove_checkpoint, resume_run
 from .results import COLUMNS, RunWriter, check_writable, git_commit
 
 
@@ -57,6 +58,7 @@ class Setup:
             "client_samples": [int(n) for n in self.federation.client_sizes.tolist()],
             "test_samples": int(len(self.dataset.y_test)),
             "device": str(self.device) if self.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(self.device)})",
+            "engine_resolved": self.federation.engine_choice.to_dict(),
             "flarebench_version": __version__,
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
@@ -78,7 +80,7 @@ def setup(cfg: RunConfig) -> Setup:
     )
     data = data.to(device)
     torch.manual_seed(derive(cfg.seed, "init"))
-    model = build_model(cfg.model, data.input_shape, data.num_classes, ModelOptions(fc_linear=cfg.fc_linear)).to(device)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, ModelOptions.from_config(cfg)).to(device)
     layout = Layout.of(model)
     parts = build_parts(cfg, layout, device)
     fed = Federation(cfg, model, layout, parts, data, clients, device)
@@ -109,31 +111,37 @@ def run(
     on_round: Callable[[dict, RoundStats | None], None] | None = None,
     overwrite: bool = False,
     prepared: Setup | None = None,
+    resume: str | Path | None = None,
+    checkpoint_every: int | None = None,
 ) -> RunResult:
-    """Run ``cfg.rounds`` rounds and write ``cfg.out/NAME/{config.json,metrics.csv}``.
+    """Run ``cfg.rounds`` rounds and write ``cfg.out/NAME/{config.json,metrics.csv,checkpoint.pt}``.
 
     ``on_round(row, stats)`` is called after each row is written (row 0: initial model, stats None).
+    ``resume``: an interrupted run's directory; ``cfg`` must be its config (checkpoint.resume_config);
+    it continues after its checkpoint. ``checkpoint_every``: save the state every N rounds
+    (None: auto, at most ~2.5% of run time); the checkpoint is deleted when the run completes.
     Bad input raises a FlarebenchError before anything is written.
     """
-    out_dir = Path(cfg.out).expanduser()
-    check_writable(out_dir)
-    s = prepared or setup(cfg)
+    s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
     name = cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S"))
     cfg = s.cfg = cfg.replace(name=name)
-    writer = RunWriter(out_dir / name, s.meta(), overwrite=overwrite)
-    fed, t0 = s.federation, time.perf_counter()
-    rows: list[dict] = []
-    up = down = 0
+    writer, resumed = _open_writer(s, Path(cfg.out).expanduser() / name, overwrite, resume)
+    saver = Checkpointer(writer.dir, checkpoint_every)
+    fed, t0 = s.federation, time.perf_counter() - (resumed.checkpoint.elapsed_s if resumed else 0.0)
+    rows: list[dict] = list(resumed.rows) if resumed else []
+    up, down = (rows[-1]["cumulative_uplink_bits"], rows[-1]["cumulative_downlink_bits"]) if resumed else (0, 0)
     try:
-        loss, acc = fed.evaluate()
-        row = {"round": 0, "clients": 0, "test_loss": loss, "test_accuracy": acc, "nnz": 0, "uplink_bits": 0,
-               "cumulative_uplink_bits": 0, "downlink_bits": 0, "cumulative_downlink_bits": 0,
-               "position_codecs": "", "wall_time_s": time.perf_counter() - t0}
-        writer.append(row)
-        rows.append(row)
-        if on_round:
-            on_round(row, None)
-        for r in range(cfg.rounds):
+        if not resumed:
+            loss, acc = fed.evaluate()
+            row = {"round": 0, "clients": 0, "test_loss": loss, "test_accuracy": acc, "nnz": 0, "uplink_bits": 0,
+                   "uplink_bound_bits": 0.0, "cumulative_uplink_bits": 0, "downlink_bits": 0, "cumulative_downlink_bits": 0,
+                   "position_codecs": "", "wall_time_s": time.perf_counter() - t0}
+            writer.append(row)
+            rows.append(row)
+            saver.save(0, fed, _cumulative(row), time.perf_counter() - t0)
+            if on_round:
+                on_round(row, None)
+        for r in range(rows[-1]["round"], cfg.rounds):
             stats = fed.run_round(r)
             up += stats.uplink_bits
             down += stats.downlink_bits
@@ -147,6 +155,7 @@ def run(
                 "test_accuracy": acc,
                 "nnz": stats.nnz,
                 "uplink_bits": stats.uplink_bits,
+                "uplink_bound_bits": stats.uplink_bound_bits,
                 "cumulative_uplink_bits": up,
                 "downlink_bits": stats.downlink_bits,
                 "cumulative_downlink_bits": down,
@@ -155,9 +164,32 @@ def run(
             }
             writer.append(row)
             rows.append(row)
+            if saver.due(stats.round, cfg.rounds):
+                saver.save(stats.round, fed, _cumulative(row), time.perf_counter() - t0)
             if on_round:
                 on_round(row, stats)
-        writer.set_status("complete", wall_time_s=time.perf_counter() - t0)
+        writer.set_status("complete", wall_time_s=time.perf_counter() - t0, **saver.summary())
+        remove_checkpoint(writer.dir)
+    except BaseException as e:  # Ctrl-C -> "interrupted", an error -> "failed"; resumable from the checkpoint
+        writer.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", **saver.summary())
+        raise
     finally:
         writer.close()
+        saver.close()
     return RunResult(writer.dir, rows, time.perf_counter() - t0)
+
+
+def _open_writer(s: Setup, run_dir: Path, overwrite: bool, resume: str | Path | None) -> tuple[RunWriter, Resumed | None]:
+    """A new run directory, or (``resume``) an interrupted run reopened at its checkpoint with state restored."""
+    if resume is None:
+        check_writable(run_dir.parent)
+        return RunWriter(run_dir, s.meta(), overwrite=overwrite), None
+    if overwrite:
+        raise ConfigError("--resume continues a run and --overwrite starts it over: give one of them")
+    resumed = resume_run(s, resume)
+    return resumed.writer, resumed
+
+
+def _cumulative(row: dict) -> dict[str, int]:
+    """The running counters of a metrics row (checkpointed with the state after that round)."""
+    return {k: v for k, v in row.items() if k.startswith("cumulative_")}

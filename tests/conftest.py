@@ -20,7 +20,7 @@ def tiny(**overrides):
 
     base = dict(
         model="mlp", clients=4, samples_per_client=200, batch_size=50, rounds=3,
-        lr=0.1, momentum=0.9, eval_every=1, device="cpu", seed=0,
+        lr=0.1, momentum=0.9, eval_every=1, device="cpu", seed=0, engine="sequential",
     )
     base.update(overrides)
     return make_config(**base)

@@ -13,6 +13,10 @@ import typer
 from ..errors import FlarebenchError
 from .app import app
 from . import run as _run  # noqa: F401  (registers `run`)
+from . import bench as _bench  # noqa: F401  (registers `bench`)
+from . import compare as _compare  # noqa: F401  (registers `compare`, `list`, `show`)
+from . import bits as _bits  # noqa: F401  (registers `bits`)
+from . import sweep as _sweep  # noqa: F401  (registers `sweep` and `figures`)
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as _cx

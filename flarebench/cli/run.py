@@ -8,7 +8,10 @@ from typing import Optional
 
 import typer
 
-from ..config import RunConfig
+from datetime import datetime
+
+from ..config import RunConfig, default_name
+from ..progress import RunProgress
 from .app import app
 
 D = RunConfig()  # defaults, quoted in the help texts
@@ -16,7 +19,7 @@ D = RunConfig()  # defaults, quoted in the help texts
 _DATA = "Data and model"
 _FED = "Federation and local training"
 _COMP = "Compression"
-_FLARE = "FLARE regularizer"
+_FLARE = "Regularizers (FLARE, FedProx)"
 _OUT = "Output"
 
 
@@ -30,17 +33,19 @@ def _human_bits(bits: float) -> str:
 @app.command("run")
 def run_command(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config (keys = these options, dashes or underscores); flags override it.", rich_help_panel=_OUT),
-    method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare. [default: {D.method}]", rich_help_panel=_COMP),
+    method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare | ef21 | fedprox-ef. [default: {D.method}]", rich_help_panel=_COMP),
     sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1); 0.99999 is the paper's R=0.001%. [default: {D.sparsity}]", rich_help_panel=_COMP),
     ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="Error feedback for randk/topk (flare and topk-ef always use it). [default: ef]", rich_help_panel=_COMP),
     topk_rounding: Optional[str] = typer.Option(None, help=f"round: k=max(1,round(R*n)) per tensor; reference: k=round(R*n)+1 as the authors' code. [default: {D.topk_rounding}]", rich_help_panel=_COMP),
-    encoding: Optional[str] = typer.Option(None, help=f"Position codec (raw32 | minwidth | bitmap ...) or auto = smallest per message. [default: {D.encoding}]", rich_help_panel=_COMP),
-    value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16. [default: {D.value_codec}]", rich_help_panel=_COMP),
-    dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100. [default: {D.dataset}]", rich_help_panel=_DATA),
+    encoding: Optional[str] = typer.Option(None, help=f"Position codec: raw32 | minwidth | bitmap | elias-gamma | elias-delta | golomb, or auto = smallest per message (see `flarebench bits`). [default: {D.encoding}]", rich_help_panel=_COMP),
+    value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16 | bf16 | sign+scale (1 bit per value + one fp32 scale per tensor, STC-style; use with error feedback). Lossy codecs: the server and the EF memory use the decoded values. [default: {D.value_codec}]", rich_help_panel=_COMP),
+    downlink: Optional[str] = typer.Option(None, help=f"dense: fp32 model to each participant (32*P bits each) | sparse: the encoded aggregated update, sent to every client. [default: {D.downlink}]", rich_help_panel=_COMP),
+    dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100 | shakespeare (shipped). [default: {D.dataset}]", rich_help_panel=_DATA),
     data_root: Optional[str] = typer.Option(None, help=f"Where torchvision datasets live. [default: {D.data_root}]", rich_help_panel=_DATA),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Let torchvision download a missing dataset (needs a network). [default: no-download]", rich_help_panel=_DATA),
-    model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small). [default: {D.model}]", rich_help_panel=_DATA),
+    model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small) | vgg11 | vgg16 | vgg19 (CIFAR) | gru | gru-small (shakespeare). [default: {D.model}]", rich_help_panel=_DATA),
     fc_linear: Optional[bool] = typer.Option(None, "--fc-linear/--fc-relu", help="Reference quirk: the FC model without activations. [default: fc-relu]", rich_help_panel=_DATA),
+    vgg11_reference_relu: Optional[bool] = typer.Option(None, "--vgg11-reference-relu/--vgg11-relu", help="Reference quirk: VGG-11 without ReLU after the first conv of its 256/512 blocks. [default: vgg11-relu]", rich_help_panel=_DATA),
     partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. [default: {D.partition}]", rich_help_panel=_DATA),
     dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. [default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),
     samples_per_client: Optional[int] = typer.Option(None, help="Samples per client (default: training set / clients).", rich_help_panel=_DATA),
@@ -57,13 +62,19 @@ def run_command(
     eval_every: Optional[int] = typer.Option(None, help=f"Evaluate on the test set every N rounds (and on the last). [default: {D.eval_every}]", rich_help_panel=_FED),
     seed: Optional[int] = typer.Option(None, help=f"Seed for init, partition, client sampling, shuffling, random-k. [default: {D.seed}]", rich_help_panel=_FED),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda. [default: {D.device}]", rich_help_panel=_FED),
+    engine: Optional[str] = typer.Option(None, help=f"Local training: sequential (one client at a time) | vectorized (all clients at once, torch.func.vmap) | auto (times both once per shape, cached). [default: {D.engine}]", rich_help_panel=_FED),
+    client_chunk: Optional[int] = typer.Option(None, help="Vectorized engine: clients per vmapped batch (default: all on CPU; from free memory on CUDA).", rich_help_panel=_FED),
     flare_tau0: Optional[float] = typer.Option(None, help=f"FLARE tau_0 (regularizer weight before decay). [default: {D.flare_tau0}]", rich_help_panel=_FLARE),
     flare_decay: Optional[float] = typer.Option(None, help=f"FLARE decay c: tau_r = tau_0 / c^(r+1). [default: {D.flare_decay}]", rich_help_panel=_FLARE),
     flare_steps: Optional[int] = typer.Option(None, help=f"FLARE p: local steps per round with the pull. [default: {D.flare_steps}]", rich_help_panel=_FLARE),
     flare_percentile: Optional[float] = typer.Option(None, help=f"FLARE t: pull only entries with |A| above this per-tensor percentile. [default: {D.flare_percentile:g}]", rich_help_panel=_FLARE),
+    prox_tau0: Optional[float] = typer.Option(None, help=f"fedprox-ef tau_0 of tau_r * ||w_i - w||^2 (all local steps). [default: {D.prox_tau0}]", rich_help_panel=_FLARE),
+    prox_decay: Optional[float] = typer.Option(None, help=f"fedprox-ef decay c: tau_r = tau_0 / c^(r+1). [default: {D.prox_decay}]", rich_help_panel=_FLARE),
     out: Optional[str] = typer.Option(None, help=f"Results directory; the run goes to OUT/NAME. [default: {D.out}]", rich_help_panel=_OUT),
     name: Optional[str] = typer.Option(None, help="Run name (default: method-sSPARSITY-dataset-model-time).", rich_help_panel=_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its last checkpoint; its config.json is the config (flags given must agree).", rich_help_panel=_OUT),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. [default: auto, at most ~2.5% of run time]", rich_help_panel=_OUT),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit.", rich_help_panel=_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.", rich_help_panel=_OUT),
 ) -> None:
@@ -71,24 +82,37 @@ def run_command(
     from ..config import make_config
     from ..runner import run, setup
 
-    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "run", "setup"}}
-    cfg = make_config(config, **overrides)
-    prepared = setup(cfg)
-    if dry_run:
-        typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": prepared.layout.num_params}, indent=2))
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "run", "setup", "resume", "checkpoint_every"}}
+    cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
+    if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
+        from ..models import num_params_for
+
+        typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg)}, indent=2))
         return
+    prepared = setup(cfg)
+    if not quiet:
+        typer.echo(f"engine: {prepared.federation.engine_choice.describe()}")
 
-    def report(row: dict, stats) -> None:
-        if quiet or row.get("test_accuracy") is None:
-            return
-        typer.echo(
-            f"round {row['round']:>5}/{cfg.rounds}  acc {row['test_accuracy']:.4f}  loss {row['test_loss']:.4f}  "
-            f"uplink {_human_bits(row['cumulative_uplink_bits'])}  {row['wall_time_s']:.1f}s"
-        )
-
-    result = run(cfg, on_round=report, overwrite=overwrite, prepared=prepared)
+    cfg = prepared.cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
+    run_dir = resume or Path(cfg.out).expanduser() / cfg.name
+    try:
+        with RunProgress(cfg.rounds, quiet=quiet) as progress:
+            result = run(cfg, on_round=progress, overwrite=overwrite, prepared=prepared, resume=resume, checkpoint_every=checkpoint_every)
+    except KeyboardInterrupt:
+        typer.echo(f"flarebench: interrupted; continue with: flarebench run --resume {run_dir}", err=True)
+        raise typer.Exit(130) from None
     acc = result.final_accuracy
     typer.echo(
         f"done: {result.path}  final test accuracy {acc:.4f}  total uplink {_human_bits(result.total_uplink_bits)} "
         f"({result.total_uplink_bits} bits)  wall {result.wall_time_s:.1f}s"
     )
+
+
+def _resume_config(resume: Path, toml: Optional[Path], overrides: dict) -> RunConfig:
+    """The interrupted run's own config; options given on the command line must agree with it."""
+    from ..checkpoint import resume_config
+    from ..errors import ConfigError
+
+    if toml is not None:
+        raise ConfigError("--resume takes the run's own config.json; drop --config")
+    return resume_config(resume, **overrides)

@@ -7,6 +7,8 @@ Everything lives in memory (and on the run's device), so batching is tensor inde
   package, md5-checked, split by a fixed permutation into 8,000 client-training and 2,000 test
   images. A stand-in that works offline; use ``mnist`` for the real 60k/10k split.
 - ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``: torchvision from ``data_root``.
+- ``shakespeare``: tiny Shakespeare by speaking role (shipped; see shakespeare.py); ``x`` and ``y``
+  are int64 character ids ``[N, 100]`` and ``natural_clients`` lists the roles.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .shakespeare import SEQ_LEN as SHAKESPEARE_SEQ_LEN
+from .shakespeare import VOCAB as SHAKESPEARE_VOCAB
+from .shakespeare import load_shakespeare
 
 EMBEDDED_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
@@ -36,8 +41,8 @@ class Dataset:
     """Train/test tensors. ``x_*``: float32 ``[N, ...]``; ``y_*``: int64 ``[N]``."""
 
     name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
+    x_train: torch.Tensor  # float32 images, or int64 token ids [N, T] for text
+    y_train: torch.Tensor  # int64 [N], or [N, T] next-token targets for text
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
@@ -156,7 +161,25 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": _load_tv("fashion-mnist", FASHION_STATS, 10),
     "cifar10": _load_tv("cifar10", CIFAR10_STATS, 10),
     "cifar100": _load_tv("cifar100", CIFAR100_STATS, 100),
+    "shakespeare": load_shakespeare,
 }
+
+# (input shape of one sample, classes) per dataset, known without loading it (``--dry-run``)
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "mnist-embedded": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "shakespeare": ((SHAKESPEARE_SEQ_LEN,), len(SHAKESPEARE_VOCAB)),
+}
+
+
+def dataset_shape(name: str) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` of dataset ``name`` without reading its files."""
+    if name not in DATASET_SHAPES:
+        raise DataError(f"unknown dataset '{name}' (choose from: {', '.join(sorted(DATASETS))})")
+    return DATASET_SHAPES[name]
 
 
 def load_dataset(name: str, root: str, download: bool = False) -> Dataset:

@@ -3,7 +3,7 @@
     select clients -> local training (with the method's regularizer) -> d = w_i - w
     -> memory.compensate -> compressor.compress -> wire.encode (bits counted here)
     -> wire.decode on the server -> compressor.decompress -> memory.update
-    -> aggregate -> server step
+    -> aggregate -> downlink (dense model, or the encoded sparse update) -> server step
 
 Every random draw is derived from (seed, round, client), so the state to checkpoint is only:
 global weights, the parts' state (EF memories), and persistent optimizer buffers.
@@ -20,10 +20,12 @@ from torch import nn
 from ..config import RunConfig
 from ..flat import Layout
 from ..methods.presets import Parts
+from ..wire.downlink import Downlink
 from ..wire.encoder import Encoded, WireFormat
 from .optim import FlatSGD
 from .seeds import derive, generator
-from .sequential import LocalSpec, SequentialEngine, evaluate
+from .select import build_engine
+from .sequential import LocalSpec, evaluate
 
 
 @dataclass
@@ -35,9 +37,11 @@ class RoundStats:
     train_loss: float
     nnz: int  # entries sent by all clients this round
     uplink_bits: int  # sum of 8 * len(bytes) over the clients' messages
-    downlink_bits: int  # dense fp32 model to each participant: 32 * P * K
+    downlink_bits: int  # dense: 32 * P * K; sparse: C * 8 * len(broadcast bytes) (wire/downlink.py)
+    uplink_bound_bits: float = 0.0  # sum over messages of log2 C(n_t, k_t) + value bits (wire/bounds.py)
     codecs: Counter = field(default_factory=Counter)  # position codec -> messages
     messages: list[Encoded] = field(default_factory=list, repr=False)
+    broadcast: Encoded | None = field(default=None, repr=False)  # --downlink sparse, with keep_messages
 
 
 class Federation:
@@ -51,8 +55,11 @@ class Federation:
         self.client_sizes = torch.tensor([len(i) for i in client_indices], dtype=torch.float32, device=device)
         self.w = layout.flatten(model).to(device)
         self.wire = WireFormat(layout.sizes, cfg.encoding, cfg.value_codec)
+        self.downlink = Downlink(cfg.downlink, self.wire, cfg.clients)
         self.spec = LocalSpec(cfg.local_epochs, cfg.batch_size, FlatSGD(cfg.lr, cfg.momentum, cfg.weight_decay), cfg.shuffle, cfg.seed)
-        self.engine = SequentialEngine(model, layout, parts.regularizer)
+        self.engine, self.engine_choice = build_engine(  # sequential | vectorized; auto times both once per shape
+            cfg, model, layout, parts.regularizer, self.x_train, self.y_train, self.client_indices, self.spec
+        )
         self.momentum = (
             torch.zeros(cfg.clients, layout.num_params, device=device)
             if cfg.keep_optimizer_state and cfg.momentum
@@ -92,6 +99,7 @@ class Federation:
         parts.memory.update(ids, v, sent)
 
         update = parts.aggregator.aggregate(sent, self.client_sizes[ids], ids)
+        update, downlink_bits, broadcast = self.downlink.send(update, len(ids))  # what every client applies
         self.w = w + cfg.server_lr * update
 
         return RoundStats(
@@ -100,9 +108,11 @@ class Federation:
             train_loss=train_loss,
             nnz=sum(m.nnz for m in received),
             uplink_bits=sum(e.bits for e in encoded),
-            downlink_bits=32 * self.layout.num_params * len(ids),
+            downlink_bits=downlink_bits,
+            uplink_bound_bits=sum(self.wire.bound_bits(m) for m in received),
             codecs=Counter(e.position_codec or ("dense" if m.is_dense else "seed") for e, m in zip(encoded, received)),
             messages=encoded if self.keep_messages else [],
+            broadcast=broadcast if self.keep_messages else None,
         )
 
     def evaluate(self) -> tuple[float, float]:

@@ -5,6 +5,8 @@ that sits a round out keeps its memory).
 
 - ``none``: ``v = d``; nothing kept.
 - ``residual`` (EC / top-k EF): ``v = d + A_i``; after sending ``s``: ``A_i <- v - s``.
+- ``ef21`` (Richtarik et al. 2021): ``v = d - g_i``; after sending ``c = C(v)``: ``g_i <- g_i + c``.
+  The server keeps the same ``g_i`` (see aggregation.EF21Aggregator), so only ``c`` travels.
 """
 
 from __future__ import annotations
@@ -57,3 +59,28 @@ class ResidualMemory(Memory):
 
     def load_state_dict(self, state):
         self.acc.copy_(state["acc"])
+
+
+class EF21Memory(Memory):
+    """EF21's client-side estimate ``g_i`` of its own update (zeros at start): ``[C, P]`` float32.
+
+    The client compresses the innovation ``d_i - g_i`` and adds what the server decoded to ``g_i``.
+    ``residual`` is None: ``g_i`` is not an unsent remainder, so FLARE's anchor does not apply.
+    """
+
+    name = "ef21"
+
+    def __init__(self, num_clients: int, num_params: int, device=None):
+        self.g = torch.zeros(num_clients, num_params, dtype=torch.float32, device=device)
+
+    def compensate(self, d, ids):
+        return d - self.g[ids]
+
+    def update(self, ids, v, sent):
+        self.g[ids] = self.g[ids] + sent
+
+    def state_dict(self):
+        return {"g": self.g}
+
+    def load_state_dict(self, state):
+        self.g.copy_(state["g"])

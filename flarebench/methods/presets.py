@@ -7,6 +7,13 @@
 | topk-ef  | none        | top-k      | residual (EC)     | weighted mean |
 | randk    | none        | random-k   | residual (--no-ef: none) | weighted mean |
 | flare    | flare       | top-k      | residual (EC)     | weighted mean |
+| ef21     | none        | top-k      | ef21 (g_i)        | ef21 (server g_i, weighted mean) |
+| fedprox-ef | prox (all steps) | top-k | residual (EC)     | weighted mean |
+
+``ef21`` is honest EF21: only ``c_i = topk(d_i - g_i)`` travels and both sides keep ``g_i``. The
+FLARE reference code instead sends ``c_i + g_i`` (dense), which costs a full model per client.
+``fedprox-ef`` uses the FLARE reference's prox term ``tau_r * sum (w_i - w)^2`` with
+``tau_r = prox_tau0 / prox_decay^(r+1)``.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ from typing import Callable
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..flat import Layout
-from .aggregation import WeightedMean
+from .aggregation import EF21Aggregator, WeightedMean
 from .compressors import Compressor, Identity, RandK, TopK
-from .memory import Memory, ResidualMemory
+from .memory import EF21Memory, Memory, ResidualMemory
 from .regularizers import FlareRegularizer, ProxRegularizer, Regularizer
 
 
@@ -30,7 +37,7 @@ class Parts:
     regularizer: Regularizer
     compressor: Compressor
     memory: Memory
-    aggregator: WeightedMean
+    aggregator: WeightedMean  # or a subclass (EF21Aggregator)
 
     def state_dict(self) -> dict:
         return {name: getattr(self, name).state_dict() for name in ("regularizer", "compressor", "memory", "aggregator")}
@@ -52,6 +59,12 @@ def _flare_reg(cfg: RunConfig, layout: Layout) -> Regularizer:
     return FlareRegularizer(layout, cfg.flare_tau0, cfg.flare_decay, cfg.flare_steps, cfg.flare_percentile)
 
 
+def _ef21_memory(cfg: RunConfig, layout: Layout, device) -> Memory:
+    if not cfg.ef:
+        raise ConfigError("method ef21 is defined with its own error feedback; --no-ef applies to randk and topk only")
+    return EF21Memory(cfg.clients, layout.num_params, device)
+
+
 PartsBuilder = Callable[[RunConfig, Layout, object], Parts]
 
 PRESETS: dict[str, PartsBuilder] = {
@@ -68,6 +81,18 @@ PRESETS: dict[str, PartsBuilder] = {
     "flare": lambda cfg, layout, dev: Parts(
         _flare_reg(cfg, layout), TopK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, True), WeightedMean()
     ),
+    "ef21": lambda cfg, layout, dev: Parts(
+        Regularizer(),
+        TopK(layout, cfg.density, cfg.topk_rounding),
+        _ef21_memory(cfg, layout, dev),
+        EF21Aggregator(cfg.clients, layout.num_params, dev),
+    ),
+    "fedprox-ef": lambda cfg, layout, dev: Parts(
+        ProxRegularizer(cfg.prox_tau0, cfg.prox_decay),
+        TopK(layout, cfg.density, cfg.topk_rounding),
+        _ef(cfg, layout, dev, True),
+        WeightedMean(),
+    ),
 }
 
 DESCRIPTIONS = {
@@ -76,6 +101,8 @@ DESCRIPTIONS = {
     "topk-ef": "top-k per tensor with error feedback (EC)",
     "randk": "random-k per tensor from a shared seed, with error feedback (--no-ef: without)",
     "flare": "FLARE: top-k EC + L1 pull toward w + accumulator on the first p local steps",
+    "ef21": "EF21: top-k of (d_i - g_i), g_i kept by client and server, server applies mean g_i",
+    "fedprox-ef": "FedProx + EC: top-k EC + tau_r * ||w_i - w||^2 on all local steps",
 }
 
 

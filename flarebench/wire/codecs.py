@@ -1,69 +1,133 @@
 """Position and value codecs: arrays <-> bytes, vectorised with numpy.
 
 Position codecs encode, per tensor of ``n`` entries, ``k`` ascending positions; a message's
-tensors are written one after the other into one bit stream, padded to a whole byte at the end.
-Value codecs encode the message's float32 values.
+tensors are written into one bit stream, zero-padded to a whole byte at the end. The gap codecs
+work on ``x_i = p_i - p_{i-1}`` (``p_{-1} = -1``, so ``x_i >= 1``), restarting at every tensor.
 
-Every codec's ``encode`` returns the exact bytes that go on the wire; bits = 8 * len(bytes).
-Decoders take the header's (already validated) sizes and counts and raise DecodeError on
-anything inconsistent.
+| id | name          | bits per sent entry (tensor of n entries, k sent)                       |
+|----|---------------|--------------------------------------------------------------------------|
+| 0  | raw32         | 32 (little-endian uint32 COO indices)                                    |
+| 1  | minwidth      | ceil(log2 n)                                                             |
+| 2  | bitmap        | n / k (one bit per entry)                                                |
+| 3  | elias-gamma   | 2 floor(log2 x) + 1                                                      |
+| 4  | elias-delta   | floor(log2 x) + 2 floor(log2(floor(log2 x) + 1)) + 1                     |
+| 5  | golomb        | Golomb-Rice, b = 2^m: floor((x-1)/b) + 1 + m, plus 6 bits of m per tensor |
+
+The variable-length codes have exactly their textbook lengths; to vectorise decoding, a message
+writes all codewords' unary parts first, then all their binary parts (each block in entry order),
+instead of interleaving them. Golomb's m is chosen per tensor from its density p = k/n as in STC
+(Sattler et al. 2019): ``m = max(0, 1 + floor(log2(ln(phi - 1) / ln(1 - p))))``.
+
+Value codecs encode the message's float32 values, tensor by tensor (``counts`` per tensor).
+Every ``encode`` returns the exact bytes that go on the wire; bits = 8 * len(bytes). Decoders
+take the header's (already validated) sizes and counts and raise DecodeError on anything
+inconsistent: short, long, non-zero padding, out-of-range or non-ascending positions.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..errors import DecodeError
+from .bitstream import (
+    EMPTY,
+    MAX_POSITION_BITS,
+    bit_length,
+    bits_to_bytes,
+    bytes_to_bits,
+    check_end,
+    pack_fixed,
+    pack_unary,
+    pack_varwidth,
+    read_unary,
+    read_varwidth,
+    unpack_fixed,
+    width_for,
+)
+
+__all__ = [
+    "POSITION_CODECS", "POSITION_CODECS_BY_ID", "VALUE_CODECS", "VALUE_CODECS_BY_ID",
+    "PositionCodec", "ValueCodec", "gaps_of", "rice_parameter", "width_for",
+]
 
 
-# ---------------------------------------------------------------- bit packing helpers
-def pack_fixed(values: np.ndarray, width: int) -> np.ndarray:
-    """uint64 values (each < 2**width) -> bits (uint8 0/1), MSB first, ``[len * width]``."""
-    if width == 0 or values.size == 0:
-        return np.zeros(0, dtype=np.uint8)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    return ((values.astype(np.uint64)[:, None] >> shifts) & np.uint64(1)).astype(np.uint8).reshape(-1)
+# ---------------------------------------------------------------- gaps
+def gaps_of(positions: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-tensor ascending positions -> int64 gaps ``x = p_i - p_{i-1}`` (``p_{-1} = -1``), concatenated.
+
+    ValueError if some tensor's positions are not strictly ascending or negative (an encoder-side bug).
+    """
+    parts = [np.asarray(p, dtype=np.int64) for p in positions]
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    if flat.size == 0:
+        return flat
+    x = np.empty_like(flat)
+    x[0] = flat[0] + 1
+    x[1:] = flat[1:] - flat[:-1]
+    counts = np.array([p.size for p in parts], dtype=np.int64)
+    starts = (np.cumsum(counts) - counts)[counts > 0]
+    x[starts] = flat[starts] + 1
+    if x.min() < 1:
+        raise ValueError("positions must be ascending and >= 0 within each tensor")
+    return x
 
 
-def unpack_fixed(bits: np.ndarray, width: int, count: int) -> np.ndarray:
-    """Inverse of :func:`pack_fixed`: the first ``count * width`` bits -> uint64 ``[count]``."""
-    if width == 0 or count == 0:
-        return np.zeros(count, dtype=np.uint64)
-    b = bits[: count * width].reshape(count, width).astype(np.uint64)
-    weights = np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64)
-    return (b * weights).sum(axis=1, dtype=np.uint64)
+def _positions_from_gaps(x: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """Inverse of :func:`gaps_of`: int64 gaps ``[sum k]`` -> per-tensor positions."""
+    cs = np.cumsum(x)
+    counts = np.asarray(counts, dtype=np.int64)
+    ends = np.cumsum(counts)
+    base = np.concatenate([[0], cs])[ends - counts]  # cumulative gap before each tensor
+    return [cs[e - k : e] - b - 1 for e, k, b in zip(ends.tolist(), counts.tolist(), base.tolist())]
 
 
-def bits_to_bytes(bits: np.ndarray) -> bytes:
-    return np.packbits(bits).tobytes()
+def _entry_sizes(sizes, counts) -> np.ndarray:
+    """int64 ``[sum k]``: the size n_t of the tensor each sent entry belongs to."""
+    return np.repeat(np.asarray(sizes, dtype=np.int64), np.asarray(counts, dtype=np.int64))
 
 
-def bytes_to_bits(buf: bytes | memoryview) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(buf, dtype=np.uint8))
+PHI = (1 + 5**0.5) / 2
+RICE_PARAM_BITS = 6  # m in [0, 63] per tensor
 
 
-def width_for(n: int) -> int:
-    """Bits to write any position in ``[0, n)``: ceil(log2 n) (0 for n <= 1)."""
-    return max(0, math.ceil(math.log2(n))) if n > 1 else 0
+def rice_parameter(k: int, n: int) -> int:
+    """Golomb-Rice exponent m (b = 2^m) for k of n entries, STC's rule: near-optimal for geometric gaps."""
+    if k <= 0 or k >= n:
+        return 0
+    ratio = math.log(PHI - 1) / math.log1p(-k / n)
+    return max(0, 1 + math.floor(math.log2(ratio)))
 
 
 # ---------------------------------------------------------------- position codecs
 class PositionCodec:
-    """Encodes per-tensor ascending positions. Subclasses define the bit layout."""
+    """Encodes per-tensor ascending positions. Subclasses define the bit layout.
+
+    ``positions``: per-tensor int arrays (ascending, in ``[0, n_t)``); ``sizes``/``counts``: n_t/k_t.
+    """
 
     id: int = -1
     name: str = ""
 
     def applicable(self, sizes, counts) -> bool:
-        return True
+        return all(n < 2**MAX_POSITION_BITS for n in sizes)
 
     def encode_bits(self, positions: list[np.ndarray], sizes) -> np.ndarray:
         raise NotImplementedError
 
     def decode_bits(self, bits: np.ndarray, sizes, counts) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def nbits(self, positions: list[np.ndarray], sizes) -> int:
+        """Exact bits of the encoding before byte padding (computed without encoding where cheaper)."""
+        return int(self.encode_bits(positions, sizes).size)
+
+    def nbytes(self, positions: list[np.ndarray], sizes) -> int:
+        """Exact ``len(self.encode(positions, sizes))``."""
+        return (self.nbits(positions, sizes) + 7) // 8
 
     def encode(self, positions: list[np.ndarray], sizes) -> bytes:
         return bits_to_bytes(self.encode_bits(positions, sizes))
@@ -75,7 +139,7 @@ class PositionCodec:
         except (ValueError, IndexError) as e:
             raise DecodeError(f"{self.name} positions are malformed: {e}") from None
         for pos, n, k in zip(out, sizes, counts):
-            if len(pos) != k or (k and (int(pos[-1]) >= n or (k > 1 and np.any(np.diff(pos.astype(np.int64)) <= 0)))):
+            if len(pos) != k or (k and (int(pos[0]) < 0 or int(pos[-1]) >= n or (k > 1 and np.any(np.diff(pos.astype(np.int64)) <= 0)))):
                 raise DecodeError(f"{self.name} positions are out of range or not ascending")
         return out
 
@@ -87,6 +151,9 @@ class Raw32(PositionCodec):
 
     def applicable(self, sizes, counts):
         return all(n <= 2**32 for n in sizes)
+
+    def nbits(self, positions, sizes):
+        return 32 * sum(len(p) for p in positions)
 
     def encode(self, positions, sizes):
         return b"".join(np.asarray(p, dtype="<u4").tobytes() for p in positions)
@@ -108,13 +175,15 @@ class MinWidth(PositionCodec):
 
     id, name = 1, "minwidth"
 
+    def nbits(self, positions, sizes):
+        return sum(len(p) * width_for(n) for p, n in zip(positions, sizes))
+
     def encode_bits(self, positions, sizes):
-        return np.concatenate([pack_fixed(np.asarray(p), width_for(n)) for p, n in zip(positions, sizes)] or [np.zeros(0, np.uint8)])
+        return np.concatenate([pack_fixed(np.asarray(p), width_for(n)) for p, n in zip(positions, sizes)] or [EMPTY])
 
     def decode_bits(self, bits, sizes, counts):
         need = sum(k * width_for(n) for n, k in zip(sizes, counts))
-        if bits.size < need or bits.size >= need + 8:
-            raise ValueError(f"need {need} bits, got {bits.size}")
+        check_end(bits, need, "minwidth positions")
         out, at = [], 0
         for n, k in zip(sizes, counts):
             w = width_for(n)
@@ -128,49 +197,173 @@ class Bitmap(PositionCodec):
 
     id, name = 2, "bitmap"
 
+    def nbits(self, positions, sizes):
+        return sum(int(n) for n in sizes)
+
     def encode_bits(self, positions, sizes):
-        parts = []
-        for p, n in zip(positions, sizes):
-            m = np.zeros(n, dtype=np.uint8)
-            m[np.asarray(p, dtype=np.int64)] = 1
-            parts.append(m)
-        return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+        m = np.zeros(sum(int(n) for n in sizes), dtype=np.uint8)
+        offsets = np.cumsum([0, *sizes[:-1]]) if len(sizes) else []
+        for p, o in zip(positions, offsets):
+            m[np.asarray(p, dtype=np.int64) + int(o)] = 1
+        return m
 
     def decode_bits(self, bits, sizes, counts):
         need = sum(sizes)
-        if bits.size < need or bits.size >= need + 8:
-            raise ValueError(f"need {need} bits, got {bits.size}")
-        out, at = [], 0
-        for n in sizes:
-            out.append(np.flatnonzero(bits[at : at + n]).astype(np.int64))
-            at += n
+        check_end(bits, need, "bitmap")
+        set_bits = np.flatnonzero(bits[:need])
+        bounds = np.searchsorted(set_bits, np.cumsum([0, *sizes]))
+        out = [set_bits[a:b] - o for a, b, o in zip(bounds[:-1], bounds[1:], np.cumsum([0, *sizes[:-1]]))]
+        for pos, k in zip(out, counts):
+            if pos.size != k:
+                raise DecodeError(f"bitmap has {pos.size} entries set in a tensor whose header says {k}")
         return out
 
 
-POSITION_CODECS: dict[str, PositionCodec] = {c.name: c for c in (Raw32(), MinWidth(), Bitmap())}
+class EliasGamma(PositionCodec):
+    """Elias-gamma on gaps: x = N zeros then x's N+1 bits (N = floor(log2 x)); 2N+1 bits.
+
+    Stream: all unary parts (N zeros then the leading 1), then all low N bits of every x.
+    """
+
+    id, name = 3, "elias-gamma"
+
+    def nbits(self, positions, sizes):
+        x = gaps_of(positions)
+        return int((2 * bit_length(x) - 1).sum())
+
+    def encode_bits(self, positions, sizes):
+        x = gaps_of(positions)
+        nb = bit_length(x) - 1
+        return np.concatenate([pack_unary(nb), pack_varwidth(x, nb)])
+
+    def decode_bits(self, bits, sizes, counts):
+        total = sum(counts)
+        nb, at = read_unary(bits, 0, total)
+        if total and nb.max() >= int(bit_length(max(sizes))):
+            raise DecodeError("elias-gamma gap is longer than the tensor")
+        low, at = read_varwidth(bits, at, nb)
+        check_end(bits, at, "elias-gamma positions")
+        x = ((np.uint64(1) << nb.astype(np.uint64)) | low).astype(np.int64)
+        return _positions_from_gaps(x, counts)
+
+
+class EliasDelta(PositionCodec):
+    """Elias-delta on gaps: gamma(L) then x's low L-1 bits (L = floor(log2 x) + 1 bits of x).
+
+    Stream: unary parts of gamma(L), then the low bits of every L, then the low L-1 bits of every x.
+    """
+
+    id, name = 4, "elias-delta"
+
+    def nbits(self, positions, sizes):
+        L = bit_length(gaps_of(positions))
+        return int((2 * bit_length(L) - 1 + L - 1).sum())
+
+    def encode_bits(self, positions, sizes):
+        x = gaps_of(positions)
+        L = bit_length(x)
+        M = bit_length(L) - 1
+        return np.concatenate([pack_unary(M), pack_varwidth(L, M), pack_varwidth(x, L - 1)])
+
+    def decode_bits(self, bits, sizes, counts):
+        total = sum(counts)
+        max_len = int(bit_length(max(sizes))) if total else 0  # no gap has more bits than n
+        M, at = read_unary(bits, 0, total)
+        if total and M.max() >= int(bit_length(max_len)):
+            raise DecodeError("elias-delta length prefix is longer than any gap can be")
+        low_l, at = read_varwidth(bits, at, M)
+        L = ((np.uint64(1) << M.astype(np.uint64)) | low_l).astype(np.int64)
+        if total and L.max() > max_len:
+            raise DecodeError("elias-delta gap is longer than the tensor")
+        low_x, at = read_varwidth(bits, at, L - 1)
+        check_end(bits, at, "elias-delta positions")
+        x = ((np.uint64(1) << (L - 1).astype(np.uint64)) | low_x).astype(np.int64)
+        return _positions_from_gaps(x, counts)
+
+
+class Golomb(PositionCodec):
+    """Golomb-Rice on gaps g = x - 1 with b = 2^m per tensor: unary(g >> m) then the low m bits.
+
+    Stream: m of every tensor with k > 0 (6 bits each), all unary quotients (q zeros then a one),
+    then all m-bit remainders.
+    """
+
+    id, name = 5, "golomb"
+
+    @staticmethod
+    def _params(sizes, counts) -> np.ndarray:
+        return np.array([rice_parameter(k, n) for n, k in zip(sizes, counts)], dtype=np.int64)
+
+    def _split(self, positions, sizes):
+        counts = [len(p) for p in positions]
+        g = gaps_of(positions) - 1
+        m = self._params(sizes, counts)
+        return m, np.repeat(m, counts), g, counts
+
+    def nbits(self, positions, sizes):
+        m, me, g, counts = self._split(positions, sizes)
+        return RICE_PARAM_BITS * sum(k > 0 for k in counts) + int(((g >> me) + 1 + me).sum())
+
+    def encode_bits(self, positions, sizes):
+        m, me, g, counts = self._split(positions, sizes)
+        params = pack_fixed(m[np.asarray(counts) > 0].astype(np.uint64), RICE_PARAM_BITS)
+        return np.concatenate([params, pack_unary(g >> me), pack_varwidth(g, me)])
+
+    def decode_bits(self, bits, sizes, counts):
+        nonempty = [t for t, k in enumerate(counts) if k > 0]
+        m = np.zeros(len(counts), dtype=np.int64)
+        m[nonempty] = unpack_fixed(bits, RICE_PARAM_BITS, len(nonempty)).astype(np.int64)
+        at = RICE_PARAM_BITS * len(nonempty)
+        if any(m[t] > width_for(sizes[t]) for t in nonempty):
+            raise DecodeError("golomb parameter is larger than its tensor needs")
+        total = sum(counts)
+        me = np.repeat(m, counts)
+        q, at = read_unary(bits, at, total)
+        if total and np.any(q > (_entry_sizes(sizes, counts) >> me)):
+            raise DecodeError("golomb gap is longer than the tensor")
+        r, at = read_varwidth(bits, at, me)
+        check_end(bits, at, "golomb positions")
+        x = (q << me) + r.astype(np.int64) + 1
+        return _positions_from_gaps(x, counts)
+
+
+POSITION_CODECS: dict[str, PositionCodec] = {
+    c.name: c for c in (Raw32(), MinWidth(), Bitmap(), EliasGamma(), EliasDelta(), Golomb())
+}
 POSITION_CODECS_BY_ID: dict[int, PositionCodec] = {c.id: c for c in POSITION_CODECS.values()}
 
 
 # ---------------------------------------------------------------- value codecs
+def _counts(counts) -> tuple[int, ...]:
+    return (int(counts),) if isinstance(counts, (int, np.integer)) else tuple(int(c) for c in counts)
+
+
 class ValueCodec:
-    """Encodes float32 values ``[m]``; ``bits_per_value`` is exact (no per-message overhead)."""
+    """Encodes float32 values ``[sum k_t]`` (tensor by tensor; ``counts`` = k_t per tensor, or a total).
+
+    ``payload_bits(counts)``: information bits before byte padding; ``nbytes(counts)``: exact bytes.
+    ``decode`` returns float32 ``[sum k_t]``: the values the receiver uses (lossy codecs round them).
+    """
 
     id: int = -1
     name: str = ""
     dtype: str = "<f4"
     bits_per_value: int = 32
 
-    def encode(self, values: np.ndarray) -> bytes:
+    def payload_bits(self, counts) -> int:
+        return sum(_counts(counts)) * self.bits_per_value
+
+    def nbytes(self, counts) -> int:
+        return (self.payload_bits(counts) + 7) // 8
+
+    def encode(self, values: np.ndarray, counts=None) -> bytes:
         return np.asarray(values, dtype=np.float32).astype(self.dtype).tobytes()
 
-    def decode(self, buf: bytes | memoryview, count: int) -> np.ndarray:
-        need = count * self.bits_per_value // 8
+    def decode(self, buf: bytes | memoryview, counts) -> np.ndarray:
+        need = self.nbytes(counts)
         if len(buf) != need:
             raise DecodeError(f"{self.name} values need {need} bytes, got {len(buf)}")
         return np.frombuffer(buf, dtype=self.dtype).astype(np.float32)
-
-    def nbytes(self, count: int) -> int:
-        return count * self.bits_per_value // 8
 
 
 class Fp32(ValueCodec):
@@ -181,5 +374,66 @@ class Fp16(ValueCodec):
     id, name, dtype, bits_per_value = 1, "fp16", "<f2", 16
 
 
-VALUE_CODECS: dict[str, ValueCodec] = {c.name: c for c in (Fp32(), Fp16())}
+class Bf16(ValueCodec):
+    """bfloat16: the top 16 bits of float32, rounded to nearest even (torch's conversion)."""
+
+    id, name, dtype, bits_per_value = 2, "bf16", "<u2", 16
+
+    def encode(self, values, counts=None):
+        t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(torch.bfloat16)
+        return t.view(torch.int16).numpy().astype("<i2").tobytes()
+
+    def decode(self, buf, counts):
+        need = self.nbytes(counts)
+        if len(buf) != need:
+            raise DecodeError(f"bf16 values need {need} bytes, got {len(buf)}")
+        return (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+class SignScale(ValueCodec):
+    """One float32 scale per tensor (mean |v| of its sent values) + one sign bit per value (1 = negative).
+
+    Decoded value = sign * scale (STC / ternary style). Layout: the scales of the tensors with
+    k_t > 0 (little-endian float32 each), then all sign bits, zero-padded to a byte.
+    """
+
+    id, name, dtype, bits_per_value = 3, "sign+scale", "", 1
+
+    def payload_bits(self, counts):
+        c = _counts(counts)
+        return 32 * sum(k > 0 for k in c) + sum(c)
+
+    def nbytes(self, counts):
+        c = _counts(counts)
+        return 4 * sum(k > 0 for k in c) + (sum(c) + 7) // 8
+
+    def encode(self, values, counts=None):
+        v = np.asarray(values, dtype=np.float32)
+        c = np.asarray(_counts(v.size if counts is None else counts), dtype=np.int64)
+        nz = c[c > 0]
+        starts = (np.cumsum(c) - c)[c > 0]
+        scales = np.add.reduceat(np.abs(v).astype(np.float64), starts) / nz if nz.size else np.zeros(0)
+        return scales.astype("<f4").tobytes() + np.packbits(v < 0).tobytes()
+
+    def decode(self, buf, counts):
+        c = np.asarray(_counts(counts), dtype=np.int64)
+        need = self.nbytes(c)
+        if len(buf) != need:
+            raise DecodeError(f"sign+scale values need {need} bytes, got {len(buf)}")
+        t = int((c > 0).sum())
+        scales = np.frombuffer(buf[: 4 * t], dtype="<f4")
+        if np.any(scales < 0):
+            raise DecodeError("sign+scale has a negative scale")
+        signs = np.unpackbits(np.frombuffer(buf[4 * t :], dtype=np.uint8))
+        total = int(c.sum())
+        if signs[total:].any():
+            raise DecodeError("sign+scale: the padding bits after the last sign are not zero")
+        mag = np.repeat(scales, c[c > 0])
+        return np.where(signs[:total].astype(bool), -mag, mag).astype(np.float32)
+
+
+VALUE_CODECS: dict[str, ValueCodec] = {c.name: c for c in (Fp32(), Fp16(), Bf16(), SignScale())}
 VALUE_CODECS_BY_ID: dict[int, ValueCodec] = {c.id: c for c in VALUE_CODECS.values()}
+
+# the bit helpers used to live here
+__all__ += ["pack_fixed", "unpack_fixed", "bits_to_bytes", "bytes_to_bits"]

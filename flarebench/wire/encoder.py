@@ -10,8 +10,10 @@ Layout (all integers unsigned; varint = LEB128):
     position bytes length L (sparse only)      varint, then L bytes
     values                                     the rest: value codec bytes for sum(k_t) values
 
-The decoder checks every field against the layout it expects (sizes known to the server) before
-allocating anything, and raises DecodeError on any inconsistency.
+Position codec id is 0 for dense and seeded messages. The decoder checks every field against the
+layout it expects (sizes known to the server, k_t <= n_t, known codec ids, exact lengths, zero
+padding) before allocating anything, and raises DecodeError, and only DecodeError, on any
+inconsistency; nothing is allocated from a length field that has not been checked.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import DecodeError
-from .codecs import POSITION_CODECS, POSITION_CODECS_BY_ID, VALUE_CODECS, VALUE_CODECS_BY_ID
+from .bounds import message_bound_bits
+from .codecs import POSITION_CODECS, POSITION_CODECS_BY_ID, VALUE_CODECS, VALUE_CODECS_BY_ID, PositionCodec
 from .message import DENSE, SEEDED, SPARSE, Message
 
 MAGIC, VERSION = 0xFB, 1
@@ -69,14 +72,18 @@ class Encoded:
 class WireFormat:
     """Encodes and decodes messages for a model with per-tensor ``sizes``.
 
-    ``encoding``: a position codec name, or ``auto`` for the smallest applicable one per message.
-    ``value_codec``: how values travel (fp32 default).
+    ``encoding``: a position codec name, or ``auto`` for the smallest applicable one per message
+    (sizes are computed exactly from the gaps; only the chosen codec encodes).
+    ``value_codec``: how values travel (fp32 default; fp16, bf16, sign+scale are lossy: the
+    receiver uses the decoded values).
     """
 
     def __init__(self, sizes: list[int] | tuple[int, ...], encoding: str = "auto", value_codec: str = "fp32"):
         self.sizes = tuple(int(n) for n in sizes)
         if encoding != "auto" and encoding not in POSITION_CODECS:
             raise ValueError(f"unknown encoding {encoding}")
+        if value_codec not in VALUE_CODECS:
+            raise ValueError(f"unknown value codec {value_codec}")
         self.encoding = encoding
         self.values = VALUE_CODECS[value_codec]
 
@@ -90,23 +97,37 @@ class WireFormat:
                 h += write_varint(k)
         return h
 
-    def _positions(self, msg: Message) -> tuple[int, bytes]:
-        pos = [p.numpy() for p in msg.split_indices()]
+    def choose(self, positions: list[np.ndarray], counts) -> PositionCodec:
+        """The position codec for these per-tensor positions: the fixed one, or (auto) the smallest."""
         if self.encoding != "auto":
             codec = POSITION_CODECS[self.encoding]
-            return codec.id, codec.encode(pos, self.sizes)
+            if not codec.applicable(self.sizes, counts):
+                raise ValueError(f"position codec {codec.name} cannot encode tensors of these sizes")
+            return codec
         best = None
-        for codec in POSITION_CODECS.values():
-            if codec.applicable(self.sizes, msg.counts):
-                data = codec.encode(pos, self.sizes)
-                if best is None or len(data) < len(best[1]):
-                    best = (codec.id, data)
-        return best
+        for codec in POSITION_CODECS.values():  # ties: the lowest id
+            if codec.applicable(self.sizes, counts):
+                nbytes = codec.nbytes(positions, self.sizes)
+                if best is None or nbytes < best[0]:
+                    best = (nbytes, codec)
+        return best[1]
+
+    def _positions(self, msg: Message) -> tuple[int, bytes]:
+        pos = [p.numpy() for p in msg.split_indices()]
+        codec = self.choose(pos, msg.counts)
+        data = codec.encode(pos, self.sizes)
+        if self.encoding == "auto" and len(data) != codec.nbytes(pos, self.sizes):
+            raise RuntimeError(f"{codec.name}: size estimate and encoding disagree")  # a bug, never input
+        return codec.id, data
+
+    def bound_bits(self, msg: Message) -> float:
+        """The information-theoretic floor of ``msg`` in bits (see :func:`bounds.message_bound_bits`)."""
+        return message_bound_bits(msg, self.values)
 
     def encode(self, msg: Message) -> Encoded:
         if tuple(msg.sizes) != self.sizes:
             raise ValueError("message sizes do not match the wire format's layout")
-        values = self.values.encode(msg.values.numpy())
+        values = self.values.encode(msg.values.detach().cpu().numpy(), msg.counts)
         if msg.kind == SPARSE:
             codec_id, pos = self._positions(msg)
             data = bytes(self._header(SPARSE, codec_id, msg.counts) + write_varint(len(pos)) + pos + values)
@@ -129,6 +150,8 @@ class WireFormat:
         if value_id not in VALUE_CODECS_BY_ID:
             raise DecodeError(f"unknown value codec id {value_id}")
         values_codec = VALUE_CODECS_BY_ID[value_id]
+        if kind != SPARSE and codec_id != 0:
+            raise DecodeError(f"position codec id {codec_id} in a message without positions")
         at = 5
         t, at = read_varint(buf, at)
         if t != len(self.sizes):
@@ -161,5 +184,5 @@ class WireFormat:
             pos = POSITION_CODECS_BY_ID[codec_id].decode(buf[at : at + length], self.sizes, counts_t)
             at += length
             indices = torch.from_numpy(np.concatenate(pos).astype(np.int64)) if pos else torch.zeros(0, dtype=torch.int64)
-        values = torch.from_numpy(values_codec.decode(buf[at:], sum(counts_t)).copy())
+        values = torch.from_numpy(values_codec.decode(buf[at:], counts_t).copy())
         return Message(kind, self.sizes, counts_t, values, indices=indices, seed=seed)

@@ -1,0 +1,53 @@
+"""``flarebench bits``: bits per sent entry of every position codec vs the bound log2 C(n,k)/k."""
+
+from __future__ import annotations
+
+import typer
+
+from ..errors import ConfigError
+from .app import app
+
+MEASURE_MAX = 10**8  # entries: above this the measured column is skipped unless --measure
+
+
+@app.command("bits")
+def bits_command(
+    params: int = typer.Option(1_000_000, "--params", help="Entries n of the tensor (one tensor)."),
+    sparsity: float = typer.Option(0.999, "--sparsity", help="Fraction of entries NOT sent, in [0,1); k = max(1, round((1-sparsity) n))."),
+    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes. [default: measure if n <= {MEASURE_MAX:.0e}]", show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Seed of the measured draw."),
+) -> None:
+    """Bits per sent entry of each position codec for k uniformly random of n positions, vs the bound."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..wire.bounds import bits_table, entropy_bits_per_entry, overhead_bits
+
+    if params < 1:
+        raise ConfigError(f"params must be >= 1, got {params}")
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1) (fraction of entries NOT sent), got {sparsity}")
+    measure = params <= MEASURE_MAX if measure is None else measure
+    k, bound, rows = bits_table(params, sparsity, measure=measure, seed=seed)
+
+    table = Table(title=f"bits per sent entry, n={params:,} k={k:,} (density {k / params:.3g})")
+    table.add_column("codec")
+    table.add_column("expected", justify="right")
+    if measure:
+        table.add_column(f"measured (seed {seed})", justify="right")
+    table.add_column("x bound", justify="right")
+    for r in sorted(rows, key=lambda r: r.expected):
+        cells = [r.codec, f"{r.expected:.2f}"]
+        if measure:
+            cells.append(f"{r.measured:.2f}")
+        cells.append(f"{r.ratio:.3f}" if bound > 0 else "-")
+        table.add_row(*cells)
+    table.add_row("bound log2 C(n,k)/k", f"{bound:.3f}", *([""] if measure else []), "1.000" if bound > 0 else "-", style="bold")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"expected: exact mean codeword bits for uniformly random positions (golomb adds {overhead_bits('golomb')} bits "
+        "of parameter per tensor). "
+        + ("measured: 8 * len(bytes) / k of one real encoding (padding and parameter included). " if measure else "")
+        + f"Header and values excluded. Entropy approximation n H(k/n) / k = {entropy_bits_per_entry(params, k):.3f}."
+    )

@@ -1,0 +1,164 @@
+"""``flarebench compare``, ``list`` and ``show``: read run directories, print tables, write compare.csv and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import app
+
+
+def _console():
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=max(c.width, 180))  # pipes/CI: do not fold the columns
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"flarebench: warning: {message}", err=True)
+
+
+def _acc(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+@app.command("compare")
+def compare_command(
+    paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
+    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. [default: 95% of the best uncompressed (method none) run of each dataset/model]"),
+    out: Path = typer.Option(Path("compare"), help="Directory for compare.csv and the figures."),
+    x: str = typer.Option("bits,rounds", "--x", help="x axes of the figures: bits (cumulative uplink, log scale), rounds, or bits,rounds."),
+    format: str = typer.Option("png,pdf", "--format", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),
+) -> None:
+    """Compare runs: a table (accuracy, uplink bits, compression, bits to a target accuracy) and paper-style figures."""
+    from rich.table import Table
+
+    from ..compare import compare
+    from ..units import human_bits, human_seconds
+
+    formats = [] if format.strip().lower() == "none" else [f for f in format.split(",") if f.strip()]
+    result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats)
+    for w in result.warnings:
+        _warn(w)
+    t = result.table
+    table = Table(title=f"{len(t)} run{'s' * (len(t) != 1)}", header_style="bold", title_justify="left")
+    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("dataset/model", "left"),
+                          ("rounds", "right"), ("final acc", "right"), ("best acc", "right"), ("uplink", "right"),
+                          ("vs dense", "right"), ("bits to target", "right"), ("rounds to target", "right"), ("wall", "right")]:
+        table.add_column(name, justify=justify)
+    for r in t.itertuples(index=False):
+        table.add_row(
+            r.run, r.method, "-" if r.method == "none" else f"{r.sparsity:g}", r.group,
+            f"{r.rounds_done}/{r.rounds_planned}", _acc(r.final_accuracy), _acc(r.best_accuracy),
+            human_bits(r.total_uplink_bits), "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x",
+            "not reached" if _na(r.bits_to_target) and not math.isnan(r.target_accuracy) else human_bits(None if _na(r.bits_to_target) else r.bits_to_target),
+            "-" if _na(r.rounds_to_target) else str(r.rounds_to_target), human_seconds(r.wall_time_s),
+        )
+    console = _console()
+    console.print(table)
+    for g, sub in t.groupby("group", sort=True):
+        target, source = sub["target_accuracy"].iloc[0], sub["target_source"].iloc[0]
+        if not math.isnan(target):
+            console.print(f"target accuracy for {g}: {target:.4f} ({source})")
+    console.print(f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else ""))
+
+
+def _na(v) -> bool:
+    import pandas as pd
+
+    return v is None or bool(pd.isna(v))
+
+
+@app.command("list")
+def list_command(
+    results_dir: Path = typer.Argument(Path("results"), help="Directory searched recursively for runs."),
+) -> None:
+    """One line per run: name, method, sparsity, rounds done / planned, final accuracy, uplink, status."""
+    from rich.table import Table
+
+    from ..checkpoint import CHECKPOINT_FILE
+    from ..compare import find_run_dirs
+    from ..errors import ResultsError
+    from ..results import load_run
+    from ..units import human_bits
+
+    dirs, warnings = find_run_dirs([results_dir])
+    for w in warnings:
+        _warn(w)
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    for name, justify in [("name", "left"), ("method", "left"), ("sparsity", "right"), ("dataset/model", "left"),
+                          ("rounds", "right"), ("final acc", "right"), ("uplink", "right"), ("status", "left")]:
+        table.add_column(name, justify=justify)
+    for d in dirs:
+        try:
+            rec = load_run(d)
+            c, m = rec.config, rec.metrics
+            ev = m[m["test_accuracy"].notna()] if "test_accuracy" in m else m.iloc[0:0]
+            status = rec.meta.get("status", "unknown")
+            if status != "complete" and (d / CHECKPOINT_FILE).is_file():
+                status += " (resumable)"
+            table.add_row(
+                d.name, c["method"], "-" if c["method"] == "none" else f"{c['sparsity']:g}", f"{c['dataset']}/{c['model']}",
+                f"{int(m['round'].iloc[-1]) if len(m) else 0}/{c['rounds']}",
+                _acc(float(ev["test_accuracy"].iloc[-1]) if len(ev) else None),
+                human_bits(int(m["cumulative_uplink_bits"].iloc[-1]) if len(m) else 0), status,
+            )
+        except (ResultsError, KeyError, ValueError, TypeError) as e:
+            table.add_row(d.name, "?", "?", "?", "?", "?", "?", f"unreadable ({type(e).__name__})")
+    _console().print(table)
+
+
+@app.command("show")
+def show_command(run_dir: Path = typer.Argument(..., help="A run directory (config.json + metrics.csv).")) -> None:
+    """A run's config, status, and its last metrics row and last evaluation."""
+    from rich.table import Table
+
+    from ..checkpoint import CHECKPOINT_FILE
+    from ..results import load_run
+    from ..units import human_bits, human_seconds
+
+    rec = load_run(run_dir)
+    console = _console()
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    m = rec.metrics
+    resumable = rec.meta.get("status") != "complete" and (Path(run_dir) / CHECKPOINT_FILE).is_file()
+    for key in ["status", "num_params", "device", "flarebench_version", "torch_version", "git_commit", "method_description"]:
+        if key in rec.meta:
+            info.add_row(key, str(rec.meta[key]) + (" (resumable: flarebench run --resume " + str(run_dir) + ")" if key == "status" and resumable else ""))
+    info.add_row("rounds", f"{int(m['round'].iloc[-1]) if len(m) else 0} / {rec.config['rounds']}")
+    console.print(f"[bold]{rec.path}[/bold]")
+    console.print(info)
+    cfg = Table(title="config", title_justify="left", header_style="bold", box=None, pad_edge=False)
+    cfg.add_column("option")
+    cfg.add_column("value")
+    for k, v in rec.config.items():
+        cfg.add_row(k.replace("_", "-"), json.dumps(v) if not isinstance(v, str) else v)
+    console.print(cfg)
+    if not len(m):
+        console.print("no metrics rows yet")
+        return
+    ev = m[m["test_accuracy"].notna()]
+    rows = [("last row", m.iloc[-1])] + ([("last evaluation", ev.iloc[-1])] if len(ev) and ev.index[-1] != m.index[-1] else [])
+    met = Table(title="metrics", title_justify="left", header_style="bold", box=None, pad_edge=False)
+    met.add_column("")
+    for label, _ in rows:
+        met.add_column(label, justify="right")
+    for col in m.columns:
+        vals = []
+        for _, row in rows:
+            v = row[col]
+            if col.endswith("bits") and not _na(v):
+                vals.append(f"{human_bits(int(v))} ({int(v)})")
+            elif col == "wall_time_s" and not _na(v):
+                vals.append(human_seconds(float(v)))
+            else:
+                vals.append("-" if _na(v) else str(v))
+        met.add_row(col, *vals)
+    console.print(met)

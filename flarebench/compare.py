@@ -1,0 +1,273 @@
+"""Compare runs: collect run directories, summarise each run into one table row, write compare.csv.
+
+    from flarebench.compare import compare
+    result = compare(["results/"], out_dir="compare")     # run dirs and/or results dirs
+    result.table            # pandas DataFrame, one row per run (the columns of SUMMARY_COLUMNS)
+    result.csv_path, result.figures, result.warnings
+
+Definitions (bits are bits, not bytes):
+
+- ``total_uplink_bits``: the last metrics row's ``cumulative_uplink_bits`` (encoded bytes x 8).
+- ``dense_uplink_bits``: what dense fp32 updates would have cost: ``32 * num_params`` per participating
+  client per round, summed over the rounds done; ``compression_ratio = dense / total``.
+- ``target_accuracy``: ``--target-accuracy`` if given, else 95% of the best test accuracy reached by an
+  uncompressed run (method ``none``) of the same dataset/model group; none in the group: no target.
+- ``bits_to_target`` / ``rounds_to_target``: cumulative uplink bits and round at the first evaluated
+  round whose test accuracy is >= the target (empty if never reached).
+
+Runs of different datasets or models are kept apart: ``group`` = ``dataset/model``, and targets and
+figures are per group.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from .errors import ConfigError, ResultsError
+from .results import CONFIG_FILE, METRICS_FILE, RunRecord, load_run
+
+TARGET_FRACTION = 0.95  # default target: this fraction of the best uncompressed run's best accuracy
+METHOD_ORDER = ["none", "topk", "topk-ef", "randk", "ef21", "fedprox-ef", "flare"]
+# config keys that do not make two runs different experiments (seeds of one config are averaged in plots)
+NOT_EXPERIMENT_KEYS = {"seed", "name", "out", "data_root", "download", "device", "engine", "client_chunk", "eval_batch_size"}
+
+SUMMARY_COLUMNS = [
+    "run", "group", "method", "sparsity", "dataset", "model", "seed", "label",
+    "status", "rounds_done", "rounds_planned",
+    "final_accuracy", "best_accuracy", "best_round",
+    "total_uplink_bits", "dense_uplink_bits", "compression_ratio",
+    "target_accuracy", "target_source", "bits_to_target", "rounds_to_target",
+    "wall_time_s", "num_params", "path",
+]
+
+
+# ---------------------------------------------------------------------------------------- collecting
+def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run directories named in ``paths`` (a run dir, or a directory searched recursively for runs).
+
+    Returns (run dirs in sorted order without duplicates, warnings about skipped directories).
+    ResultsError if a path does not exist or nothing is found.
+    """
+    found: dict[Path, None] = {}
+    warnings: list[str] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ResultsError(f"{p} does not exist")
+        if (p / CONFIG_FILE).is_file():
+            found[p] = None
+            continue
+        if not p.is_dir():
+            raise ResultsError(f"{p} is neither a run directory nor a results directory")
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            if CONFIG_FILE in files:
+                dirs.clear()  # a run dir holds no runs
+                if METRICS_FILE in files:
+                    found[Path(root)] = None
+                else:
+                    warnings.append(f"skipped {root}: {METRICS_FILE} is missing")
+    if not found:
+        raise ResultsError(f"no flarebench runs (directories with {CONFIG_FILE} and {METRICS_FILE}) in {', '.join(map(str, paths))}")
+    return list(found), warnings
+
+
+def collect_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[str]]:
+    """Load every run under ``paths``. A run named directly must load; one found by searching a
+    results directory is skipped with a warning if it cannot be read."""
+    paths = list(paths)
+    explicit = {Path(p) for p in paths if (Path(p) / CONFIG_FILE).is_file()}
+    dirs, warnings = find_run_dirs(paths)
+    records = []
+    for d in dirs:
+        try:
+            rec = load_run(d)
+            _check_record(rec)
+        except ResultsError as e:
+            if d in explicit:
+                raise
+            warnings.append(f"skipped {d}: {e}")
+            continue
+        records.append(rec)
+    if not records:
+        raise ResultsError("no readable runs: " + "; ".join(warnings))
+    return records, warnings
+
+
+def _check_record(rec: RunRecord) -> None:
+    need = {"round", "clients", "test_loss", "test_accuracy", "cumulative_uplink_bits", "wall_time_s"}
+    missing = need - set(rec.metrics.columns)
+    if missing or "config" not in rec.meta or "num_params" not in rec.meta:
+        raise ResultsError(f"{rec.path} lacks {', '.join(sorted(missing)) or 'config/num_params in config.json'}")
+    if rec.metrics.empty:
+        raise ResultsError(f"{rec.path} has no metrics rows yet")
+
+
+# ---------------------------------------------------------------------------------------- labels, groups
+def group_of(rec: RunRecord) -> str:
+    """``dataset/model``: runs are compared (targets, figures) within a group."""
+    return f"{rec.config['dataset']}/{rec.config['model']}"
+
+
+def experiment_key(rec: RunRecord) -> tuple:
+    """The run's config without NOT_EXPERIMENT_KEYS: runs with equal keys are seeds of one experiment."""
+    return tuple(sorted((k, repr(v)) for k, v in rec.config.items() if k not in NOT_EXPERIMENT_KEYS))
+
+
+def method_label(rec: RunRecord) -> str:
+    """``'flare s=0.999'``; the uncompressed method: ``'none (dense)'``."""
+    c = rec.config
+    return "none (dense)" if c["method"] == "none" else f"{c['method']} s={c['sparsity']:g}"
+
+
+def labels(records: Sequence[RunRecord]) -> list[str]:
+    """A legend label per run: method and sparsity, plus any other config value that differs between
+    experiments of its group sharing that method label (e.g. ``'flare s=0.999 lr=0.05'``)."""
+    out = []
+    for rec in records:
+        base = method_label(rec)
+        peers = [r for r in records if group_of(r) == group_of(rec) and method_label(r) == base]
+        varying = sorted(
+            k for k in rec.config
+            if k not in NOT_EXPERIMENT_KEYS | {"method", "sparsity"} and len({repr(r.config.get(k)) for r in peers}) > 1
+        )
+        out.append(" ".join([base, *(f"{k.replace('_', '-')}={rec.config[k]}" for k in varying)]))
+    return out
+
+
+def sort_key(rec: RunRecord) -> tuple:
+    """Group, method (METHOD_ORDER), sparsity, experiment, seed: the order of tables and legends."""
+    m = rec.config["method"]
+    order = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
+    sparsity = rec.config["sparsity"] if m != "none" else 0.0
+    return (group_of(rec), order, m, sparsity, experiment_key(rec), rec.config.get("seed", 0), str(rec.path))
+
+
+# ---------------------------------------------------------------------------------------- the table
+def evaluated(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a test evaluation."""
+    return metrics[metrics["test_accuracy"].notna()]
+
+
+def first_reaching(metrics: pd.DataFrame, target: float) -> pd.Series | None:
+    """The first evaluated row with test accuracy >= ``target``, or None."""
+    ev = evaluated(metrics)
+    hit = ev[ev["test_accuracy"] >= target]
+    return None if hit.empty else hit.iloc[0]
+
+
+def targets(records: Sequence[RunRecord], target_accuracy: float | None = None) -> dict[str, tuple[float, str]]:
+    """Per group: (target accuracy, where it comes from); NaN if the group has no uncompressed run."""
+    if target_accuracy is not None and not (isinstance(target_accuracy, (int, float)) and 0 < target_accuracy <= 1):
+        raise ConfigError(f"target-accuracy is a fraction in (0, 1], got {target_accuracy}")
+    out = {}
+    for g in sorted({group_of(r) for r in records}):
+        if target_accuracy is not None:
+            out[g] = (float(target_accuracy), "given")
+            continue
+        best = [evaluated(r.metrics)["test_accuracy"].max() for r in records if group_of(r) == g and r.config["method"] == "none"]
+        best = [b for b in best if not math.isnan(b)]
+        out[g] = (TARGET_FRACTION * max(best), f"{TARGET_FRACTION:.0%} of best none") if best else (math.nan, "")
+    return out
+
+
+def summarize_run(rec: RunRecord, label: str, target: float, target_source: str) -> dict:
+    """One table row (SUMMARY_COLUMNS) from a run's config.json and metrics.csv."""
+    m, c = rec.metrics, rec.config
+    ev = evaluated(m)
+    last = m.iloc[-1]
+    best = ev.loc[ev["test_accuracy"].idxmax()] if not ev.empty else None
+    total = int(last["cumulative_uplink_bits"])
+    dense = 32 * int(rec.meta["num_params"]) * int(m["clients"].fillna(0).sum())
+    hit = first_reaching(m, target) if not math.isnan(target) else None
+    return {
+        "run": rec.path.name,
+        "group": group_of(rec),
+        "method": c["method"],
+        "sparsity": c["sparsity"],
+        "dataset": c["dataset"],
+        "model": c["model"],
+        "seed": c.get("seed"),
+        "label": label,
+        "status": rec.meta.get("status", "unknown"),
+        "rounds_done": int(last["round"]),
+        "rounds_planned": int(c["rounds"]),
+        "final_accuracy": float(ev["test_accuracy"].iloc[-1]) if not ev.empty else math.nan,
+        "best_accuracy": float(best["test_accuracy"]) if best is not None else math.nan,
+        "best_round": int(best["round"]) if best is not None else None,
+        "total_uplink_bits": total,
+        "dense_uplink_bits": dense,
+        "compression_ratio": dense / total if total else math.nan,
+        "target_accuracy": target,
+        "target_source": target_source,
+        "bits_to_target": int(hit["cumulative_uplink_bits"]) if hit is not None else None,
+        "rounds_to_target": int(hit["round"]) if hit is not None else None,
+        "wall_time_s": float(last["wall_time_s"]),
+        "num_params": int(rec.meta["num_params"]),
+        "path": str(rec.path),
+    }
+
+
+def summarize(records: Sequence[RunRecord], target_accuracy: float | None = None) -> pd.DataFrame:
+    """The comparison table: one row per run, sorted by group, method, sparsity, seed."""
+    records = sorted(records, key=sort_key)
+    tg = targets(records, target_accuracy)
+    rows = [summarize_run(r, lab, *tg[group_of(r)]) for r, lab in zip(records, labels(records))]
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for col in ("best_round", "bits_to_target", "rounds_to_target"):
+        table[col] = table[col].astype("Int64")  # integers with empty cells where absent
+    return table
+
+
+def write_csv(table: pd.DataFrame, out_dir: str | Path) -> Path:
+    """``OUT/compare.csv``: the table as tidy CSV (raw numbers: bits, fractions, seconds)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "compare.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- all of it
+@dataclass
+class CompareResult:
+    """What :func:`compare` produced."""
+
+    table: pd.DataFrame
+    csv_path: Path
+    figures: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list, repr=False)
+
+
+def compare(
+    paths: Iterable[str | Path],
+    out_dir: str | Path = "compare",
+    target_accuracy: float | None = None,
+    x: str | Sequence[str] = ("bits", "round"),
+    formats: Sequence[str] = ("png", "pdf"),
+) -> CompareResult:
+    """Collect the runs under ``paths``, write ``OUT/compare.csv`` and the figures (plots.save_figures)."""
+    from .plots import normalize_x, save_figures
+
+    xs = normalize_x(x)
+    records, warnings = collect_runs(paths)
+    table = summarize(records, target_accuracy)
+    for g, (t, _) in targets(records, target_accuracy).items():
+        if math.isnan(t):
+            warnings.append(f"group {g}: no uncompressed run (method none), so no target accuracy; pass --target-accuracy")
+    csv_path = write_csv(table, out_dir)
+    goals = {g: t for g, (t, _) in targets(records, target_accuracy).items()}
+    figures = save_figures(records, out_dir, formats=formats, x=xs, targets=goals) if formats else []
+    return CompareResult(table, csv_path, figures, warnings, sorted(records, key=sort_key))
+
+
+__all__ = [
+    "SUMMARY_COLUMNS", "CompareResult", "compare", "collect_runs", "find_run_dirs", "summarize", "summarize_run",
+    "targets", "write_csv", "group_of", "experiment_key", "labels", "method_label", "first_reaching", "evaluated",
+]

@@ -1,0 +1,84 @@
+"""The paper's figure for one experiment: test accuracy vs round and vs cumulative uplink bits, one
+line per method, one figure per sparsity (the uncompressed FedAvg run, method ``none``, is drawn in
+every one). Drawn with :mod:`flarebench.plots` (its panels, colours and style).
+
+File names are stable, so a paper's LaTeX can include them:
+``OUT/{experiment}-s{sparsity}.png`` and ``.pdf`` (e.g. ``cnn_mnist_smoke-s0.99999.pdf``);
+``{experiment}-dense`` when only uncompressed runs exist; ``{experiment}-{dataset}-{model}-s...``
+when a directory mixes datasets or models.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from .errors import ResultsError
+from .results import CONFIG_FILE, RunRecord
+
+FORMATS = ("png", "pdf")
+
+
+def _records_of(target: Path, runs: Path | None = None) -> tuple[str, str | None, list[RunRecord], Path, list[str]]:
+    """(experiment name, title, runs, default out dir, warnings) for a sweep config or a results directory."""
+    from .compare import collect_runs
+
+    if target.suffix == ".toml" or target.is_file():
+        from .sweep import load_sweep
+
+        sweep = load_sweep(target, out=runs)
+        dirs = [Path(c.out) / c.name for c in sweep.configs()]
+        present = [d for d in dirs if (d / CONFIG_FILE).is_file()]
+        missing = [f"{d} has not been run" for d in dirs if d not in present]
+        if not present:
+            raise ResultsError(f"no runs of {target} under {sweep.out}; run `flarebench sweep {target}` first")
+        records, warnings = collect_runs(present)
+        return sweep.experiment, sweep.meta.get("title"), records, sweep.out / "figures", missing + warnings
+    if not target.is_dir():
+        raise ResultsError(f"{target} is neither a sweep config (.toml) nor a results directory")
+    records, warnings = collect_runs([target])
+    return target.resolve().name, None, records, target / "figures", warnings
+
+
+def paper_figures(
+    target: str | Path, out_dir: str | Path | None = None, formats=FORMATS, runs: str | Path | None = None
+) -> tuple[list[Path], list[str]]:
+    """Write the experiment's figures for a sweep config (its runs under ``runs``, default the
+    sweep's out) or a results directory; returns (paths written, warnings about runs left out)."""
+    import matplotlib.pyplot as plt
+
+    from .compare import group_of
+    from .plots import STYLE, group_slug, plot_panel
+
+    experiment, title, records, default_out, warnings = _records_of(Path(target), None if runs is None else Path(runs))
+    out = Path(out_dir) if out_dir is not None else default_out
+    out.mkdir(parents=True, exist_ok=True)
+    by_group: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        by_group[group_of(r)].append(r)
+    paths: list[Path] = []
+    with plt.rc_context(STYLE):
+        for group, runs in sorted(by_group.items()):
+            dense = [r for r in runs if r.config["method"] == "none"]
+            sparsities = sorted({r.config["sparsity"] for r in runs if r.config["method"] != "none"})
+            prefix = experiment if len(by_group) == 1 else f"{experiment}-{group_slug(group)}"
+            for s in sparsities or [None]:
+                chosen = dense + [r for r in runs if r.config["method"] != "none" and r.config["sparsity"] == s]
+                stem = f"{prefix}-dense" if s is None else f"{prefix}-s{s:.10g}"
+                fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
+                plot_panel(axes[0], chosen, "accuracy", "round")
+                plot_panel(axes[1], chosen, "accuracy", "bits")
+                head = title or f"{experiment} ({group})"
+                fig.suptitle(head if s is None else f"{head}, R = {100 * (1 - s):.4g}% (sparsity {s:.10g})", fontsize=9)
+                handles, names = axes[0].get_legend_handles_labels()
+                if handles:
+                    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 5))
+                for fmt in formats:
+                    path = out / f"{stem}.{fmt}"
+                    fig.savefig(path, bbox_inches="tight", pad_inches=0.03)
+                    paths.append(path)
+                plt.close(fig)
+    return paths, warnings
+
+
+__all__ = ["paper_figures"]

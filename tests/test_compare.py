@@ -1,0 +1,153 @@
+"""compare / list / show on real short runs: the table's numbers equal values computed from the CSVs."""
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from flarebench import ConfigError, ResultsError, run
+from flarebench.cli import main
+from flarebench.compare import SUMMARY_COLUMNS, collect_runs, compare
+from flarebench.plots import experiments, save_figures
+from conftest import tiny
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Three real runs: uncompressed, and top-k EF with two seeds (mlp, 4 clients, 6 rounds)."""
+    out = tmp_path_factory.mktemp("compare") / "results"
+    for method, seed in [("none", 0), ("topk-ef", 0), ("topk-ef", 1)]:
+        run(tiny(method=method, seed=seed, rounds=6, eval_every=2, samples_per_client=100, out=str(out),
+                 name=f"{method}-{seed}", engine="sequential"))
+    return out
+
+
+def cli(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def expected_from_csv(run_dir, target):
+    m = pd.read_csv(run_dir / "metrics.csv")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    evals = m.dropna(subset=["test_accuracy"])
+    hit = evals[evals["test_accuracy"] >= target]
+    total = int(m["cumulative_uplink_bits"].iloc[-1])
+    return {
+        "final_accuracy": evals["test_accuracy"].iloc[-1],
+        "best_accuracy": evals["test_accuracy"].max(),
+        "total_uplink_bits": total,
+        "compression_ratio": 32 * cfg["num_params"] * m["clients"].sum() / total,
+        "bits_to_target": None if hit.empty else int(hit["cumulative_uplink_bits"].iloc[0]),
+        "rounds_to_target": None if hit.empty else int(hit["round"].iloc[0]),
+    }
+
+
+def check_row(row, expected):
+    for key, want in expected.items():
+        got = row[key]
+        if want is None:
+            assert pd.isna(got), (key, got)
+        else:
+            assert got == pytest.approx(want, rel=1e-12), (key, got, want)
+
+
+def test_compare_writes_csv_and_figures_with_numbers_from_the_csvs(results, tmp_path):
+    out = tmp_path / "cmp"
+    res = compare([results], out)
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table.columns) == SUMMARY_COLUMNS and len(table) == 3
+    assert list(table["run"]) == ["none-0", "topk-ef-0", "topk-ef-1"]
+    none_best = pd.read_csv(results / "none-0" / "metrics.csv")["test_accuracy"].max()
+    target = 0.95 * none_best  # default: 95% of the best uncompressed run
+    assert table["target_accuracy"].tolist() == pytest.approx([target] * 3)
+    for _, row in table.iterrows():
+        check_row(row, expected_from_csv(results / row["run"], target))
+    assert not pd.isna(table.loc[0, "bits_to_target"])  # the dense run reaches 95% of itself
+    assert table.loc[1, "compression_ratio"] > 100  # sparsity 0.999 sends far less than dense fp32
+    # figures: per group, PNG and PDF, not empty, really those formats
+    names = sorted(p.name for p in res.figures)
+    for stem in ["accuracy-vs-bits", "accuracy-vs-round", "loss-vs-round", "summary"]:
+        png, pdf = out / f"mnist-embedded-mlp-{stem}.png", out / f"mnist-embedded-mlp-{stem}.pdf"
+        assert png.name in names and pdf.name in names
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 2000
+
+
+def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, stdout, err = cli(capsys, "compare", results / "none-0", results / "topk-ef-0", "--out", out,
+                            "--target-accuracy", "0.5", "--format", "png", "--x", "bits")
+    assert code == 0, err
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table["run"]) == ["none-0", "topk-ef-0"] and (table["target_source"] == "given").all()
+    for _, row in table.iterrows():
+        check_row(row, expected_from_csv(results / row["run"], 0.5))
+    assert "none-0" in stdout and "topk-ef-0" in stdout and "Mib" in stdout and "Kib" in stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "compare.csv", "mnist-embedded-mlp-accuracy-vs-bits.png", "mnist-embedded-mlp-loss-vs-bits.png",
+        "mnist-embedded-mlp-summary.png",
+    ]
+
+
+def test_seeds_are_one_line_and_groups_stay_apart(results, tmp_path):
+    records, _ = collect_runs([results])
+    exps = experiments(records)
+    assert [(label, len(runs)) for label, _, _, runs in exps] == [("none (dense)", 1), ("topk-ef s=0.999 (2 seeds)", 2)]
+    # a run of another model is a separate group: own figures, and no uncompressed run -> no target
+    other = tmp_path / "results" / "cnn-run"
+    shutil.copytree(results / "topk-ef-0", other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["config"]["model"] = "cnn"
+    (other / "config.json").write_text(json.dumps(meta))
+    res = compare([results, other.parent], tmp_path / "cmp", formats=["png"])
+    cnn = res.table[res.table["group"] == "mnist-embedded/cnn"].iloc[0]
+    assert math.isnan(cnn["target_accuracy"]) and pd.isna(cnn["bits_to_target"])
+    assert any("mnist-embedded/cnn" in w and "--target-accuracy" in w for w in res.warnings)
+    assert {p.name for p in res.figures} >= {"mnist-embedded-cnn-summary.png", "mnist-embedded-mlp-summary.png"}
+
+
+def test_bad_input_is_one_line(results, tmp_path, capsys):
+    cases = [
+        (["compare", tmp_path / "missing"], "does not exist"),
+        (["compare", tmp_path], "no flarebench runs"),
+        (["compare", results, "--target-accuracy", "95"], "fraction in (0, 1]"),
+        (["compare", results, "--x", "time"], "--x takes bits, rounds"),
+        (["compare", results, "--format", "gif"], "unknown figure format"),
+        (["show", tmp_path], "is not a flarebench run"),
+        (["list", tmp_path / "missing"], "does not exist"),
+    ]
+    for args, fragment in cases:
+        code, _, err = cli(capsys, *args, *(["--out", tmp_path / "o"] if args[0] == "compare" else []))
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, (args, err)
+    with pytest.raises(ConfigError):
+        save_figures([], tmp_path, x="seconds")
+    with pytest.raises(ResultsError):
+        collect_runs([tmp_path / "missing"])
+
+
+def test_list_and_show(results, capsys):
+    code, out, err = cli(capsys, "list", results)
+    assert code == 0, err
+    lines = [l for l in out.splitlines() if l.strip()]
+    assert len(lines) == 4 and all("complete" in l and "6/6" in l for l in lines[1:])
+    code, out, err = cli(capsys, "show", results / "topk-ef-1")
+    final = pd.read_csv(results / "topk-ef-1" / "metrics.csv").iloc[-1]
+    assert code == 0, err
+    assert "complete" in out and "topk-ef" in out and repr(float(final["test_accuracy"])) in out
+    assert str(int(final["cumulative_uplink_bits"])) in out

@@ -1,0 +1,199 @@
+"""Crash-safe resume: SIGKILL mid-run then --resume equals an uninterrupted run; clear errors otherwise."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flarebench import ResultsError, load_run, run
+from flarebench.checkpoint import (
+    CHECKPOINT_FILE, AUTO_FACTOR, Checkpointer, capture_rng, load_checkpoint, restore_rng, resume_config,
+)
+from flarebench.cli import main
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# a config that exercises every piece of state: EF memories (flare), persistent momentum, client sampling
+TINY = ["--model", "mlp", "--clients", "4", "--samples-per-client", "120", "--batch-size", "50", "--device", "cpu",
+        "--method", "flare", "--clients-per-round", "3", "--keep-optimizer-state", "--eval-every", "2"]
+
+
+def cli(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def same_metrics(a, b):
+    pd.testing.assert_frame_equal(
+        load_run(a).metrics.drop(columns="wall_time_s"), load_run(b).metrics.drop(columns="wall_time_s"), check_exact=True
+    )
+
+
+def interrupt_at(round_):
+    """An on_round callback that presses Ctrl-C once ``round_`` is written."""
+
+    def callback(row, stats):
+        if row["round"] == round_:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def rows_on_disk(run_dir):
+    try:
+        return (run_dir / "metrics.csv").read_text().count("\n") - 1
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch):
+    out, rounds = tmp_path / "results", 40
+    # one thread, as in this process (the reference run below): same arithmetic, same floats
+    env = {**os.environ, "FLAREBENCH_ENGINE_CACHE": str(tmp_path / "engine.json"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "flarebench", "run", *TINY, "--rounds", str(rounds), "--out", str(out),
+           "--name", "killed", "--checkpoint-every", "4", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    run_dir, deadline = out / "killed", time.monotonic() + 240
+    while rows_on_disk(run_dir) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    written = rows_on_disk(run_dir)
+    meta = json.loads((run_dir / "config.json").read_text())
+    assert meta["status"] == "running" and 8 <= written < rounds + 1, (meta["status"], written)
+    ckpt = load_checkpoint(run_dir)
+    assert ckpt.round % 4 == 0 and ckpt.round < written
+
+    # resume (in this process: the state comes from disk); no engine cache, so `--engine auto` must
+    # reuse the engine recorded in config.json rather than time the engines again
+    monkeypatch.setenv("FLAREBENCH_ENGINE_CACHE", "off")
+    code, _, err = cli(capsys, "run", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    meta = json.loads((run_dir / "config.json").read_text())
+    assert meta["status"] == "complete" and meta["resumed_at_rounds"] == [ckpt.round]
+    assert not (run_dir / CHECKPOINT_FILE).exists()
+
+    # the uninterrupted reference, same seed, same device, the engine the killed run used
+    engine = meta.get("engine_resolved", {}).get("engine", meta["config"]["engine"])
+    code, _, err = cli(capsys, "run", *TINY, "--rounds", rounds, "--out", out, "--name", "reference",
+                       "--engine", engine, "--quiet")
+    assert code == 0, err
+    same_metrics(run_dir, out / "reference")
+
+
+def test_ctrl_c_marks_interrupted_truncates_and_resumes(tiny_config, tmp_path):
+    cfg = tiny_config(method="flare", rounds=8, clients_per_round=3, keep_optimizer_state=True, eval_every=3,
+                      engine="sequential", name="a", samples_per_client=120)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_round=interrupt_at(6), checkpoint_every=4)
+    run_dir = tmp_path / "results" / "a"
+    assert json.loads((run_dir / "config.json").read_text())["status"] == "interrupted"
+    assert rows_on_disk(run_dir) == 7 and load_checkpoint(run_dir).round == 4
+    with open(run_dir / "metrics.csv", "a") as f:  # a torn last line, as a crash mid-write leaves it
+        f.write("7,3,0.51")
+
+    result = run(resume_config(run_dir), resume=run_dir, checkpoint_every=4)
+    assert [r["round"] for r in result.rows] == list(range(9))  # rows 5, 6 and the torn 7 were redone
+    assert result.total_uplink_bits == load_run(run_dir).metrics["cumulative_uplink_bits"].iloc[-1]
+    reference = run(cfg.replace(name="b"))
+    same_metrics(run_dir, reference.path)
+    wall = load_run(run_dir).metrics["wall_time_s"]
+    assert wall.is_monotonic_increasing  # time continues from the checkpoint
+
+
+def test_resume_errors_are_one_line(capsys, tmp_path, tiny_config):
+    cfg = tiny_config(rounds=5, name="r", engine="sequential", samples_per_client=100)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_round=interrupt_at(3),
+            checkpoint_every=2)
+    run_dir = tmp_path / "results" / "r"
+    good = (run_dir / CHECKPOINT_FILE).read_bytes()
+
+    def resume_fails(fragment, *extra):
+        code, out, err = cli(capsys, "run", "--resume", run_dir, "--quiet", *extra)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("flarebench: error:"), err
+        assert fragment in lines[0] and "Traceback" not in err, err
+
+    corrupt = bytearray(good)
+    corrupt[len(corrupt) // 2] ^= 0xFF  # one flipped byte in the tensors
+    (run_dir / CHECKPOINT_FILE).write_bytes(bytes(corrupt))
+    resume_fails("corrupt (checksum mismatch)")
+    (run_dir / CHECKPOINT_FILE).write_bytes(good[: len(good) // 3])
+    resume_fails("corrupt")
+    (run_dir / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    resume_fails("corrupt")
+    (run_dir / CHECKPOINT_FILE).unlink()
+    resume_fails("no checkpoint")
+    code, _, err = cli(capsys, "run", "--resume", tmp_path / "nowhere", "--quiet")
+    assert code == 2 and "config.json is missing" in err and err.count("\n") == 1
+
+    (run_dir / CHECKPOINT_FILE).write_bytes(good)
+    resume_fails("these options differ: rounds 9", "--rounds", "9")
+    resume_fails("Invalid value for '--checkpoint-every'", "--checkpoint-every", "0")
+    # a run still going in another process (it holds the directory's lock) is not resumed under it
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        resume_fails("in progress in another process")
+    finally:
+        holder.kill()
+        holder.wait()
+    resume_fails("give one of them", "--overwrite")
+    # the intact checkpoint resumes, and a complete run has nothing to resume
+    code, _, err = cli(capsys, "run", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    resume_fails("is complete; nothing to resume")
+
+
+def test_api_resume_with_the_original_config_and_refusal_of_another(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLAREBENCH_ENGINE_CACHE", str(tmp_path / "engine.json"))
+    cfg = tiny_config(rounds=4, name="r", engine="auto", samples_per_client=100)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_round=interrupt_at(1))
+    run_dir = tmp_path / "results" / "r"
+    with pytest.raises(ResultsError, match="config.lr"):
+        run(cfg.replace(lr=0.05), resume=run_dir)
+    monkeypatch.setenv("FLAREBENCH_ENGINE_CACHE", "off")  # auto is not re-timed: the recorded engine is reused
+    result = run(cfg, resume=run_dir)  # as flarebench sweep calls it: the original config, engine auto
+    assert [r["round"] for r in result.rows] == list(range(5))
+
+
+def test_rng_states_round_trip():
+    state = capture_rng()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_auto_policy_bounds_checkpoint_cost(tmp_path):
+    saver = Checkpointer(tmp_path)
+    saver._last_cost, saver._last_end = 0.1, time.perf_counter()  # a save that took 100 ms just ended
+    assert not saver.due(3, 100)  # too soon: under AUTO_FACTOR x 100 ms since
+    saver._last_end -= AUTO_FACTOR * 0.1
+    assert saver.due(3, 100)
+    assert not saver.due(100, 100)  # never after the last round (the run completes instead)
+    every = Checkpointer(tmp_path, every=4)
+    assert [r for r in range(1, 13) if every.due(r, 12)] == [4, 8]
