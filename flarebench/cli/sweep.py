@@ -59,7 +59,7 @@ def sweep_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every run over, even complete ones."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and what would happen to each (run, skip, resume, restart), then exit."),
 ) -> None:
-    """Run every (method, sparsity, seed) of CONFIG's [sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
+    r"""Run every (method, sparsity, seed) of CONFIG's \[sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
     from ..sweep import compare_sweep, load_sweep, plan, run_sweep
     from ..units import human_bits, human_seconds
 
