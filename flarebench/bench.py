@@ -1,8 +1,10 @@
 """Engine benchmark behind ``flarebench bench``: one round of each engine on the same config, one process.
 
 For every (clients, batch size) pair, each engine gets a fresh :func:`runner.setup` of the same config,
-one warm-up round, its state restored, then ``rounds`` timed rounds (seconds of wall time, CUDA
-synchronised). Reported per engine: seconds per round, seconds of local training per round, samples/s,
+one warm-up round and its state restored; then ``rounds`` timed rounds, interleaved across engines round
+by round, and the best (fastest) round is reported (seconds of wall time, CUDA synchronised; on a shared
+machine the best of N is the least noisy estimate). Reported per engine: seconds per round, seconds of
+local training in that round, samples/s,
 the speed-up over the sequential engine, and model FLOP utilisation (MFU):
 
     MFU = (model FLOPs of the round's local training) / (local-training seconds) / (device peak FLOP/s)
@@ -64,6 +66,7 @@ class BenchRow:
     max_abs_diff: float | None = None  # max |w - w_sequential| after the timed rounds
     same_bits: bool | None = None  # same per-round nnz and uplink bits as the sequential engine
     auto_pick: bool = False  # the engine auto chose for this configuration
+    warmup_s: float | None = None  # the untimed warm-up round (includes torch.compile's compile time)
 
     @property
     def samples_per_s(self) -> float:
@@ -146,23 +149,42 @@ def _clone(state):
     return state
 
 
-def _time_engine(cfg: RunConfig, engine: str, rounds: int, compile: bool):
-    """(setup, rounds' stats, seconds per round, local-training seconds per round) for one engine."""
+def _prepare(cfg: RunConfig, engine: str):
+    """(setup, warm-up seconds) for ``engine``: one untimed round (kernel choice, vmap / compile set-up), state restored."""
     from .runner import setup
 
     s = setup(cfg.replace(engine="vectorized" if engine.startswith("vectorized") else engine))
-    fed, device = s.federation, s.device
-    if compile and isinstance(fed.engine, VectorizedEngine):
+    fed = s.federation
+    if engine.endswith("+compile") and isinstance(fed.engine, VectorizedEngine):
         fed.engine = VectorizedEngine(fed.model, fed.layout, fed.parts.regularizer, fed.engine.client_chunk, compile=True)
     state0 = _clone(fed.state_dict())
-    fed.run_round(0)  # warm-up (kernel selection, vmap / compile set-up)
-    fed.load_state_dict(_clone(state0))
-    timed = fed.engine = _Timed(fed.engine, device)
-    select._sync(device)
+    select._sync(s.device)
     t0 = time.perf_counter()
-    stats = [fed.run_round(r) for r in range(rounds)]
-    select._sync(device)
-    return s, stats, (time.perf_counter() - t0) / rounds, timed.seconds / rounds
+    fed.run_round(0)
+    select._sync(s.device)
+    warmup_s = time.perf_counter() - t0
+    fed.load_state_dict(_clone(state0))
+    fed.engine = _Timed(fed.engine, s.device)
+    return s, warmup_s
+
+
+def _time_rounds(setups: dict, rounds: int) -> dict[str, tuple[list, float, float]]:
+    """Rounds 0..rounds-1 of every engine, interleaved round by round (a noisy neighbour slows all engines
+    alike). Per engine: (stats, best round seconds, local-training seconds of that round)."""
+    out = {name: ([], float("inf"), 0.0) for name in setups}
+    for r in range(rounds):
+        for name, s in setups.items():
+            fed, timed = s.federation, s.federation.engine
+            timed.seconds = 0.0
+            select._sync(s.device)
+            t0 = time.perf_counter()
+            st = fed.run_round(r)
+            select._sync(s.device)
+            dt = time.perf_counter() - t0
+            stats, best, train = out[name]
+            stats.append(st)
+            out[name] = (stats, dt, timed.seconds) if dt < best else (stats, best, train)
+    return out
 
 
 def bench(
@@ -178,11 +200,12 @@ def bench(
     client_chunk: int | None = None,
     compile: bool = False,
     progress=None,
+    lr: float | None = None,
 ) -> BenchReport:
     """Time ``rounds`` rounds of each engine per (clients, batch size); see the module docstring.
 
     ``compile``: also time the vectorized engine with ``torch.compile`` (warm-up round = compile time,
-    not counted). ``progress(str)``: called before each measurement.
+    not counted). ``progress(str)``: called before each measurement. ``lr``: client lr (None: the run default).
     """
     from .runner import resolve_device
 
@@ -193,17 +216,23 @@ def bench(
         for B in batch_sizes:
             cfg = make_config(
                 model=model, dataset=dataset, method=method, clients=K, batch_size=B, rounds=rounds, device=device,
-                samples_per_client=samples_per_client, local_epochs=local_epochs, client_chunk=client_chunk,
+                samples_per_client=samples_per_client, local_epochs=local_epochs, client_chunk=client_chunk, lr=lr,
             )
-            rows, ref = [], None
+            setups, warmups = {}, {}
             for name in engines:
                 if progress:
-                    progress(f"{model} clients={K} B={B} engine={name}")
-                s, stats, round_s, train_s = _time_engine(cfg, name, rounds, name.endswith("+compile"))
-                fed = s.federation
+                    progress(f"{model} clients={K} B={B} engine={name} (warm-up round)")
+                setups[name], warmups[name] = _prepare(cfg, name)
+            if progress:
+                progress(f"{model} clients={K} B={B}: {rounds} timed round(s) per engine, interleaved")
+            timed = _time_rounds(setups, rounds)
+            rows, ref = [], None
+            for name, (stats, round_s, train_s) in timed.items():
+                fed = setups[name].federation
                 samples = sum(int(fed.client_sizes[c].item()) for st in stats for c in st.clients) * cfg.local_epochs // rounds
                 label = name if fed.engine_choice.engine == name.split("+")[0] else f"{name} -> {fed.engine_choice.engine}"
                 row = BenchRow(model, K, B, label, round_s, train_s, samples, flops_per_sample(fed, B) * samples)
+                row.warmup_s = warmups[name]
                 if report.peak.flops:
                     row.mfu = row.flops / train_s / report.peak.flops
                 if ref is None:

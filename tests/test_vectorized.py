@@ -155,6 +155,7 @@ DIRICHLET = {"partition": "dirichlet", "dirichlet_alpha": 0.5}  # seed 0: client
 @pytest.mark.parametrize(
     "method,kw",
     [("none", DIRICHLET), ("topk-ef", DIRICHLET), ("randk", DIRICHLET), ("flare", DIRICHLET), ("flare", {"partition": "contiguous"})],
+    ids=["none-dirichlet", "topk-ef-dirichlet", "randk-dirichlet", "flare-dirichlet", "flare-contiguous"],
 )
 def test_rounds_equal(method, kw):
     """3 rounds: same per-round nnz and uplink bits, same test accuracy, weights within ATOL.

@@ -27,9 +27,12 @@ def render(report) -> "object":
     from ..bench import auto_regret
 
     regret = auto_regret(report)
-    table = Table(title=f"flarebench bench on {report.peak.device}", caption=f"MFU peak: {report.peak.source}. "
-                  "s/round: whole round (train, compress, encode, decode, aggregate); train s: local training only.")
-    for col, just in [("model", "left"), ("clients", "right"), ("B", "right"), ("engine", "left"), ("s/round", "right"),
+    table = Table(title=f"flarebench bench on {report.peak.device}", caption=(
+        f"MFU peak: {report.peak.source}. s/round: best of the timed rounds, whole round (train, compress, encode, "
+        "decode, aggregate); train s: local training in that round. max|Δw|, same bits: after the timed rounds, vs "
+        "the sequential engine (float rounding; grows where training is chaotic, as a 1e-7 nudge of w would, and a "
+        "top-k tie can then send another entry)."))
+    for col, just in [("model", "left"), ("clients", "right"), ("B", "right"), ("engine", "left"), ("warm-up s", "right"), ("s/round", "right"),
                       ("train s", "right"), ("speed-up", "right"), ("samples/s", "right"), ("GFLOP/round", "right"),
                       ("MFU", "right"), ("max|Δw| vs seq", "right"), ("same bits", "center"), ("auto", "left")]:
         table.add_column(col, justify=just)
@@ -42,7 +45,7 @@ def render(report) -> "object":
             if key in regret:
                 auto += f", {regret[key] * 100:+.0f}% vs fastest"
         table.add_row(
-            r.model, str(r.clients), str(r.batch_size), r.engine, f"{r.round_s:.3f}", f"{r.train_s:.3f}",
+            r.model, str(r.clients), str(r.batch_size), r.engine, f"{r.warmup_s:.2f}", f"{r.round_s:.3f}", f"{r.train_s:.3f}",
             f"{r.speedup:.2f}x", f"{r.samples_per_s:,.0f}", f"{r.flops / 1e9:.2f}",
             "n/a" if r.mfu is None else f"{r.mfu * 100:.2f}%", f"{r.max_abs_diff:.1e}", "yes" if r.same_bits else "NO", auto,
         )
@@ -60,6 +63,7 @@ def bench_command(
     method: str = typer.Option("flare", help="Method whose round is timed."),
     samples_per_client: Optional[int] = typer.Option(None, help="Samples per client (default: training set / clients)."),
     local_epochs: int = typer.Option(1, help="Local epochs per round."),
+    lr: Optional[float] = typer.Option(None, help="Client learning rate (default: flarebench run's; the CNN diverges at lr 0.1 with B=32, which makes max|Δw| meaningless)."),
     client_chunk: Optional[int] = typer.Option(None, help="Vectorized engine: clients per vmapped batch (default: auto)."),
     compile: bool = typer.Option(False, "--compile", help="Also time the vectorized engine under torch.compile (warm-up round = compile time, not counted)."),
 ) -> None:
@@ -73,5 +77,5 @@ def bench_command(
         raise ConfigError(f"rounds must be >= 1, got {rounds}")
     err = Console(stderr=True)
     report = bench(model, ks, bs, device, rounds, dataset, method, samples_per_client, local_epochs, client_chunk, compile,
-                   progress=lambda msg: err.print(f"[dim]timing {msg}[/dim]"))
+                   progress=lambda msg: err.print(f"[dim]timing {msg}[/dim]"), lr=lr)
     Console(width=max(160, Console().width)).print(render(report))

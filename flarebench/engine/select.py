@@ -203,7 +203,7 @@ def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer
     blocker = vectorization_blocker(model)
     if blocker:
         choice = EngineChoice(requested, "sequential", f"fallback: {blocker}")
-        log.warning("engine: %s", choice.describe())
+        (log.warning if requested == "vectorized" else log.info)("engine: %s", choice.describe())
         return sequential, choice
     K = cfg.participants()
     w = layout.flatten(model).to(x.device)
