@@ -125,6 +125,30 @@ def test_fuzzed_messages_raise_only_decode_error(data):
         assert len(msg.indices) == sum(msg.counts)
 
 
+BIG = (10_000_000, 5_000_000)
+
+
+@pytest.mark.parametrize("kind,codec", [(0, c.id) for c in POSITION_CODECS.values()] + [(1, 0), (2, 0)])
+def test_a_header_claiming_huge_k_allocates_nothing_from_it(kind, codec):
+    """A 100-byte message that claims k = n = 15M entries: DecodeError, and well under 1 MB allocated
+    (decoding it for real would need hundreds of MB); numpy's buffers are traced by tracemalloc."""
+    import tracemalloc
+
+    pairs = [(n, n) for n in BIG]
+    h = bytearray([0xFB, 1, kind, codec, 0]) + write_varint(len(BIG))
+    for n, k in pairs:
+        h += write_varint(n) + (b"" if kind == 1 else write_varint(k))
+    data = bytes(h) + (b"\x00" * 8 if kind == 2 else write_varint(64) if kind == 0 else b"") + b"\x01" * 80
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError):
+            WireFormat(BIG, "auto").decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_decode_error(data):

@@ -317,8 +317,8 @@ class Golomb(PositionCodec):
         if any(m[t] > width_for(sizes[t]) for t in nonempty):
             raise DecodeError("golomb parameter is larger than its tensor needs")
         total = sum(counts)
+        q, at = read_unary(bits, at, total)  # first: proves the stream holds `total` codewords
         me = np.repeat(m, counts)
-        q, at = read_unary(bits, at, total)
         if total and np.any(q > (_entry_sizes(sizes, counts) >> me)):
             raise DecodeError("golomb gap is longer than the tensor")
         r, at = read_varwidth(bits, at, me)

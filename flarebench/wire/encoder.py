@@ -169,6 +169,15 @@ class WireFormat:
                     raise DecodeError(f"header says {k} entries of a tensor of {n}")
                 counts.append(k)
         counts_t = tuple(counts)
+        if kind == SPARSE:  # the values are the rest of the message: their size must add up before any decoding
+            length, pos_at = read_varint(buf, at)
+            if pos_at + length + values_codec.nbytes(counts_t) != len(buf):
+                raise DecodeError(
+                    f"message has {len(buf)} bytes; its header implies {pos_at + length} + "
+                    f"{values_codec.nbytes(counts_t)} (positions + {values_codec.name} values)"
+                )
+        elif at + (8 if kind == SEEDED else 0) + values_codec.nbytes(counts_t) != len(buf):
+            raise DecodeError(f"message has {len(buf)} bytes, not what its header implies")
         seed = indices = None
         if kind == SEEDED:
             if at + 8 > len(buf):
