@@ -36,6 +36,7 @@ class RunConfig:
     download: bool = False
     model: str = "mlp"
     fc_linear: bool = False  # reference FC quirk: no activations
+    cnn_double_softmax: bool = False  # reference CNN quirk: softmax applied twice before the loss
     vgg11_reference_relu: bool = False  # reference VGG-11 quirk: no ReLU after the 1st conv of its 256/512 blocks
     partition: str = "contiguous"
     dirichlet_alpha: float = 0.5

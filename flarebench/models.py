@@ -4,8 +4,10 @@
 Sequence models (``gru``) map int64 token ids ``[B, T]`` to logits ``[B, T, num_classes]``; the
 loss flattens positions, so accuracy is next-token accuracy over all positions.
 
-Losses are cross-entropy on logits (one softmax). The reference CNN's double softmax is a quirk
-flarebench does not reproduce.
+Losses are cross-entropy on logits (one softmax). The reference CNN applies softmax twice (a
+softmax dense layer, then a Softmax layer, then cross-entropy on probabilities); ``cnn_double_softmax``
+reproduces that by making the model's "logits" softmax probabilities, so the loss is
+``-log softmax(softmax(z))_y``. Off by default: it flattens the loss and slows learning.
 
 All models are built from functional-friendly modules (no in-place ops, no BatchNorm, no
 ``nn.GRU``) so ``torch.func.functional_call`` and ``torch.func.vmap`` work on them; dropout
@@ -30,6 +32,7 @@ class ModelOptions:
     """Model switches that come from the run config."""
 
     fc_linear: bool = False  # reference FC quirk: no activation functions
+    cnn_double_softmax: bool = False  # reference CNN quirk: softmax on the logits, then cross-entropy's own softmax
     vgg11_reference_relu: bool = False  # reference VGG-11 quirk: no ReLU after the 1st conv of its 256/512 blocks
 
     @classmethod
@@ -47,13 +50,16 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> n
     h2, w2 = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
     if h2 < 1 or w2 < 1:
         raise ConfigError(f"model cnn needs images of at least 16x16, got {h}x{w}")
-    return nn.Sequential(
+    layers = [
         nn.Conv2d(c, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(64 * h2 * w2, 512), nn.ReLU(),
         nn.Linear(512, num_classes),
-    )
+    ]
+    if opts.cnn_double_softmax:  # the reference's quirk: the loss's softmax comes on top of this one
+        layers.append(nn.Softmax(dim=-1))
+    return nn.Sequential(*layers)
 
 
 def fc(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:

@@ -154,6 +154,24 @@ def test_sweep_resumes_an_interrupted_run(tmp_path):
     assert resumed.equals(load_run(whole.path).metrics.drop(columns=["wall_time_s"]))
 
 
+def test_sweep_with_two_jobs_runs_the_grid_in_processes(tmp_path):
+    """--jobs 2: every run completes in its own process (torch threads split); bits as with one job."""
+    serial = load_sweep(write_sweep(tmp_path, methods='["flare", "none"]'), out=tmp_path / "one")
+    parallel = load_sweep(write_sweep(tmp_path, methods='["flare", "none"]'), out=tmp_path / "two")
+    events = []
+    done = run_sweep(parallel, jobs=2, on_event=lambda kind, cfg, info: events.append((kind, cfg.name)))
+    assert sorted(d["name"] for d in done) == ["flare-s0.99-seed0", "flare-s0.999-seed0", "none-seed0"]
+    assert sorted(n for k, n in events if k == "done") == sorted(n for k, n in events if k == "start")
+    run_sweep(serial)
+    for name in ("flare-s0.99-seed0", "flare-s0.999-seed0", "none-seed0"):
+        a, b = load_run(parallel.out / name), load_run(serial.out / name)
+        assert a.meta["status"] == "complete"
+        assert a.metrics["uplink_bits"].tolist() == b.metrics["uplink_bits"].tolist()
+        assert a.metrics["nnz"].tolist() == b.metrics["nnz"].tolist()
+        assert abs(a.metrics["test_accuracy"].iloc[-1] - b.metrics["test_accuracy"].iloc[-1]) <= 0.02
+    assert [a for _, a in plan(parallel)] == ["skip"] * 3
+
+
 def test_sweep_and_figures_cli(tmp_path, capsys):
     path = write_sweep(tmp_path, methods='["flare", "none"]')
     code, out, err = cli(capsys, "sweep", path, "--methods", "flare,topk-ef", "--sparsities", "0.99", "--seeds", "1")

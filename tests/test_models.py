@@ -113,3 +113,22 @@ def test_num_params_for_needs_no_data(tmp_path):
     assert num_params_for(cfg) == 28_144_010
     assert num_params_for(make_config(model="gru", dataset="shakespeare")) == 4_021_569
     assert num_params_for(make_config(model="cnn", dataset="mnist")) == 582_026
+
+
+def test_cnn_double_softmax_quirk_is_the_reference_loss():
+    """Same weights: the quirk's loss is -log softmax(softmax(z))_y, its gradient much smaller; argmax unchanged."""
+    torch.manual_seed(0)
+    sound = build_model("cnn", (1, 28, 28), 10)
+    quirk = build_model("cnn", (1, 28, 28), 10, ModelOptions(cnn_double_softmax=True))
+    quirk.load_state_dict(sound.state_dict())
+    assert count(quirk) == count(sound) == 582_026
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
+    z = sound(x)
+    p = torch.softmax(z, -1)
+    expected = -torch.log_softmax(p, -1)[torch.arange(8), y].mean()
+    loss = nn.functional.cross_entropy(quirk(x), y)
+    assert torch.allclose(loss, expected)
+    assert torch.equal(quirk(x).argmax(-1), z.argmax(-1))
+    g_sound = torch.autograd.grad(nn.functional.cross_entropy(z, y), sound[-1].bias)[0]
+    g_quirk = torch.autograd.grad(loss, quirk[-2].bias)[0]
+    assert g_quirk.norm() < 0.5 * g_sound.norm()

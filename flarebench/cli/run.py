@@ -45,6 +45,7 @@ def run_command(
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Let torchvision download a missing dataset (needs a network). [default: no-download]", rich_help_panel=_DATA),
     model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small) | vgg11 | vgg16 | vgg19 (CIFAR) | gru | gru-small (shakespeare). [default: {D.model}]", rich_help_panel=_DATA),
     fc_linear: Optional[bool] = typer.Option(None, "--fc-linear/--fc-relu", help="Reference quirk: the FC model without activations. [default: fc-relu]", rich_help_panel=_DATA),
+    cnn_double_softmax: Optional[bool] = typer.Option(None, "--cnn-double-softmax/--cnn-softmax", help="Reference quirk: the CNN's loss is cross-entropy of softmax(softmax(logits)), as the authors' code (slower learning, smaller gradients). [default: cnn-softmax]", rich_help_panel=_DATA),
     vgg11_reference_relu: Optional[bool] = typer.Option(None, "--vgg11-reference-relu/--vgg11-relu", help="Reference quirk: VGG-11 without ReLU after the first conv of its 256/512 blocks. [default: vgg11-relu]", rich_help_panel=_DATA),
     partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. [default: {D.partition}]", rich_help_panel=_DATA),
     dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. [default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),

@@ -31,7 +31,7 @@ class EF21Aggregator(WeightedMean):
     """EF21's server side: keeps ``g_i`` ``[C, P]`` (zeros at start) in step with the clients' copies.
 
     ``received`` holds the decoded innovations ``c_i``; returns ``sum_k w_k g_k / sum_k w_k`` over
-    the participants after ``g_k <- g_k + c_k``.
+    the round's participants after ``g_k <- g_k + c_k`` (absent clients' ``g`` is kept, not averaged in).
     """
 
     name = "ef21"
