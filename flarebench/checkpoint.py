@@ -25,9 +25,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,11 +49,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
     from .runner import Setup
 
+log = logging.getLogger("flarebench.checkpoint")
+
 CHECKPOINT_FILE = "checkpoint.pt"
 MAGIC = b"flarebench-checkpoint 1\n"
 AUTO_FACTOR = 40  # auto policy: wait >= 40x the last save's duration between saves -> saving <= 1/41 (2.4%) of run time
 # config.json keys that may differ between the interrupted run and its resumption
 VOLATILE_META = {"status", "wall_time_s", "checkpoints", "resumed_at_rounds"}
+# config.json keys that may differ with a warning: the code that continues the run
+CODE_VERSION_META = {"flarebench_version", "torch_version", "python_version", "git_commit"}
 
 
 @dataclass
@@ -161,18 +167,26 @@ def _fsync_dir(d: Path) -> None:
 _HELD: dict[str, int] = {}  # resolved run dir -> fd holding its lock (this process)
 
 
+def _try_flock(path: str, mode: int) -> int | None:
+    """An fd of ``path`` holding a non-blocking flock of ``mode``, or None if another process holds a conflicting one."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def lock_run(run_dir: str | Path) -> None:
     """Take an exclusive lock on the run directory (flock; the OS drops it when the process dies, even
     by SIGKILL). ResultsError if another process holds it, e.g. the run is still going."""
     key = str(Path(run_dir).resolve())
     if fcntl is None or key in _HELD:
         return
-    fd = os.open(key, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise ResultsError(f"run {run_dir} is in progress in another process (stop it first)") from None
+    fd = _try_flock(key, fcntl.LOCK_EX)
+    if fd is None:
+        raise ResultsError(f"run {run_dir} is in progress in another process (stop it first)")
     _HELD[key] = fd
 
 
@@ -181,6 +195,43 @@ def unlock_run(run_dir: str | Path) -> None:
     fd = _HELD.pop(str(Path(run_dir).resolve()), None)
     if fd is not None:
         os.close(fd)
+
+
+@contextmanager
+def locked_run(run_dir: str | Path):
+    """:func:`lock_run` for the block: the lock stays held if it succeeds (the run's Checkpointer
+    releases it), and is released if it raises."""
+    lock_run(run_dir)
+    try:
+        yield
+    except BaseException:
+        unlock_run(run_dir)
+        raise
+
+
+def is_locked(run_dir: str | Path) -> bool:
+    """Whether a live process (this one included) holds the run directory's lock; takes and drops a
+    shared lock to find out, changes nothing."""
+    key = str(Path(run_dir).resolve())
+    if key in _HELD:
+        return True
+    if fcntl is None or not os.path.isdir(key):
+        return False
+    fd = _try_flock(key, fcntl.LOCK_SH)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def run_status(run_dir: str | Path, meta: dict) -> tuple[str, bool, bool]:
+    """(status, killed, resumable). A run whose config.json says "running" but whose lock no live
+    process holds was killed: ("interrupted", True, ...). Resumable: not complete/running, with a checkpoint."""
+    status, killed = meta.get("status", "unknown"), False
+    if status == "running" and fcntl is not None and not is_locked(run_dir):
+        status, killed = "interrupted", True
+    resumable = status not in ("complete", "running") and (Path(run_dir) / CHECKPOINT_FILE).is_file()
+    return status, killed, resumable
 
 
 # ---------------------------------------------------------------------------------------- when to save
@@ -194,12 +245,17 @@ class Checkpointer:
     """
 
     def __init__(self, run_dir: Path, every: int | None = None):
-        if every is not None and every < 1:
-            raise ConfigError(f"checkpoint-every must be >= 1 round, got {every}")
+        self.check_every(every)
         self.run_dir, self.every = Path(run_dir), every
         lock_run(self.run_dir)  # held until close(): a second process cannot resume this run meanwhile
         self.saves, self.seconds = 0, 0.0
         self._last_cost, self._last_end = 0.0, time.perf_counter()
+
+    @staticmethod
+    def check_every(every: int | None) -> None:
+        """ConfigError unless ``every`` is None (auto) or >= 1."""
+        if every is not None and every < 1:
+            raise ConfigError(f"checkpoint-every must be >= 1 round, got {every}")
 
     def due(self, round_done: int, total_rounds: int) -> bool:
         """Whether to save after ``round_done`` (never after the last round: the run completes instead)."""
@@ -287,11 +343,16 @@ def _pinned_engine(meta: dict) -> dict:
 
 def check_same_run(stored: dict, meta: dict, run_dir: Path) -> None:
     """ResultsError unless config.json (apart from VOLATILE_META, engine timings, and ``engine auto``
-    pinned to its recorded choice) equals what this setup would write."""
-    diffs = []
+    pinned to its recorded choice) equals what this setup would write; a different code version
+    (CODE_VERSION_META) is logged as a warning."""
+    diffs, versions = [], []
     pinned = _pinned_engine(stored)
     for key, value in meta.items():
         if key in VOLATILE_META:
+            continue
+        if key in CODE_VERSION_META:
+            if _norm(stored.get(key)) != _norm(value):
+                versions.append(f"{key} {stored.get(key)} -> {value}")
             continue
         if key == "config":
             old = stored.get("config", {})
@@ -304,6 +365,9 @@ def check_same_run(stored: dict, meta: dict, run_dir: Path) -> None:
             diffs.append(f"{key}: {_short(stored.get(key))} -> {_short(value)}")
     if diffs:
         raise ResultsError(f"cannot resume {run_dir}: this setup differs from its config.json ({'; '.join(diffs)})")
+    if versions:
+        log.warning("resuming %s with a different code version: %s; results may differ from an uninterrupted run",
+                    run_dir, ", ".join(versions))
 
 
 def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
@@ -314,12 +378,8 @@ def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
     if stored.get("status") == "complete":
         raise ResultsError(f"run {run_dir} is complete; nothing to resume")
     check_same_run(stored, s.meta(), run_dir)
-    lock_run(run_dir)  # kept by the run's Checkpointer; released on error below
-    try:
+    with locked_run(run_dir):  # kept by the run's Checkpointer
         return _reopen(s, run_dir, stored)
-    except BaseException:
-        unlock_run(run_dir)
-        raise
 
 
 def _reopen(s: "Setup", run_dir: Path, stored: dict) -> Resumed:
@@ -352,5 +412,5 @@ def _short(v: Any, n: int = 60) -> str:
 
 __all__ = [
     "CHECKPOINT_FILE", "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint",
-    "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "read_meta", "resume_config", "pin_engine", "check_same_run", "resume_run",
+    "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "read_meta", "resume_config", "pin_engine", "check_same_run", "resume_run",
 ]

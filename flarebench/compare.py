@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from .errors import ConfigError, ResultsError
-from .results import CONFIG_FILE, METRICS_FILE, RunRecord, load_run
+from .results import CONFIG_FILE, METRICS_FILE, RunRecord, check_writable, load_run
 
 TARGET_FRACTION = 0.95  # default target: this fraction of the best uncompressed run's best accuracy
 METHOD_ORDER = ["none", "topk", "topk-ef", "randk", "ef21", "fedprox-ef", "flare"]
@@ -227,7 +227,7 @@ def summarize(records: Sequence[RunRecord], target_accuracy: float | None = None
 def write_csv(table: pd.DataFrame, out_dir: str | Path) -> Path:
     """``OUT/compare.csv``: the table as tidy CSV (raw numbers: bits, fractions, seconds)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     path = out / "compare.csv"
     table.to_csv(path, index=False)
     return path
@@ -252,10 +252,12 @@ def compare(
     x: str | Sequence[str] = ("bits", "round"),
     formats: Sequence[str] = ("png", "pdf"),
 ) -> CompareResult:
-    """Collect the runs under ``paths``, write ``OUT/compare.csv`` and the figures (plots.save_figures)."""
-    from .plots import normalize_x, save_figures
+    """Collect the runs under ``paths``, write ``OUT/compare.csv`` and the figures (plots.save_figures).
+    Bad options, runs or ``out_dir`` raise a FlarebenchError before anything is written."""
+    from .plots import normalize_formats, normalize_x, save_figures
 
-    xs = normalize_x(x)
+    xs, formats = normalize_x(x), normalize_formats(formats)
+    check_writable(Path(out_dir), create=False)
     records, warnings = collect_runs(paths)
     table = summarize(records, target_accuracy)
     for g, (t, _) in targets(records, target_accuracy).items():

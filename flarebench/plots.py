@@ -96,6 +96,15 @@ def normalize_x(x: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(X_AXES[s] for s in items))
 
 
+def normalize_formats(formats: Sequence[str]) -> list[str]:
+    """``[" PNG", ".pdf"]`` -> ``["png", "pdf"]``; ConfigError on a format not in FORMATS."""
+    formats = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ConfigError(f"unknown figure format {bad[0]!r} (choose from: {', '.join(sorted(FORMATS))})")
+    return formats
+
+
 def panels_for(x: Sequence[str]) -> list[tuple[str, str]]:
     """(metric, x axis) of each figure: accuracy vs every x axis, then loss vs round (or vs bits)."""
     return [("accuracy", a) for a in x] + [("loss", "round" if "round" in x else "bits")]
@@ -190,10 +199,7 @@ def save_figures(
 
     ``targets``: group (``"dataset/model"``) -> target test accuracy (fraction), drawn on accuracy panels.
     """
-    formats = [f.strip().lower().lstrip(".") for f in formats if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise ConfigError(f"unknown figure format {bad[0]!r} (choose from: {', '.join(sorted(FORMATS))})")
+    formats = normalize_formats(formats)
     xs = normalize_x(x)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,4 +227,4 @@ def save_figures(
     return paths
 
 
-__all__ = ["save_figures", "plot_panel", "experiments", "method_color", "normalize_x", "panels_for", "METHOD_COLORS", "STYLE"]
+__all__ = ["save_figures", "plot_panel", "experiments", "method_color", "normalize_x", "normalize_formats", "panels_for", "METHOD_COLORS", "STYLE"]

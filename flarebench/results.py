@@ -62,8 +62,12 @@ def git_commit() -> str | None:
         return None
 
 
-def check_writable(out_dir: Path) -> None:
-    """ResultsError unless ``out_dir`` exists or can be created, and is writable."""
+def check_writable(out_dir: Path, create: bool = True) -> None:
+    """ResultsError unless ``out_dir`` exists or can be created, and is writable. ``create=False``:
+    check without creating anything (its nearest existing ancestor must be a writable directory)."""
+    out_dir = Path(out_dir)
+    if not create:
+        return _check_creatable(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -72,15 +76,32 @@ def check_writable(out_dir: Path) -> None:
         raise ResultsError(f"output directory {out_dir} is not writable")
 
 
+def _check_creatable(out_dir: Path) -> None:
+    """:func:`check_writable` without creating anything: look at the nearest existing ancestor."""
+    base = out_dir.absolute()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ResultsError(f"cannot create output directory {out_dir}: {base} is not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ResultsError(f"cannot create output directory {out_dir}: {base} is not writable"
+                           if base != out_dir.absolute() else f"output directory {out_dir} is not writable")
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool = False) -> None:
+    """ResultsError if ``run_dir`` is not a directory, or holds files and ``overwrite`` is not given."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ResultsError(f"{run_dir} exists and is not a run directory; choose another --name or --out")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise ResultsError(f"run {run_dir} exists; resume it with --resume {run_dir} or start over with --overwrite")
+
+
 class RunWriter:
     """Creates a run directory and appends one metrics row per round (flushed and fsynced)."""
 
     def __init__(self, run_dir: Path, meta: dict, overwrite: bool = False):
         self.dir = Path(run_dir)
-        if self.dir.exists() and any(self.dir.iterdir()) and not overwrite:
-            raise ResultsError(
-                f"run {self.dir} exists; resume it with --resume {self.dir} or start over with --overwrite"
-            )
+        check_new_run_dir(self.dir, overwrite)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         write_json_atomic(self.dir / CONFIG_FILE, meta)
@@ -183,4 +204,6 @@ def load_run(run_dir: str | Path) -> RunRecord:
         metrics = pd.read_csv(met_path)
     except (json.JSONDecodeError, ValueError, OSError) as e:
         raise ResultsError(f"cannot read run {p}: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ResultsError(f"cannot read run {p}: {cfg_path} has no 'config' object")
     return RunRecord(p, meta, metrics)

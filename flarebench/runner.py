@@ -25,8 +25,8 @@ from .errors import ConfigError
 from .flat import Layout
 from .methods.presets import DESCRIPTIONS, build_parts
 from .models import ModelOptions, build_model
-from .checkpoint import Checkpointer, Resumed, pin_engine, remove_checkpoint, resume_run
-from .results import COLUMNS, RunWriter, check_writable, git_commit
+from .checkpoint import Checkpointer, Resumed, locked_run, pin_engine, remove_checkpoint, resume_run
+from .results import COLUMNS, RunWriter, check_new_run_dir, check_writable, git_commit
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,6 +122,8 @@ def run(
     (None: auto, at most ~2.5% of run time); the checkpoint is deleted when the run completes.
     Bad input raises a FlarebenchError before anything is written.
     """
+    check_output(cfg, overwrite, resume)
+    Checkpointer.check_every(checkpoint_every)
     s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
     name = cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S"))
     cfg = s.cfg = cfg.replace(name=name)
@@ -179,13 +181,28 @@ def run(
     return RunResult(writer.dir, rows, time.perf_counter() - t0)
 
 
+def check_output(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None = None) -> None:
+    """ResultsError now, before the data is loaded, if the run could not be written: ``cfg.out``
+    cannot be created or written, or ``OUT/NAME`` is a file or (without ``overwrite``) an existing run."""
+    if resume is not None:
+        if overwrite:
+            raise ConfigError("--resume continues a run and --overwrite starts it over: give one of them")
+        return
+    out = Path(cfg.out).expanduser()
+    check_writable(out, create=False)
+    if cfg.name:
+        check_new_run_dir(out / cfg.name, overwrite)
+
+
 def _open_writer(s: Setup, run_dir: Path, overwrite: bool, resume: str | Path | None) -> tuple[RunWriter, Resumed | None]:
-    """A new run directory, or (``resume``) an interrupted run reopened at its checkpoint with state restored."""
+    """A new run directory, or (``resume``) an interrupted run reopened at its checkpoint with state restored.
+    Either way the run directory's lock is taken before anything is written (kept by the run's Checkpointer)."""
     if resume is None:
         check_writable(run_dir.parent)
-        return RunWriter(run_dir, s.meta(), overwrite=overwrite), None
-    if overwrite:
-        raise ConfigError("--resume continues a run and --overwrite starts it over: give one of them")
+        check_new_run_dir(run_dir, overwrite)
+        run_dir.mkdir(exist_ok=True)
+        with locked_run(run_dir):  # another process still running this run keeps its files
+            return RunWriter(run_dir, s.meta(), overwrite=overwrite), None
     resumed = resume_run(s, resume)
     return resumed.writer, resumed
 

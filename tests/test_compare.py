@@ -12,7 +12,8 @@ from flarebench import ConfigError, ResultsError, run
 from flarebench.cli import main
 from flarebench.compare import SUMMARY_COLUMNS, collect_runs, compare
 from flarebench.plots import experiments, save_figures
-from conftest import tiny
+from flarebench.units import human_bits
+from conftest import lock_held_elsewhere, tiny
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,6 +99,13 @@ def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
     for _, row in table.iterrows():
         check_row(row, expected_from_csv(results / row["run"], 0.5))
     assert "none-0" in stdout and "topk-ef-0" in stdout and "Mib" in stdout and "Kib" in stdout
+    for run_name in ["none-0", "topk-ef-0"]:  # the printed numbers are those of the CSVs
+        want = expected_from_csv(results / run_name, 0.5)
+        cells = [c.strip() for c in next(l for l in stdout.splitlines() if f" {run_name} " in l).split("│")]
+        assert f"{want['final_accuracy']:.4f}" in cells and f"{want['best_accuracy']:.4f}" in cells, cells
+        assert human_bits(want["total_uplink_bits"]) in cells, cells
+        assert (human_bits(want["bits_to_target"]) if want["bits_to_target"] is not None else "not reached") in cells, cells
+        assert (str(want["rounds_to_target"]) if want["rounds_to_target"] is not None else "-") in cells, cells
     assert sorted(p.name for p in out.iterdir()) == [
         "compare.csv", "mnist-embedded-mlp-accuracy-vs-bits.png", "mnist-embedded-mlp-loss-vs-bits.png",
         "mnist-embedded-mlp-summary.png",
@@ -128,6 +136,7 @@ def test_bad_input_is_one_line(results, tmp_path, capsys):
         (["compare", results, "--target-accuracy", "95"], "fraction in (0, 1]"),
         (["compare", results, "--x", "time"], "--x takes bits, rounds"),
         (["compare", results, "--format", "gif"], "unknown figure format"),
+        (["compare", results, "--format", "png,gif"], "unknown figure format 'gif'"),
         (["show", tmp_path], "is not a flarebench run"),
         (["list", tmp_path / "missing"], "does not exist"),
     ]
@@ -135,6 +144,12 @@ def test_bad_input_is_one_line(results, tmp_path, capsys):
         code, _, err = cli(capsys, *args, *(["--out", tmp_path / "o"] if args[0] == "compare" else []))
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "o").exists()  # options are checked before compare.csv is written
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "sub"):  # an --out that cannot be a directory: one line, checked up front
+        code, _, err = cli(capsys, "compare", results, "--out", out)
+        assert code == 2 and err.count("\n") == 1 and "cannot create output directory" in err, err
     with pytest.raises(ConfigError):
         save_figures([], tmp_path, x="seconds")
     with pytest.raises(ResultsError):
@@ -151,3 +166,33 @@ def test_list_and_show(results, capsys):
     assert code == 0, err
     assert "complete" in out and "topk-ef" in out and repr(float(final["test_accuracy"])) in out
     assert str(int(final["cumulative_uplink_bits"])) in out
+
+
+def test_list_tells_killed_runs_from_running_ones(results, tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "k"
+    shutil.copytree(results / "topk-ef-0", run_dir)
+    meta = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**meta, "status": "running"}))  # as a SIGKILLed run leaves it
+    (run_dir / "checkpoint.pt").write_bytes(b"x")
+
+    def status_shown():
+        code, out, err = cli(capsys, "list", run_dir.parent)
+        assert code == 0, err
+        return out.splitlines()[-1]
+
+    assert "interrupted (killed, resumable)" in status_shown()
+    code, out, _ = cli(capsys, "show", run_dir)
+    assert code == 0 and f"interrupted (killed, resumable: flarebench run --resume {run_dir})" in out
+    with lock_held_elsewhere(run_dir):  # a live process holds its lock: it is running
+        line = status_shown()
+        assert line.rstrip().endswith("running") and "interrupted" not in line, line
+    assert "interrupted (killed, resumable)" in status_shown()  # the probe left no lock behind
+
+
+def test_show_of_a_bad_config_is_one_line(results, tmp_path, capsys):
+    run_dir = tmp_path / "bad"
+    shutil.copytree(results / "none-0", run_dir)
+    for text in ["{}", "[1, 2]", '{"config": 3}']:
+        (run_dir / "config.json").write_text(text)
+        code, _, err = cli(capsys, "show", run_dir)
+        assert code == 2 and err.count("\n") == 1 and "has no 'config' object" in err, (text, err)

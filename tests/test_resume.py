@@ -1,6 +1,7 @@
 """Crash-safe resume: SIGKILL mid-run then --resume equals an uninterrupted run; clear errors otherwise."""
 
 import json
+import logging
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from flarebench.checkpoint import (
     CHECKPOINT_FILE, AUTO_FACTOR, Checkpointer, capture_rng, load_checkpoint, restore_rng, resume_config,
 )
 from flarebench.cli import main
+from conftest import lock_held_elsewhere
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -151,15 +153,8 @@ def test_resume_errors_are_one_line(capsys, tmp_path, tiny_config):
     resume_fails("these options differ: rounds 9", "--rounds", "9")
     resume_fails("Invalid value for '--checkpoint-every'", "--checkpoint-every", "0")
     # a run still going in another process (it holds the directory's lock) is not resumed under it
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
-                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(run_dir)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_elsewhere(run_dir):
         resume_fails("in progress in another process")
-    finally:
-        holder.kill()
-        holder.wait()
     resume_fails("give one of them", "--overwrite")
     # the intact checkpoint resumes, and a complete run has nothing to resume
     code, _, err = cli(capsys, "run", "--resume", run_dir, "--quiet")
@@ -177,6 +172,24 @@ def test_api_resume_with_the_original_config_and_refusal_of_another(tiny_config,
         run(cfg.replace(lr=0.05), resume=run_dir)
     monkeypatch.setenv("FLAREBENCH_ENGINE_CACHE", "off")  # auto is not re-timed: the recorded engine is reused
     result = run(cfg, resume=run_dir)  # as flarebench sweep calls it: the original config, engine auto
+    assert [r["round"] for r in result.rows] == list(range(5))
+
+
+def test_another_code_version_warns_and_another_config_refuses(tiny_config, tmp_path, caplog):
+    cfg = tiny_config(rounds=4, name="r", engine="sequential", samples_per_client=100)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_round=interrupt_at(2), checkpoint_every=1)
+    run_dir = tmp_path / "results" / "r"
+    meta = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**meta, "git_commit": "0123abc", "torch_version": "1.0.0"}))
+    with pytest.raises(ResultsError, match="config.lr") as refused:  # the config still has to agree
+        run(cfg.replace(lr=0.05), resume=run_dir)
+    assert "git_commit" not in str(refused.value)
+    with caplog.at_level(logging.WARNING, logger="flarebench.checkpoint"):
+        result = run(cfg, resume=run_dir)
+    said = [r.getMessage() for r in caplog.records if "different code version" in r.getMessage()]
+    assert len(said) == 1 and "git_commit 0123abc -> " in said[0] and "torch_version 1.0.0 -> " in said[0], said
+    assert "results may differ from an uninterrupted run" in said[0]
     assert [r["round"] for r in result.rows] == list(range(5))
 
 

@@ -14,7 +14,7 @@ MEASURE_MAX = 10**8  # entries: above this the measured column is skipped unless
 def bits_command(
     params: int = typer.Option(1_000_000, "--params", help="Entries n of the tensor (one tensor)."),
     sparsity: float = typer.Option(0.999, "--sparsity", help="Fraction of entries NOT sent, in [0,1); k = max(1, round((1-sparsity) n))."),
-    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes. [default: measure if n <= {MEASURE_MAX:.0e}]", show_default=False),
+    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes. \\[default: measure if n <= {MEASURE_MAX:.0e}]", show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed of the measured draw."),
 ) -> None:
     """Bits per sent entry of each position codec for k uniformly random of n positions, vs the bound."""

@@ -23,6 +23,15 @@ def _warn(message: str) -> None:
     typer.echo(f"flarebench: warning: {message}", err=True)
 
 
+def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
+    """config.json's status with notes, e.g. ``interrupted (killed, resumable)``; ``hint``: how to resume."""
+    from ..checkpoint import run_status
+
+    status, killed, resumable = run_status(run_dir, meta)
+    notes = ["killed"] * killed + [f"resumable: flarebench run --resume {run_dir}" if hint else "resumable"] * resumable
+    return status + (f" ({', '.join(notes)})" if notes else "")
+
+
 def _acc(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
@@ -30,7 +39,7 @@ def _acc(v) -> str:
 @app.command("compare")
 def compare_command(
     paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
-    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. [default: 95% of the best uncompressed (method none) run of each dataset/model]"),
+    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. \\[default: 95% of the best uncompressed (method none) run of each dataset/model]"),
     out: Path = typer.Option(Path("compare"), help="Directory for compare.csv and the figures."),
     x: str = typer.Option("bits,rounds", "--x", help="x axes of the figures: bits (cumulative uplink, log scale), rounds, or bits,rounds."),
     format: str = typer.Option("png,pdf", "--format", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),
@@ -81,7 +90,6 @@ def list_command(
     """One line per run: name, method, sparsity, rounds done / planned, final accuracy, uplink, status."""
     from rich.table import Table
 
-    from ..checkpoint import CHECKPOINT_FILE
     from ..compare import find_run_dirs
     from ..errors import ResultsError
     from ..results import load_run
@@ -99,9 +107,7 @@ def list_command(
             rec = load_run(d)
             c, m = rec.config, rec.metrics
             ev = m[m["test_accuracy"].notna()] if "test_accuracy" in m else m.iloc[0:0]
-            status = rec.meta.get("status", "unknown")
-            if status != "complete" and (d / CHECKPOINT_FILE).is_file():
-                status += " (resumable)"
+            status = _status(d, rec.meta)
             table.add_row(
                 d.name, c["method"], "-" if c["method"] == "none" else f"{c['sparsity']:g}", f"{c['dataset']}/{c['model']}",
                 f"{int(m['round'].iloc[-1]) if len(m) else 0}/{c['rounds']}",
@@ -118,7 +124,6 @@ def show_command(run_dir: Path = typer.Argument(..., help="A run directory (conf
     """A run's config, status, and its last metrics row and last evaluation."""
     from rich.table import Table
 
-    from ..checkpoint import CHECKPOINT_FILE
     from ..results import load_run
     from ..units import human_bits, human_seconds
 
@@ -128,11 +133,11 @@ def show_command(run_dir: Path = typer.Argument(..., help="A run directory (conf
     info.add_column(style="bold")
     info.add_column()
     m = rec.metrics
-    resumable = rec.meta.get("status") != "complete" and (Path(run_dir) / CHECKPOINT_FILE).is_file()
-    for key in ["status", "num_params", "device", "flarebench_version", "torch_version", "git_commit", "method_description"]:
+    info.add_row("status", _status(run_dir, rec.meta, hint=True))
+    for key in ["num_params", "device", "flarebench_version", "torch_version", "git_commit", "method_description"]:
         if key in rec.meta:
-            info.add_row(key, str(rec.meta[key]) + (" (resumable: flarebench run --resume " + str(run_dir) + ")" if key == "status" and resumable else ""))
-    info.add_row("rounds", f"{int(m['round'].iloc[-1]) if len(m) else 0} / {rec.config['rounds']}")
+            info.add_row(key, str(rec.meta[key]))
+    info.add_row("rounds", f"{int(m['round'].iloc[-1]) if len(m) else 0} / {rec.config.get('rounds', '?')}")
     console.print(f"[bold]{rec.path}[/bold]")
     console.print(info)
     cfg = Table(title="config", title_justify="left", header_style="bold", box=None, pad_edge=False)

@@ -33,63 +33,64 @@ def _human_bits(bits: float) -> str:
 @app.command("run")
 def run_command(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config (keys = these options, dashes or underscores); flags override it.", rich_help_panel=_OUT),
-    method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare | ef21 | fedprox-ef. [default: {D.method}]", rich_help_panel=_COMP),
-    sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1); 0.99999 is the paper's R=0.001%. [default: {D.sparsity}]", rich_help_panel=_COMP),
-    ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="Error feedback for randk/topk (flare and topk-ef always use it). [default: ef]", rich_help_panel=_COMP),
-    topk_rounding: Optional[str] = typer.Option(None, help=f"round: k=max(1,round(R*n)) per tensor; reference: k=round(R*n)+1 as the authors' code. [default: {D.topk_rounding}]", rich_help_panel=_COMP),
-    encoding: Optional[str] = typer.Option(None, help=f"Position codec: raw32 | minwidth | bitmap | elias-gamma | elias-delta | golomb, or auto = smallest per message (see `flarebench bits`). [default: {D.encoding}]", rich_help_panel=_COMP),
-    value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16 | bf16 | sign+scale (1 bit per value + one fp32 scale per tensor, STC-style; use with error feedback). Lossy codecs: the server and the EF memory use the decoded values. [default: {D.value_codec}]", rich_help_panel=_COMP),
-    downlink: Optional[str] = typer.Option(None, help=f"dense: fp32 model to each participant (32*P bits each) | sparse: the encoded aggregated update, sent to every client. [default: {D.downlink}]", rich_help_panel=_COMP),
-    dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100 | shakespeare (shipped). [default: {D.dataset}]", rich_help_panel=_DATA),
-    data_root: Optional[str] = typer.Option(None, help=f"Where torchvision datasets live. [default: {D.data_root}]", rich_help_panel=_DATA),
-    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Let torchvision download a missing dataset (needs a network). [default: no-download]", rich_help_panel=_DATA),
-    model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small) | vgg11 | vgg16 | vgg19 (CIFAR) | gru | gru-small (shakespeare). [default: {D.model}]", rich_help_panel=_DATA),
-    fc_linear: Optional[bool] = typer.Option(None, "--fc-linear/--fc-relu", help="Reference quirk: the FC model without activations. [default: fc-relu]", rich_help_panel=_DATA),
-    cnn_double_softmax: Optional[bool] = typer.Option(None, "--cnn-double-softmax/--cnn-softmax", help="Reference quirk: the CNN's loss is cross-entropy of softmax(softmax(logits)), as the authors' code (slower learning, smaller gradients). [default: cnn-softmax]", rich_help_panel=_DATA),
-    vgg11_reference_relu: Optional[bool] = typer.Option(None, "--vgg11-reference-relu/--vgg11-relu", help="Reference quirk: VGG-11 without ReLU after the first conv of its 256/512 blocks. [default: vgg11-relu]", rich_help_panel=_DATA),
-    partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. [default: {D.partition}]", rich_help_panel=_DATA),
-    dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. [default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),
-    samples_per_client: Optional[int] = typer.Option(None, help="Samples per client (default: training set / clients).", rich_help_panel=_DATA),
-    clients: Optional[int] = typer.Option(None, help=f"Clients in the federation. [default: {D.clients}]", rich_help_panel=_FED),
-    clients_per_round: Optional[int] = typer.Option(None, help="Clients drawn uniformly each round (default: all).", rich_help_panel=_FED),
-    rounds: Optional[int] = typer.Option(None, help=f"Communication rounds. [default: {D.rounds}]", rich_help_panel=_FED),
-    local_epochs: Optional[int] = typer.Option(None, help=f"Local epochs per round. [default: {D.local_epochs}]", rich_help_panel=_FED),
-    batch_size: Optional[int] = typer.Option(None, help=f"Local batch size (samples). [default: {D.batch_size}]", rich_help_panel=_FED),
-    lr: Optional[float] = typer.Option(None, help=f"Client SGD learning rate (per step). [default: {D.lr}]", rich_help_panel=_FED),
-    momentum: Optional[float] = typer.Option(None, help=f"Client SGD momentum. [default: {D.momentum}]", rich_help_panel=_FED),
-    weight_decay: Optional[float] = typer.Option(None, help=f"Client SGD weight decay (L2). [default: {D.weight_decay}]", rich_help_panel=_FED),
-    keep_optimizer_state: Optional[bool] = typer.Option(None, "--keep-optimizer-state/--fresh-optimizer", help="Keep each client's momentum across rounds (reference: fresh each round). [default: fresh-optimizer]", rich_help_panel=_FED),
-    server_lr: Optional[float] = typer.Option(None, help=f"Server step size on the aggregated update. [default: {D.server_lr}]", rich_help_panel=_FED),
-    eval_every: Optional[int] = typer.Option(None, help=f"Evaluate on the test set every N rounds (and on the last). [default: {D.eval_every}]", rich_help_panel=_FED),
-    seed: Optional[int] = typer.Option(None, help=f"Seed for init, partition, client sampling, shuffling, random-k. [default: {D.seed}]", rich_help_panel=_FED),
-    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda. [default: {D.device}]", rich_help_panel=_FED),
-    engine: Optional[str] = typer.Option(None, help=f"Local training: sequential (one client at a time) | vectorized (all clients at once, torch.func.vmap) | auto (times both once per shape, cached). [default: {D.engine}]", rich_help_panel=_FED),
-    client_chunk: Optional[int] = typer.Option(None, help="Vectorized engine: clients per vmapped batch (default: all on CPU; from free memory on CUDA).", rich_help_panel=_FED),
-    flare_tau0: Optional[float] = typer.Option(None, help=f"FLARE tau_0 (regularizer weight before decay). [default: {D.flare_tau0}]", rich_help_panel=_FLARE),
-    flare_decay: Optional[float] = typer.Option(None, help=f"FLARE decay c: tau_r = tau_0 / c^(r+1). [default: {D.flare_decay}]", rich_help_panel=_FLARE),
-    flare_steps: Optional[int] = typer.Option(None, help=f"FLARE p: local steps per round with the pull. [default: {D.flare_steps}]", rich_help_panel=_FLARE),
-    flare_percentile: Optional[float] = typer.Option(None, help=f"FLARE t: pull only entries with |A| above this per-tensor percentile. [default: {D.flare_percentile:g}]", rich_help_panel=_FLARE),
-    prox_tau0: Optional[float] = typer.Option(None, help=f"fedprox-ef tau_0 of tau_r * ||w_i - w||^2 (all local steps). [default: {D.prox_tau0}]", rich_help_panel=_FLARE),
-    prox_decay: Optional[float] = typer.Option(None, help=f"fedprox-ef decay c: tau_r = tau_0 / c^(r+1). [default: {D.prox_decay}]", rich_help_panel=_FLARE),
-    out: Optional[str] = typer.Option(None, help=f"Results directory; the run goes to OUT/NAME. [default: {D.out}]", rich_help_panel=_OUT),
-    name: Optional[str] = typer.Option(None, help="Run name (default: method-sSPARSITY-dataset-model-time).", rich_help_panel=_OUT),
+    method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare | ef21 | fedprox-ef. \\[default: {D.method}]", rich_help_panel=_COMP),
+    sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1); 0.99999 is the paper's R=0.001%. \\[default: {D.sparsity}]", rich_help_panel=_COMP),
+    ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="Error feedback for randk/topk (flare and topk-ef always use it). \\[default: ef]", rich_help_panel=_COMP),
+    topk_rounding: Optional[str] = typer.Option(None, help=f"round: k=max(1,round(R*n)) per tensor; reference: k=round(R*n)+1 as the authors' code. \\[default: {D.topk_rounding}]", rich_help_panel=_COMP),
+    encoding: Optional[str] = typer.Option(None, help=f"Position codec: raw32 | minwidth | bitmap | elias-gamma | elias-delta | golomb, or auto = smallest per message (see `flarebench bits`). \\[default: {D.encoding}]", rich_help_panel=_COMP),
+    value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16 | bf16 | sign+scale (1 bit per value + one fp32 scale per tensor, STC-style; use with error feedback). Lossy codecs: the server and the EF memory use the decoded values. \\[default: {D.value_codec}]", rich_help_panel=_COMP),
+    downlink: Optional[str] = typer.Option(None, help=f"dense: fp32 model to each participant (32*P bits each) | sparse: the encoded aggregated update, sent to every client. \\[default: {D.downlink}]", rich_help_panel=_COMP),
+    dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100 | shakespeare (shipped). \\[default: {D.dataset}]", rich_help_panel=_DATA),
+    data_root: Optional[str] = typer.Option(None, help=f"Where torchvision datasets live. \\[default: {D.data_root}]", rich_help_panel=_DATA),
+    download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Let torchvision download a missing dataset (needs a network). \\[default: no-download]", rich_help_panel=_DATA),
+    model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small) | vgg11 | vgg16 | vgg19 (CIFAR) | gru | gru-small (shakespeare). \\[default: {D.model}]", rich_help_panel=_DATA),
+    fc_linear: Optional[bool] = typer.Option(None, "--fc-linear/--fc-relu", help="Reference quirk: the FC model without activations. \\[default: fc-relu]", rich_help_panel=_DATA),
+    cnn_double_softmax: Optional[bool] = typer.Option(None, "--cnn-double-softmax/--cnn-softmax", help="Reference quirk: the CNN's loss is cross-entropy of softmax(softmax(logits)), as the authors' code (slower learning, smaller gradients). \\[default: cnn-softmax]", rich_help_panel=_DATA),
+    vgg11_reference_relu: Optional[bool] = typer.Option(None, "--vgg11-reference-relu/--vgg11-relu", help="Reference quirk: VGG-11 without ReLU after the first conv of its 256/512 blocks. \\[default: vgg11-relu]", rich_help_panel=_DATA),
+    partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. \\[default: {D.partition}]", rich_help_panel=_DATA),
+    dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. \\[default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),
+    samples_per_client: Optional[int] = typer.Option(None, help="Samples per client. \\[default: training set / clients]", rich_help_panel=_DATA),
+    clients: Optional[int] = typer.Option(None, help=f"Clients in the federation. \\[default: {D.clients} clients]", rich_help_panel=_FED),
+    clients_per_round: Optional[int] = typer.Option(None, help="Clients drawn uniformly each round. \\[default: all clients]", rich_help_panel=_FED),
+    rounds: Optional[int] = typer.Option(None, help=f"Communication rounds. \\[default: {D.rounds} rounds]", rich_help_panel=_FED),
+    local_epochs: Optional[int] = typer.Option(None, help=f"Local epochs per round. \\[default: {D.local_epochs} epoch]", rich_help_panel=_FED),
+    batch_size: Optional[int] = typer.Option(None, help=f"Local batch size. \\[default: {D.batch_size} samples]", rich_help_panel=_FED),
+    lr: Optional[float] = typer.Option(None, help=f"Client SGD learning rate (per step). \\[default: {D.lr}]", rich_help_panel=_FED),
+    momentum: Optional[float] = typer.Option(None, help=f"Client SGD momentum. \\[default: {D.momentum}]", rich_help_panel=_FED),
+    weight_decay: Optional[float] = typer.Option(None, help=f"Client SGD weight decay (L2). \\[default: {D.weight_decay}]", rich_help_panel=_FED),
+    keep_optimizer_state: Optional[bool] = typer.Option(None, "--keep-optimizer-state/--fresh-optimizer", help="Keep each client's momentum across rounds (reference: fresh each round). \\[default: fresh-optimizer]", rich_help_panel=_FED),
+    server_lr: Optional[float] = typer.Option(None, help=f"Server step size on the aggregated update. \\[default: {D.server_lr}]", rich_help_panel=_FED),
+    eval_every: Optional[int] = typer.Option(None, help=f"Evaluate on the test set every N rounds (and on the last). \\[default: {D.eval_every} rounds]", rich_help_panel=_FED),
+    seed: Optional[int] = typer.Option(None, help=f"Seed for init, partition, client sampling, shuffling, random-k. \\[default: {D.seed}]", rich_help_panel=_FED),
+    device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda. \\[default: {D.device}]", rich_help_panel=_FED),
+    engine: Optional[str] = typer.Option(None, help=f"Local training: sequential (one client at a time) | vectorized (all clients at once, torch.func.vmap) | auto (times both once per shape, cached). \\[default: {D.engine}]", rich_help_panel=_FED),
+    client_chunk: Optional[int] = typer.Option(None, help="Vectorized engine: clients per vmapped batch. \\[default: all on CPU; from free memory on CUDA]", rich_help_panel=_FED),
+    flare_tau0: Optional[float] = typer.Option(None, help=f"FLARE tau_0 (regularizer weight before decay). \\[default: {D.flare_tau0}]", rich_help_panel=_FLARE),
+    flare_decay: Optional[float] = typer.Option(None, help=f"FLARE decay c: tau_r = tau_0 / c^(r+1). \\[default: {D.flare_decay}]", rich_help_panel=_FLARE),
+    flare_steps: Optional[int] = typer.Option(None, help=f"FLARE p: local steps per round with the pull. \\[default: {D.flare_steps} step]", rich_help_panel=_FLARE),
+    flare_percentile: Optional[float] = typer.Option(None, help=f"FLARE t: pull only entries with |A| above this per-tensor percentile. \\[default: {D.flare_percentile:g}th percentile]", rich_help_panel=_FLARE),
+    prox_tau0: Optional[float] = typer.Option(None, help=f"fedprox-ef tau_0 of tau_r * ||w_i - w||^2 (all local steps). \\[default: {D.prox_tau0}]", rich_help_panel=_FLARE),
+    prox_decay: Optional[float] = typer.Option(None, help=f"fedprox-ef decay c: tau_r = tau_0 / c^(r+1). \\[default: {D.prox_decay}]", rich_help_panel=_FLARE),
+    out: Optional[str] = typer.Option(None, help=f"Results directory; the run goes to OUT/NAME. \\[default: {D.out}]", rich_help_panel=_OUT),
+    name: Optional[str] = typer.Option(None, help="Run name. \\[default: method-sSPARSITY-dataset-model-time]", rich_help_panel=_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its last checkpoint; its config.json is the config (flags given must agree).", rich_help_panel=_OUT),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. [default: auto, at most ~2.5% of run time]", rich_help_panel=_OUT),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. \\[default: auto, at most ~2.5% of run time]", rich_help_panel=_OUT),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit.", rich_help_panel=_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.", rich_help_panel=_OUT),
 ) -> None:
     """Run one federated training job and write OUT/NAME/config.json and metrics.csv (one row per round)."""
     from ..config import make_config
-    from ..runner import run, setup
+    from ..runner import check_output, run, setup
 
-    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "run", "setup", "resume", "checkpoint_every"}}
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "check_output", "run", "setup", "resume", "checkpoint_every"}}
     cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
         from ..models import num_params_for
 
         typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg)}, indent=2))
         return
+    check_output(cfg, overwrite, resume)  # before the data is loaded and the engines timed
     prepared = setup(cfg)
     if not quiet:
         typer.echo(f"engine: {prepared.federation.engine_choice.describe()}")

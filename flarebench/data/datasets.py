@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -119,20 +120,48 @@ _TV_FILES = {
 
 
 def _torchvision(name: str, root: str, download: bool) -> tuple:
+    """(train, test) torchvision datasets; DataError if missing, corrupt, or (``download``) not downloadable."""
     import torchvision.datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
     root_path = Path(root).expanduser()
+    where, files = _TV_FILES[name]
+    hint = f"put {files} in {root_path / where}"
     try:
-        train = cls(str(root_path), train=True, download=download)
-        test = cls(str(root_path), train=False, download=download)
-    except RuntimeError as e:
-        where, files = _TV_FILES[name]
-        hint = f"put {files} in {root_path / where}" if where else f"put {files} in {root_path}"
-        raise DataError(f"{name} not found under {root_path} ({e.__class__.__name__}); {hint}, or pass --download where a network exists") from None
-    except OSError as e:
-        raise DataError(f"could not read or download {name} under {root_path}: {e}") from None
-    return train, test
+        return cls(str(root_path), train=True), cls(str(root_path), train=False)
+    except Exception as e:  # torchvision raises many types (AssertionError, ValueError, ...) on bad files
+        if not _not_found(e):
+            raise DataError(f"{name} under {root_path / where} is corrupt or unreadable ({_reason(e)}); delete it and re-download") from None
+        if not download:
+            raise DataError(f"{name} not found under {root_path} ({e.__class__.__name__}); {hint}, or pass --download where a network exists") from None
+    created = _first_missing(root_path / where)
+    try:
+        return cls(str(root_path), train=True, download=True), cls(str(root_path), train=False, download=True)
+    except Exception as e:
+        if created is not None:  # only what this attempt created: nothing was there before
+            shutil.rmtree(created, ignore_errors=True)
+        raise DataError(f"downloading {name} to {root_path} failed ({_reason(e)}); check the network, or {hint}") from None
+
+
+def _not_found(e: Exception) -> bool:
+    """Whether torchvision's error says the files are missing (CIFAR: or fail their md5 check)."""
+    return isinstance(e, RuntimeError) and str(e).startswith("Dataset not found")
+
+
+def _reason(e: Exception, n: int = 200) -> str:
+    """``Type: message`` on one line, at most ``n`` characters."""
+    text = " ".join(f"{type(e).__name__}: {e}".split()).rstrip(":")
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` (or ``path`` itself) that does not exist yet, if any."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
 
 
 def _tv_tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:
