@@ -38,6 +38,25 @@ def tiny_config(tmp_path):
     return make
 
 
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """Run ``flarebench ARGS`` in-process: (exit code, stdout, stderr)."""
+    from flarebench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

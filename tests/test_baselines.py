@@ -8,21 +8,14 @@ import pytest
 import torch
 
 from flarebench import ConfigError, ResultsError, load_run, make_config, run, setup
-from flarebench.cli import main
 from flarebench.methods.presets import PRESETS
 from flarebench.sweep import load_sweep, plan, run_name, run_sweep
+from conftest import cli
 
 PAPER = Path(__file__).resolve().parents[1] / "baselines" / "flare_paper"
 CONFIGS = sorted(PAPER.glob("*.toml"))
 SMOKE = [p for p in CONFIGS if p.stem.endswith("_smoke")]
 METHODS = {"flare", "topk-ef", "ef21", "fedprox-ef", "none"}
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_every_paper_experiment_has_a_config():

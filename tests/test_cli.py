@@ -7,14 +7,9 @@ import urllib.error
 import pytest
 
 from flarebench.cli import main
-from conftest import lock_held_elsewhere
+from conftest import cli, lock_held_elsewhere
 
 
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_run_writes_results_and_prints_summary(capsys, tmp_path):

@@ -9,20 +9,13 @@ import pytest
 import torch
 
 from flarebench import ConfigError, ResultsError, run
-from flarebench.cli import main
 from flarebench.compare import SUMMARY_COLUMNS, collect_runs, compare
 from flarebench.plots import experiments, save_figures
 from flarebench.units import human_bits
-from conftest import lock_held_elsewhere, tiny
+from conftest import cli, lock_held_elsewhere, tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +28,6 @@ def results(tmp_path_factory):
     return out
 
 
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def expected_from_csv(run_dir, target):

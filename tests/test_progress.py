@@ -10,13 +10,7 @@ from flarebench.cli import main
 from flarebench.progress import RunProgress
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rows(start=0, stop=6, eval_every=2):

@@ -18,16 +18,9 @@ from flarebench import ResultsError, load_run, run
 from flarebench.checkpoint import (
     CHECKPOINT_FILE, AUTO_FACTOR, Checkpointer, capture_rng, load_checkpoint, restore_rng, resume_config,
 )
-from flarebench.cli import main
-from conftest import lock_held_elsewhere
+from conftest import cli, lock_held_elsewhere
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # a config that exercises every piece of state: EF memories (flare), persistent momentum, client sampling
@@ -35,11 +28,6 @@ TINY = ["--model", "mlp", "--clients", "4", "--samples-per-client", "120", "--ba
         "--method", "flare", "--clients-per-round", "3", "--keep-optimizer-state", "--eval-every", "2"]
 
 
-def cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def same_metrics(a, b):
