@@ -4,8 +4,8 @@
     python benchmarks/bench_wire.py --models vgg16-15m --threads 2
 
 Layouts: ``vgg16`` is flarebench.models' VGG-16 for CIFAR (FLARE reference head: 4096-4096-10,
-33.6M entries); ``vgg16-15m`` is the common CIFAR VGG-16 (13 convs + one 512->10 layer, 15.0M
-entries, as in STC). The update is Gaussian noise through flarebench's per-tensor top-k (so positions
+33.6M entries); ``vgg16-15m`` is the common CIFAR VGG-16 (13 convs + one 512->10 layer, 14.7M
+entries: the "15M" VGG-16 of STC). The update is Gaussian noise through flarebench's per-tensor top-k (so positions
 are spread like a random k-subset). Encode = WireFormat.encode (positions + fp32 values + header),
 decode = WireFormat.decode; the training step = forward + backward + SGD step on a batch of 32
 3x32x32 images. Times are medians in milliseconds; ratio = (encode + decode) / training step.
