@@ -48,7 +48,7 @@ def paper_figures(
     import matplotlib.pyplot as plt
 
     from .compare import group_of
-    from .plots import STYLE, group_slug, plot_panel
+    from .plots import STYLE, figure_legend, group_slug, plot_panel
 
     experiment, title, records, default_out, warnings = _records_of(Path(target), None if runs is None else Path(runs))
     out = Path(out_dir) if out_dir is not None else default_out
@@ -70,9 +70,7 @@ def paper_figures(
                 plot_panel(axes[1], chosen, "accuracy", "bits")
                 head = title or f"{experiment} ({group})"
                 fig.suptitle(head if s is None else f"{head}, R = {100 * (1 - s):.4g}% (sparsity {s:.10g})", fontsize=9)
-                handles, names = axes[0].get_legend_handles_labels()
-                if handles:
-                    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 5))
+                figure_legend(fig, axes[0])
                 for fmt in formats:
                     path = out / f"{stem}.{fmt}"
                     fig.savefig(path, bbox_inches="tight", pad_inches=0.03)

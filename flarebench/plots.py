@@ -166,10 +166,15 @@ def plot_panel(ax, records: Sequence[RunRecord], metric: str = "accuracy", x: st
     ax.set_ylabel(_YLABEL[metric])
 
 
-def _legend(fig, axes) -> None:
-    handles, names = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 6 if len(axes) > 1 else 2))
+def figure_legend(fig, ax, max_cols: int = 6) -> None:
+    """One legend below the figure with ``ax``'s lines, in as many columns as fit the figure's width."""
+    handles, names = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    size = float(STYLE["legend.fontsize"])
+    entry_pt = 0.55 * size * max(len(n) for n in names) + 3.5 * size  # text + handle and padding, in points
+    ncols = max(1, min(len(names), max_cols, int(72 * fig.get_figwidth() // entry_pt)))
+    fig.legend(handles, names, loc="outside lower center", ncols=ncols)
 
 
 def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
@@ -214,7 +219,7 @@ def save_figures(
                 fig, ax = plt.subplots(figsize=(3.5, 3.0), layout="constrained")
                 plot_panel(ax, runs, metric, ax_x, (targets or {}).get(group))
                 ax.set_title(group)
-                _legend(fig, [ax])
+                figure_legend(fig, ax)
                 paths += _save(fig, out / f"{slug}-{metric}-vs-{ax_x}", formats)
             if summary:
                 fig, axes = plt.subplots(1, len(panels), figsize=(2.45 * len(panels), 2.6), layout="constrained")
@@ -222,9 +227,9 @@ def save_figures(
                     plot_panel(ax, runs, metric, ax_x, (targets or {}).get(group))
                     ax.set_title(f"({chr(ord('a') + i)})", loc="left", fontsize=9)
                 fig.suptitle(f"{group}", fontsize=9)
-                _legend(fig, list(np.atleast_1d(axes)))
+                figure_legend(fig, np.atleast_1d(axes)[0])
                 paths += _save(fig, out / f"{slug}-summary", formats)
     return paths
 
 
-__all__ = ["save_figures", "plot_panel", "experiments", "method_color", "normalize_x", "normalize_formats", "panels_for", "METHOD_COLORS", "STYLE"]
+__all__ = ["save_figures", "figure_legend", "plot_panel", "experiments", "method_color", "normalize_x", "normalize_formats", "panels_for", "METHOD_COLORS", "STYLE"]
