@@ -26,7 +26,7 @@ class RunConfig:
     method: str = "flare"
     sparsity: float = 0.999
     topk_rounding: str = "round"  # round: k=max(1,round(R*n)); reference: k=round(R*n)+1 (authors' code)
-    ef: bool = True  # error feedback for methods that offer it (randk --no-ef)
+    ef: bool = True  # error feedback: randk's choice (--no-ef); fixed by the other methods (presets.FIXED_EF)
     encoding: str = "auto"  # position codec, or auto = smallest applicable per message
     value_codec: str = "fp32"
     downlink: str = "dense"  # dense: fp32 model to each participant | sparse: encoded update to every client
@@ -136,7 +136,21 @@ def make_config(toml_path: str | Path | None = None, **overrides) -> RunConfig:
         if f.name in values:
             setattr(cfg, f.name, _coerce(f, values[f.name]))
     validate(cfg)
+    _resolve_ef(cfg, given="ef" in values)
     return cfg
+
+
+def _resolve_ef(cfg: RunConfig, given: bool) -> None:
+    """Set ``cfg.ef`` to what the method really does; ConfigError if the user asked for the other."""
+    from .methods.presets import FIXED_EF
+
+    fixed = FIXED_EF.get(cfg.method)
+    if fixed is None:
+        return
+    if given and cfg.ef != fixed:
+        hint = "use topk-ef" if cfg.method == "topk" else "use topk for top-k without it, or randk --no-ef"
+        raise ConfigError(f"method {cfg.method} is defined {'with' if fixed else 'without'} error feedback; {hint}")
+    cfg.ef = fixed
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -220,8 +234,10 @@ def validate(cfg: RunConfig) -> None:
 
 
 def default_name(cfg: RunConfig, stamp: str) -> str:
-    """``{method}-s{sparsity}-{dataset}-{model}-{stamp}``, e.g. ``flare-s0.999-mnist-embedded-cnn-20261125-101500``."""
-    return f"{cfg.method}-s{cfg.sparsity:g}-{cfg.dataset}-{cfg.model}-{stamp}"
+    """``{method}-s{sparsity}-{dataset}-{model}-{stamp}``, e.g. ``flare-s0.999-mnist-embedded-cnn-20261125-101500``;
+    no sparsity for ``none`` (nothing is sparsified)."""
+    sparsity = "" if cfg.method == "none" else f"-s{cfg.sparsity:g}"
+    return f"{cfg.method}{sparsity}-{cfg.dataset}-{cfg.model}-{stamp}"
 
 
 __all__ = ["RunConfig", "make_config", "load_toml", "validate", "default_name"]

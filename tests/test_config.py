@@ -58,3 +58,15 @@ def test_bad_values(overrides, fragment):
 def test_config_roundtrips_through_dict():
     cfg = make_config(method="randk", sparsity=0.99)
     assert RunConfig(**cfg.to_dict()) == cfg
+
+
+def test_error_feedback_is_what_the_method_does():
+    """``ef`` is randk's choice; the other methods fix it, config records what runs, a conflict is an error."""
+    assert make_config(method="topk").ef is False
+    assert make_config(method="flare").ef is True and make_config(method="topk-ef").ef is True
+    assert make_config(method="randk").ef is True and make_config(method="randk", ef=False).ef is False
+    with pytest.raises(ConfigError, match="method topk is defined without error feedback; use topk-ef"):
+        make_config(method="topk", ef=True)
+    for method in ("flare", "topk-ef", "fedprox-ef", "ef21"):
+        with pytest.raises(ConfigError, match=f"method {method} is defined with error feedback"):
+            make_config(method=method, ef=False)

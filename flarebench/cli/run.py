@@ -35,7 +35,7 @@ def run_command(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config (keys = these options, dashes or underscores); flags override it.", rich_help_panel=_OUT),
     method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare | ef21 | fedprox-ef. \\[default: {D.method}]", rich_help_panel=_COMP),
     sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1); 0.99999 is the paper's R=0.001%. \\[default: {D.sparsity}]", rich_help_panel=_COMP),
-    ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="Error feedback for randk/topk (flare and topk-ef always use it). \\[default: ef]", rich_help_panel=_COMP),
+    ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="randk: with or without error feedback. The other methods fix it (topk: without; topk-ef, flare, fedprox-ef, ef21: with) and config.json records what ran. \\[default: ef]", rich_help_panel=_COMP),
     topk_rounding: Optional[str] = typer.Option(None, help=f"round: k=max(1,round(R*n)) per tensor; reference: k=round(R*n)+1 as the authors' code. \\[default: {D.topk_rounding}]", rich_help_panel=_COMP),
     encoding: Optional[str] = typer.Option(None, help=f"Position codec: raw32 | minwidth | bitmap | elias-gamma | elias-delta | golomb, or auto = smallest per message (see `flarebench bits`). \\[default: {D.encoding}]", rich_help_panel=_COMP),
     value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16 | bf16 | sign+scale (1 bit per value + one fp32 scale per tensor, STC-style; use with error feedback). Lossy codecs: the server and the EF memory use the decoded values. \\[default: {D.value_codec}]", rich_help_panel=_COMP),
@@ -75,7 +75,7 @@ def run_command(
     name: Optional[str] = typer.Option(None, help="Run name. \\[default: method-sSPARSITY-dataset-model-time]", rich_help_panel=_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its last checkpoint; its config.json is the config (flags given must agree).", rich_help_panel=_OUT),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. \\[default: auto, at most ~2.5% of run time]", rich_help_panel=_OUT),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. \\[default: auto, at most ~2.4% of run time (1/41)]", rich_help_panel=_OUT),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit.", rich_help_panel=_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.", rich_help_panel=_OUT),
 ) -> None:

@@ -50,7 +50,7 @@ class Parts:
 def _ef(cfg: RunConfig, layout: Layout, device, required: bool) -> Memory:
     if not cfg.ef:
         if required:
-            raise ConfigError(f"method {cfg.method} is defined with error feedback; --no-ef applies to randk and topk only")
+            raise ConfigError(f"method {cfg.method} is defined with error feedback; --no-ef applies to randk only")
         return Memory()
     return ResidualMemory(cfg.clients, layout.num_params, device)
 
@@ -61,9 +61,14 @@ def _flare_reg(cfg: RunConfig, layout: Layout) -> Regularizer:
 
 def _ef21_memory(cfg: RunConfig, layout: Layout, device) -> Memory:
     if not cfg.ef:
-        raise ConfigError("method ef21 is defined with its own error feedback; --no-ef applies to randk and topk only")
+        raise ConfigError("method ef21 is defined with its own error feedback; --no-ef applies to randk only")
     return EF21Memory(cfg.clients, layout.num_params, device)
 
+
+# Methods whose error feedback is part of their definition: config key ``ef`` is resolved to this
+# value, and asking for the other is a ConfigError. ``randk`` lets ``ef`` choose; for ``none``
+# (no compression) a residual memory would stay zero, so ``ef`` changes nothing.
+FIXED_EF = {"topk": False, "topk-ef": True, "flare": True, "fedprox-ef": True, "ef21": True}
 
 PartsBuilder = Callable[[RunConfig, Layout, object], Parts]
 
@@ -99,7 +104,7 @@ DESCRIPTIONS = {
     "none": "FedAvg, no compression (dense fp32 updates)",
     "topk": "top-k per tensor, no error feedback",
     "topk-ef": "top-k per tensor with error feedback (EC)",
-    "randk": "random-k per tensor from a shared seed, with error feedback (--no-ef: without)",
+    "randk": "random-k per tensor from a shared seed; error feedback unless ef = false (--no-ef)",
     "flare": "FLARE: top-k EC + L1 pull toward w + accumulator on the first p local steps",
     "ef21": "EF21: top-k of (d_i - g_i), g_i kept by client and server, server applies mean g_i",
     "fedprox-ef": "FedProx + EC: top-k EC + tau_r * ||w_i - w||^2 on all local steps",
@@ -113,4 +118,4 @@ def build_parts(cfg: RunConfig, layout: Layout, device=None) -> Parts:
     return PRESETS[cfg.method](cfg, layout, device)
 
 
-__all__ = ["Parts", "PRESETS", "DESCRIPTIONS", "build_parts", "ProxRegularizer"]
+__all__ = ["Parts", "PRESETS", "FIXED_EF", "DESCRIPTIONS", "build_parts", "ProxRegularizer"]
