@@ -6,7 +6,6 @@ import shutil
 
 import pandas as pd
 import pytest
-import torch
 
 from flarebench import ConfigError, ResultsError, run
 from flarebench.compare import SUMMARY_COLUMNS, collect_runs, compare
@@ -41,6 +40,7 @@ def expected_from_csv(run_dir, target):
         "best_accuracy": evals["test_accuracy"].max(),
         "total_uplink_bits": total,
         "compression_ratio": 32 * cfg["num_params"] * m["clients"].sum() / total,
+        "total_downlink_bits": int(m["downlink_bits"].sum()),  # dense downlink: 32 * P per participant
         "bits_to_target": None if hit.empty else int(hit["cumulative_uplink_bits"].iloc[0]),
         "rounds_to_target": None if hit.empty else int(hit["round"].iloc[0]),
     }

@@ -3,7 +3,6 @@
 import io
 
 import pytest
-import torch
 from rich.console import Console
 
 from flarebench.cli import main

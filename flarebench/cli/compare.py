@@ -36,6 +36,35 @@ def _acc(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
+def print_table(t) -> None:
+    """The comparison table (one row per run of ``compare.summarize``) and each group's target, with rich."""
+    from rich.table import Table
+
+    from ..units import human_bits, human_seconds
+
+    table = Table(title=f"{len(t)} run{'s' * (len(t) != 1)}", header_style="bold", title_justify="left",
+                  caption="uplink: encoded bits, all clients; vs dense: 32-bit dense uplink / uplink; downlink: as --downlink counts it")
+    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("dataset/model", "left"),
+                          ("rounds", "right"), ("final acc", "right"), ("best acc", "right"), ("uplink", "right"),
+                          ("vs dense", "right"), ("bits to target", "right"), ("rounds to target", "right"),
+                          ("downlink", "right"), ("wall", "right")]:
+        table.add_column(name, justify=justify)
+    for r in t.itertuples(index=False):
+        table.add_row(
+            r.run, r.method, "-" if r.method == "none" else f"{r.sparsity:g}", r.group,
+            f"{r.rounds_done}/{r.rounds_planned}", _acc(r.final_accuracy), _acc(r.best_accuracy),
+            human_bits(r.total_uplink_bits), "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x",
+            "not reached" if _na(r.bits_to_target) and not math.isnan(r.target_accuracy) else human_bits(None if _na(r.bits_to_target) else r.bits_to_target),
+            "-" if _na(r.rounds_to_target) else str(r.rounds_to_target), human_bits(r.total_downlink_bits), human_seconds(r.wall_time_s),
+        )
+    console = _console()
+    console.print(table)
+    for g, sub in t.groupby("group", sort=True):
+        target, source = sub["target_accuracy"].iloc[0], sub["target_source"].iloc[0]
+        if not math.isnan(target):
+            console.print(f"target accuracy for {g}: {target:.4f} ({source})")
+
+
 @app.command("compare")
 def compare_command(
     paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
@@ -45,36 +74,14 @@ def compare_command(
     format: str = typer.Option("png,pdf", "--format", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),
 ) -> None:
     """Compare runs: a table (accuracy, uplink bits, compression, bits to a target accuracy) and paper-style figures."""
-    from rich.table import Table
-
     from ..compare import compare
-    from ..units import human_bits, human_seconds
 
     formats = [] if format.strip().lower() == "none" else [f for f in format.split(",") if f.strip()]
     result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats)
     for w in result.warnings:
         _warn(w)
-    t = result.table
-    table = Table(title=f"{len(t)} run{'s' * (len(t) != 1)}", header_style="bold", title_justify="left")
-    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("dataset/model", "left"),
-                          ("rounds", "right"), ("final acc", "right"), ("best acc", "right"), ("uplink", "right"),
-                          ("vs dense", "right"), ("bits to target", "right"), ("rounds to target", "right"), ("wall", "right")]:
-        table.add_column(name, justify=justify)
-    for r in t.itertuples(index=False):
-        table.add_row(
-            r.run, r.method, "-" if r.method == "none" else f"{r.sparsity:g}", r.group,
-            f"{r.rounds_done}/{r.rounds_planned}", _acc(r.final_accuracy), _acc(r.best_accuracy),
-            human_bits(r.total_uplink_bits), "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x",
-            "not reached" if _na(r.bits_to_target) and not math.isnan(r.target_accuracy) else human_bits(None if _na(r.bits_to_target) else r.bits_to_target),
-            "-" if _na(r.rounds_to_target) else str(r.rounds_to_target), human_seconds(r.wall_time_s),
-        )
-    console = _console()
-    console.print(table)
-    for g, sub in t.groupby("group", sort=True):
-        target, source = sub["target_accuracy"].iloc[0], sub["target_source"].iloc[0]
-        if not math.isnan(target):
-            console.print(f"target accuracy for {g}: {target:.4f} ({source})")
-    console.print(f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else ""))
+    print_table(result.table)
+    _console().print(f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else ""))
 
 
 def _na(v) -> bool:

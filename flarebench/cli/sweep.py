@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .app import app
-
-
-def print_comparison(table) -> None:
-    """One line per run: final/best accuracy, uplink, compression vs dense fp32, bits to the target accuracy."""
-    import pandas as pd
-
-    from ..units import human_bits
-
-    if table.empty:
-        typer.echo("no complete runs to compare")
-        return
-    target = table["target_accuracy"].iloc[0]
-    head = f"target accuracy {target:.4f} ({table['target_source'].iloc[0]})" if not math.isnan(target) else "no target accuracy"
-    typer.echo(f"{'run':<28} {'rounds':>6} {'final acc':>9} {'best acc':>8} {'uplink':>11} {'vs dense':>9} {'bits to target':>14}   [{head}]")
-    for r in table.itertuples(index=False):
-        ratio = "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x"
-        if math.isnan(r.target_accuracy):
-            to_target = "-"
-        else:
-            to_target = "not reached" if pd.isna(r.bits_to_target) else human_bits(int(r.bits_to_target))
-        typer.echo(
-            f"{r.run:<28} {r.rounds_done:>6} {r.final_accuracy:>9.4f} {r.best_accuracy:>8.4f} {human_bits(r.total_uplink_bits):>11} "
-            f"{ratio:>9} {to_target:>14}"
-        )
 
 
 def _numbers(values, kind, name):
@@ -61,6 +36,7 @@ def sweep_command(
 ) -> None:
     r"""Run every (method, sparsity, seed) of CONFIG's \[sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
     from ..sweep import compare_sweep, load_sweep, plan, run_sweep
+    from .compare import print_table
     from ..units import human_bits, human_seconds
 
     sweep = load_sweep(config, _numbers(methods, str, "methods"), _numbers(sparsities, float, "sparsities"), _numbers(seeds, int, "seeds"), out)
@@ -85,7 +61,7 @@ def sweep_command(
     run_sweep(sweep, jobs=jobs, overwrite=overwrite, on_event=event)
     result = compare_sweep(sweep)
     typer.echo(f"\n{sweep.experiment}: {len(result.table)} runs in {sweep.out}; table in {result.csv_path}")
-    print_comparison(result.table)
+    print_table(result.table)
 
 
 @app.command("figures")
