@@ -242,11 +242,11 @@ def test_choose_ties_go_to_sequential():
 def test_auto_uses_injected_timings_and_caches(monkeypatch, tmp_path):
     calls = []
 
-    def fake_measure(engines, *args, **kwargs):
+    def fake_estimate(engines, *args, **kwargs):
         calls.append(sorted(engines))
         return {"sequential": 0.30, "vectorized": 0.10}
 
-    monkeypatch.setattr(select, "measure", fake_measure)
+    monkeypatch.setattr(select, "round_estimate", fake_estimate)
     cfg = make_config(engine="auto", clients=3, samples_per_client=20, batch_size=8)
     fed = setup(cfg).federation
     assert isinstance(fed.engine, VectorizedEngine) and fed.engine_choice.engine == "vectorized"
@@ -260,7 +260,7 @@ def test_auto_uses_injected_timings_and_caches(monkeypatch, tmp_path):
     cache = json.loads((tmp_path / "engine-choice.json").read_text())
     assert [e["engine"] for e in cache.values()] == ["vectorized"]
     # another shape is measured again; slower vectorized -> sequential
-    monkeypatch.setattr(select, "measure", lambda *a, **k: {"sequential": 0.1, "vectorized": 0.2})
+    monkeypatch.setattr(select, "round_estimate", lambda *a, **k: {"sequential": 0.1, "vectorized": 0.2})
     other = setup(cfg.replace(batch_size=4)).federation
     assert isinstance(other.engine, SequentialEngine) and other.engine_choice.engine == "sequential"
 
@@ -289,3 +289,24 @@ def test_config_engine_options():
         make_config(engine="gpu")
     with pytest.raises(ConfigError, match="client-chunk"):
         make_config(client_chunk=0)
+
+
+def test_round_estimate_is_set_up_plus_steps_times_the_step_cost(monkeypatch):
+    """t1 + (S - 1) * (t_m - t1) / (m - 1), S = epochs x most batches of any client, m = min(S, 3)."""
+    seen = []
+
+    def fake_measure(engines, w, x, y, idx, reg, spec, steps=1, reps=3, warmup=True):
+        seen.append((steps, warmup))
+        cost = {"sequential": 0.1 * steps, "vectorized": 0.5 + 0.01 * steps}  # vectorized: set-up 0.5 s, cheap steps
+        return {n: cost[n] for n in engines}
+
+    monkeypatch.setattr(select, "measure", fake_measure)
+    spec = LocalSpec(2, 10, None, True, 0)
+    idx = [torch.arange(95), torch.arange(40)]  # 10 batches -> S = 2 epochs x 10 = 20 steps
+    est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, None, spec)
+    assert seen == [(1, True), (3, False)]
+    assert est == pytest.approx({"sequential": 2.0, "vectorized": 0.51 + 19 * 0.01})
+    assert select.choose(est) == "vectorized"  # one step alone (0.1 vs 0.51) would have picked sequential
+    seen.clear()
+    one_step = select.round_estimate({"sequential": None}, None, None, None, [torch.arange(5)], None, LocalSpec(1, 10, None, True, 0))
+    assert seen == [(1, True)] and one_step == pytest.approx({"sequential": 0.1})

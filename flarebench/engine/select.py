@@ -1,6 +1,7 @@
 """Which local-training engine a run uses: ``--engine sequential | vectorized | auto``.
 
-``auto`` times a short warm-up of both engines on the run's shape (one local step per client, on
+``auto`` predicts a round of local training for both engines on the run's shape (one and then up
+to three local steps per client, extrapolated to the round's step count: :func:`round_estimate`; on
 throwaway copies of the weights, with the global RNG saved and restored, so the run's results do
 not depend on the timing), picks the faster, logs the choice, and caches it per shape: in-process
 and in a small JSON file (``~/.cache/flarebench/engine-choice.json``; env
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -88,8 +90,9 @@ def measure(
     spec: LocalSpec,
     steps: int = 1,
     reps: int = 3,
+    warmup: bool = True,
 ) -> dict[str, float]:
-    """Seconds for ``steps`` local steps of every client, per engine (best of ``reps`` after a warm-up).
+    """Seconds for ``steps`` local steps of every client, per engine (best of ``reps``, after a warm-up call).
 
     Runs on a copy of ``w`` with a zero residual, one epoch, ``steps * B`` samples per client; the
     global RNG is restored afterwards, so nothing the run draws later changes.
@@ -103,7 +106,7 @@ def measure(
     best = {name: float("inf") for name in engines}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         anchor = regularizer.anchor(w0, torch.zeros(K, P, dtype=w0.dtype, device=device), 0, K)
-        for rep in range(reps + 1):
+        for rep in range(0 if warmup else 1, reps + 1):
             for name, engine in engines.items():
                 _sync(device)
                 t0 = time.perf_counter()
@@ -112,6 +115,32 @@ def measure(
                 if rep:  # rep 0 is the warm-up
                     best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def round_estimate(
+    engines: dict[str, object],
+    w: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    client_indices: list[torch.Tensor],
+    regularizer: Regularizer,
+    spec: LocalSpec,
+    reps: int = 2,
+) -> dict[str, float]:
+    """Predicted seconds of one round's local training per engine: ``t1 + (S - 1) * slope``.
+
+    ``t1``: every client's first local step (with the engine's per-round set-up, e.g. stacking the
+    clients' batches); ``slope``: the cost of one more step, from timing ``m = min(S, 3)`` steps;
+    ``S``: local epochs x the most batches any client has. Timing one step alone would charge the
+    vectorized engine's set-up to a single step and undervalue it on rounds of many steps.
+    """
+    steps = spec.epochs * max(math.ceil(len(i) / spec.batch_size) for i in client_indices)
+    one = measure(engines, w, x, y, client_indices, regularizer, spec, steps=1, reps=reps)
+    m = min(steps, 3)
+    if m == 1:
+        return one
+    more = measure(engines, w, x, y, client_indices, regularizer, spec, steps=m, reps=reps, warmup=False)
+    return {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
 
 
 def auto_chunk(engine: VectorizedEngine, w, x, y, client_indices, regularizer: Regularizer, spec: LocalSpec) -> int | None:
@@ -181,6 +210,9 @@ def store(key: str, entry: dict) -> None:
         log.debug("engine cache not written: %s", e)
 
 
+PROBE_VERSION = "probe2"  # how round_estimate times; a cached choice made another way is not reused
+
+
 def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, spec: LocalSpec, regularizer: Regularizer, chunk: int | None) -> str:
     """What the speed of local training depends on: device, torch, model, input, K, B, regularizer, chunk."""
     device = x.device
@@ -189,7 +221,7 @@ def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, sp
     else:
         dev = f"cpu:{platform.machine()}:{platform.processor()}:threads{torch.get_num_threads()}"
     shape = "x".join(str(d) for d in x.shape[1:])
-    return "|".join([dev, f"torch{torch.__version__}", model_name, f"P{layout.num_params}", f"in{shape}",
+    return "|".join([PROBE_VERSION, dev, f"torch{torch.__version__}", model_name, f"P{layout.num_params}", f"in{shape}",
                      f"K{clients}", f"B{spec.batch_size}", f"reg:{regularizer.name}", f"chunk{chunk or 'all'}"])
 
 
@@ -216,7 +248,7 @@ def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer
     entry = lookup(key)
     if entry is None:
         t0 = time.perf_counter()
-        timings = measure({"sequential": sequential, "vectorized": vectorized}, w, x, y, client_indices[:K], regularizer, spec)
+        timings = round_estimate({"sequential": sequential, "vectorized": vectorized}, w, x, y, client_indices[:K], regularizer, spec)
         entry = {"engine": choose(timings), "timings_s": timings, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
         store(key, entry)
         how = f"measured in {time.perf_counter() - t0:.1f} s, once per shape:"
