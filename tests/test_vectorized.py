@@ -229,14 +229,16 @@ def test_blockers_fall_back_to_sequential(caplog):
 @settings(max_examples=50, deadline=None)
 def test_choose_is_never_slower_than_the_other(timings):
     pick = choose(timings)
-    assert timings[pick] <= min(timings.values()) * 1.10
-    assert timings[pick] == min(timings.values())
+    assert timings[pick] <= min(timings.values()) * 1.10  # by the predictions: regret at most the margin
+    assert pick == "sequential" or timings[pick] < timings["sequential"] / 1.10
 
 
 def test_choose_ties_go_to_sequential():
     assert choose({"vectorized": 1.0, "sequential": 1.0}) == "sequential"
     assert choose({"vectorized": 0.5, "sequential": 1.0}) == "vectorized"
     assert choose({"vectorized": 2.0, "sequential": 1.0}) == "sequential"
+    assert choose({"vectorized": 0.95, "sequential": 1.0}) == "sequential"  # within the 10% margin
+    assert choose({"vectorized": 0.89, "sequential": 1.0}) == "vectorized"
 
 
 def test_auto_uses_injected_timings_and_caches(monkeypatch, tmp_path):

@@ -69,9 +69,21 @@ def vectorization_blocker(model: nn.Module) -> str | None:
     return None
 
 
-def choose(timings: dict[str, float]) -> str:
-    """The engine with the smallest measured time; an exact tie goes to sequential."""
-    return min(sorted(timings), key=lambda n: (timings[n], n != "sequential"))
+MARGIN = 0.10  # another engine must be predicted this much faster than sequential to be picked
+
+
+def choose(timings: dict[str, float], margin: float = MARGIN) -> str:
+    """The engine with the smallest predicted time, counting sequential's as ``1 / (1 + margin)`` of it:
+    sequential stays unless another is predicted more than ``margin`` faster (predicted regret <= margin).
+
+    Sequential is the reference engine; a predicted gain under ``margin`` is within the probe's
+    noise on a shared CPU (repeated rounds of one engine vary by 10-30% there), and taking it risks
+    a slower run more than it promises a faster one.
+    """
+    def cost(n: str) -> float:
+        return timings[n] / (1.0 + margin) if n == "sequential" else timings[n]
+
+    return min(sorted(timings), key=lambda n: (cost(n), n != "sequential"))
 
 
 # ---------------------------------------------------------------------- measuring
@@ -210,7 +222,7 @@ def store(key: str, entry: dict) -> None:
         log.debug("engine cache not written: %s", e)
 
 
-PROBE_VERSION = "probe2"  # how round_estimate times; a cached choice made another way is not reused
+PROBE_VERSION = "probe3"  # how round_estimate times; a cached choice made another way is not reused
 
 
 def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, spec: LocalSpec, regularizer: Regularizer, chunk: int | None) -> str:
