@@ -115,7 +115,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             out[k] = value
             continue
         if k not in FIELD_NAMES:
-            raise ConfigError(f"unknown key '{key}' in {p}")
+            raise ConfigError(f"unknown key '{key}' in {p}{_did_you_mean(k)}")
         out[k] = value
     return out
 
@@ -128,7 +128,7 @@ def make_config(toml_path: str | Path | None = None, **overrides) -> RunConfig:
     for k, v in overrides.items():
         k = _norm_key(k)
         if k not in FIELD_NAMES:
-            raise ConfigError(f"unknown option '{k}'")
+            raise ConfigError(f"unknown option '{k}'{_did_you_mean(k)}")
         if v is not None:
             values[k] = v
     cfg = RunConfig()
@@ -151,6 +151,14 @@ def _resolve_ef(cfg: RunConfig, given: bool) -> None:
         hint = "use topk-ef" if cfg.method == "topk" else "use topk for top-k without it, or randk --no-ef"
         raise ConfigError(f"method {cfg.method} is defined {'with' if fixed else 'without'} error feedback; {hint}")
     cfg.ef = fixed
+
+
+def _did_you_mean(key: str) -> str:
+    """``" (did you mean 'lr'?)"`` for the closest config key, or ``""``; keys shown with dashes, as in TOML."""
+    import difflib
+
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0].replace('_', '-')}'?)" if close else ""
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}

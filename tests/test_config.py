@@ -70,3 +70,14 @@ def test_error_feedback_is_what_the_method_does():
     for method in ("flare", "topk-ef", "fedprox-ef", "ef21"):
         with pytest.raises(ConfigError, match=f"method {method} is defined with error feedback"):
             make_config(method=method, ef=False)
+
+
+def test_unknown_keys_suggest_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown option 'methd' \(did you mean 'method'\?\)"):
+        make_config(methd="flare")
+    path = tmp_path / "c.toml"
+    path.write_text("flare_tau = 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'flare_tau' in .* \(did you mean 'flare-tau0'\?\)"):
+        load_toml(path)
+    with pytest.raises(ConfigError, match=r"unknown option 'zzz'$"):
+        make_config(zzz=1)
