@@ -94,8 +94,11 @@ def load_sweep(
     sparsities: list[float] | None = None,
     seeds: list[int] | None = None,
     out: str | Path | None = None,
+    rounds: int | None = None,
 ) -> Sweep:
-    """Read a sweep config; arguments override its ``[sweep]`` table. Every grid point is validated."""
+    """Read a sweep config; arguments override its ``[sweep]`` table (``rounds``: the config's
+    ``rounds``, for a quick try; runs of another round count are refused, not mixed). Every grid
+    point is validated."""
     path = Path(path)
     raw = load_toml(path)
     table = raw.get("sweep")
@@ -105,6 +108,8 @@ def load_sweep(
     if unknown:
         raise ConfigError(f"unknown key '{sorted(unknown)[0]}' in [sweep] of {path} (allowed: {', '.join(sorted(SWEEP_KEYS))})")
     base = {k: v for k, v in raw.items() if k in FIELD_NAMES and k not in {"method", "sparsity", "seed", "name", "out"}}
+    if rounds is not None:
+        base["rounds"] = rounds
     sweep = Sweep(
         experiment=path.stem,
         base=base,

@@ -175,6 +175,11 @@ def test_sweep_and_figures_cli(tmp_path, capsys):
     assert (tmp_path / "runs" / "compare" / "compare.csv").is_file()
     code, out, err = cli(capsys, "sweep", path, "--methods", "flare,topk-ef", "--sparsities", "0.99", "--seeds", "1")
     assert code == 0 and out.count("skip") == 2
+    code, out, err = cli(capsys, "sweep", path, "--methods", "flare", "--sparsities", "0.99", "--seeds", "1", "--rounds", "1")
+    assert code == 2 and "different config" in err  # another round count is not mixed in with the 2-round runs
+    code, out, err = cli(capsys, "sweep", path, "--methods", "flare", "--sparsities", "0.99", "--rounds", "1", "--out", tmp_path / "quick")
+    assert code == 0, err
+    assert json.loads((tmp_path / "quick" / "flare-s0.99-seed0" / "config.json").read_text())["config"]["rounds"] == 1
     code, out, err = cli(capsys, "sweep", path)  # the config's own grid
     assert code == 0, err
     code, out, err = cli(capsys, "figures", path, "--out", tmp_path / "figs")

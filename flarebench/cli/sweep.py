@@ -29,6 +29,7 @@ def sweep_command(
     methods: Optional[list[str]] = typer.Option(None, "--methods", help="Methods to run instead of \\[sweep].methods (comma-separated or repeated).", metavar="M1,M2"),
     sparsities: Optional[list[str]] = typer.Option(None, "--sparsities", help="Sparsities (fraction NOT sent) instead of \\[sweep].sparsities.", metavar="S1,S2"),
     seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds instead of \\[sweep].seeds.", metavar="N1,N2"),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds per run instead of the config's (a quick try; use another --out: runs of another length are not mixed in).", show_default=False),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at a time (processes; CPU threads are split between them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for the runs. \\[default: \\[sweep].out or results/CONFIG_STEM]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every run over, even complete ones."),
@@ -39,7 +40,7 @@ def sweep_command(
     from .compare import print_table
     from ..units import human_bits, human_seconds
 
-    sweep = load_sweep(config, _numbers(methods, str, "methods"), _numbers(sparsities, float, "sparsities"), _numbers(seeds, int, "seeds"), out)
+    sweep = load_sweep(config, _numbers(methods, str, "methods"), _numbers(sparsities, float, "sparsities"), _numbers(seeds, int, "seeds"), out, rounds)
     if dry_run:
         for cfg, action in plan(sweep, overwrite):
             typer.echo(f"{action:<8} {Path(cfg.out) / cfg.name}")
