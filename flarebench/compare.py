@@ -10,6 +10,8 @@ Definitions (bits are bits, not bytes):
 - ``total_uplink_bits``: the last metrics row's ``cumulative_uplink_bits`` (encoded bytes x 8).
 - ``dense_uplink_bits``: what dense fp32 updates would have cost: ``32 * num_params`` per participating
   client per round, summed over the rounds done; ``compression_ratio = dense / total``.
+- ``sent_density``: entries really sent / entries of the participants' dense updates, over the run
+  (``nnz`` summed); above ``1 - sparsity`` where tensors are small (every tensor sends at least one).
 - ``total_downlink_bits``: the last ``cumulative_downlink_bits`` (``--downlink dense``: the fp32 model to
   each participant; ``sparse``: the encoded update to every client).
 - ``target_accuracy``: ``--target-accuracy`` if given, else 95% of the best test accuracy reached by an
@@ -43,7 +45,7 @@ SUMMARY_COLUMNS = [
     "run", "group", "method", "sparsity", "dataset", "model", "seed", "label",
     "status", "rounds_done", "rounds_planned",
     "final_accuracy", "best_accuracy", "best_round",
-    "total_uplink_bits", "dense_uplink_bits", "compression_ratio", "total_downlink_bits",
+    "total_uplink_bits", "dense_uplink_bits", "compression_ratio", "total_downlink_bits", "sent_density",
     "target_accuracy", "target_source", "bits_to_target", "rounds_to_target",
     "wall_time_s", "num_params", "path",
 ]
@@ -206,6 +208,7 @@ def summarize_run(rec: RunRecord, label: str, target: float, target_source: str)
         "dense_uplink_bits": dense,
         "compression_ratio": dense / total if total else math.nan,
         "total_downlink_bits": int(last["cumulative_downlink_bits"]),
+        "sent_density": float(m["nnz"].sum()) / (int(rec.meta["num_params"]) * float(m["clients"].fillna(0).sum()) or math.nan),
         "target_accuracy": target,
         "target_source": target_source,
         "bits_to_target": int(hit["cumulative_uplink_bits"]) if hit is not None else None,

@@ -41,6 +41,7 @@ def expected_from_csv(run_dir, target):
         "total_uplink_bits": total,
         "compression_ratio": 32 * cfg["num_params"] * m["clients"].sum() / total,
         "total_downlink_bits": int(m["downlink_bits"].sum()),  # dense downlink: 32 * P per participant
+        "sent_density": m["nnz"].sum() / (cfg["num_params"] * m["clients"].sum()),
         "bits_to_target": None if hit.empty else int(hit["cumulative_uplink_bits"].iloc[0]),
         "rounds_to_target": None if hit.empty else int(hit["round"].iloc[0]),
     }

@@ -32,6 +32,11 @@ def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
     return status + (f" ({', '.join(notes)})" if notes else "")
 
 
+def _density(d: float) -> str:
+    """Fraction of entries sent, e.g. ``0.1%`` or ``0.0021%``."""
+    return "-" if d is None or math.isnan(d) else f"{100 * d:.3g}%"
+
+
 def _acc(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
@@ -43,15 +48,15 @@ def print_table(t) -> None:
     from ..units import human_bits, human_seconds
 
     table = Table(title=f"{len(t)} run{'s' * (len(t) != 1)}", header_style="bold", title_justify="left",
-                  caption="uplink: encoded bits, all clients; vs dense: 32-bit dense uplink / uplink; downlink: as --downlink counts it")
-    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("dataset/model", "left"),
+                  caption="sent: entries sent / dense entries, whole run; uplink: encoded bits, all clients; vs dense: 32-bit dense uplink / uplink; downlink: as --downlink counts it")
+    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("sent", "right"), ("dataset/model", "left"),
                           ("rounds", "right"), ("final acc", "right"), ("best acc", "right"), ("uplink", "right"),
                           ("vs dense", "right"), ("bits to target", "right"), ("rounds to target", "right"),
                           ("downlink", "right"), ("wall", "right")]:
         table.add_column(name, justify=justify)
     for r in t.itertuples(index=False):
         table.add_row(
-            r.run, r.method, "-" if r.method == "none" else f"{r.sparsity:g}", r.group,
+            r.run, r.method, "-" if r.method == "none" else f"{r.sparsity:g}", _density(r.sent_density), r.group,
             f"{r.rounds_done}/{r.rounds_planned}", _acc(r.final_accuracy), _acc(r.best_accuracy),
             human_bits(r.total_uplink_bits), "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x",
             "not reached" if _na(r.bits_to_target) and not math.isnan(r.target_accuracy) else human_bits(None if _na(r.bits_to_target) else r.bits_to_target),
