@@ -198,3 +198,15 @@ def test_auto_policy_bounds_checkpoint_cost(tmp_path):
     assert not saver.due(100, 100)  # never after the last round (the run completes instead)
     every = Checkpointer(tmp_path, every=4)
     assert [r for r in range(1, 13) if every.due(r, 12)] == [4, 8]
+
+
+def test_cli_prints_the_code_version_warning_as_one_prefixed_line(tmp_path, capsys):
+    code, out, err = cli(capsys, "run", *TINY, "--rounds", "4", "--out", tmp_path, "--name", "r", "--checkpoint-every", "1", "--quiet")
+    assert code == 0, err
+    run_dir = tmp_path / "r"
+    meta = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**meta, "status": "interrupted", "git_commit": "0123abc"}))
+    (run_dir / CHECKPOINT_FILE).write_bytes(b"")  # not needed for the warning: it comes before the checkpoint is read
+    code, out, err = cli(capsys, "run", "--resume", run_dir, "--quiet")
+    lines = [line for line in err.splitlines() if "different code version" in line]
+    assert len(lines) == 1 and lines[0].startswith("flarebench: warning: resuming ") and "git_commit 0123abc -> " in lines[0], err

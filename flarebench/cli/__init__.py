@@ -6,6 +6,7 @@ Ctrl-C exits with 130 after the completed rounds are on disk.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -32,8 +33,31 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stderr`` is when a record is emitted (tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_warnings_to_stderr() -> None:
+    """The library's logged warnings (engine fallback, resuming with other code) as ``flarebench: warning: ...``."""
+    log = logging.getLogger("flarebench")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("flarebench: warning: %(message)s"))
+        log.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``flarebench`` command."""
+    _log_warnings_to_stderr()
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     if not args:

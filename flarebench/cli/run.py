@@ -88,7 +88,8 @@ def run_command(
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
         from ..models import num_params_for
 
-        typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg)}, indent=2))
+        run_dir = Path(cfg.out) / (cfg.name or default_name(cfg, "YYYYMMDD-HHMMSS"))  # the stamp is the start time
+        typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg), "run_dir": str(run_dir)}, indent=2))
         return
     check_output(cfg, overwrite, resume)  # before the data is loaded and the engines timed
     prepared = setup(cfg)
