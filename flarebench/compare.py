@@ -180,6 +180,23 @@ def targets(records: Sequence[RunRecord], target_accuracy: float | None = None) 
     return out
 
 
+def target_warnings(table: pd.DataFrame, goals: dict[str, float], given: bool) -> list[str]:
+    """Groups with no target, and default targets that say little: every run of the group reaches one
+    set by an uncompressed run that learned less than a compressed one (e.g. stopped early)."""
+    out = []
+    for g, t in goals.items():
+        if math.isnan(t):
+            out.append(f"group {g}: no uncompressed run (method none), so no target accuracy; pass --target-accuracy")
+            continue
+        rows = table[table["group"] == g]
+        dense_best = rows.loc[rows["method"] == "none", "best_accuracy"].max()
+        sparse_best = rows.loc[rows["method"] != "none", "best_accuracy"].max()
+        if not given and sparse_best > dense_best:
+            out.append(f"group {g}: the best uncompressed run ({dense_best:.4f}) is below a compressed one ({sparse_best:.4f}), "
+                       f"so the default target {t:.4f} says little; pass --target-accuracy")
+    return out
+
+
 def summarize_run(rec: RunRecord, label: str, target: float, target_source: str) -> dict:
     """One table row (SUMMARY_COLUMNS) from a run's config.json and metrics.csv."""
     m, c = rec.metrics, rec.config
@@ -266,11 +283,9 @@ def compare(
     check_writable(Path(out_dir), create=False)
     records, warnings = collect_runs(paths)
     table = summarize(records, target_accuracy)
-    for g, (t, _) in targets(records, target_accuracy).items():
-        if math.isnan(t):
-            warnings.append(f"group {g}: no uncompressed run (method none), so no target accuracy; pass --target-accuracy")
-    csv_path = write_csv(table, out_dir)
     goals = {g: t for g, (t, _) in targets(records, target_accuracy).items()}
+    warnings += target_warnings(table, goals, given=target_accuracy is not None)
+    csv_path = write_csv(table, out_dir)
     figures = save_figures(records, out_dir, formats=formats, x=xs, targets=goals) if formats else []
     return CompareResult(table, csv_path, figures, warnings, sorted(records, key=sort_key))
 

@@ -185,3 +185,14 @@ def test_show_of_a_bad_config_is_one_line(results, tmp_path, capsys):
         (run_dir / "config.json").write_text(text)
         code, _, err = cli(capsys, "show", run_dir)
         assert code == 2 and err.count("\n") == 1 and "has no 'config' object" in err, (text, err)
+
+
+def test_a_default_target_below_a_compressed_run_is_flagged():
+    from flarebench.compare import target_warnings
+
+    table = pd.DataFrame({"group": ["g", "g", "h", "h"], "method": ["none", "flare", "none", "flare"],
+                          "best_accuracy": [0.28, 0.68, 0.95, 0.90]})
+    (warning,) = target_warnings(table, {"g": 0.266, "h": 0.9025}, given=False)
+    assert warning.startswith("group g: the best uncompressed run (0.2800) is below a compressed one (0.6800)")
+    assert target_warnings(table, {"g": 0.5, "h": 0.5}, given=True) == []
+    assert "no uncompressed run" in target_warnings(table, {"g": float("nan")}, given=False)[0]
