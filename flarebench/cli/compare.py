@@ -32,6 +32,14 @@ def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
     return status + (f" ({', '.join(notes)})" if notes else "")
 
 
+def _under(run_dir: Path, root: Path) -> str:
+    """``run_dir`` relative to ``root`` (runs of different sub-directories stay apart), else its name."""
+    try:
+        return str(run_dir.resolve().relative_to(root.resolve())) if run_dir.resolve() != root.resolve() else run_dir.name
+    except ValueError:
+        return run_dir.name
+
+
 def _density(d: float) -> str:
     """Fraction of entries sent, e.g. ``0.1%`` or ``0.0021%``."""
     return "-" if d is None or math.isnan(d) else f"{100 * d:.3g}%"
@@ -99,7 +107,7 @@ def _na(v) -> bool:
 def list_command(
     results_dir: Path = typer.Argument(Path("results"), help="Directory searched recursively for runs."),
 ) -> None:
-    """One line per run: name, method, sparsity, rounds done / planned, final accuracy, uplink, status."""
+    """One line per run: its path under RESULTS_DIR, method, sparsity, seed, rounds done / planned, final accuracy, uplink, status."""
     from rich.table import Table
 
     from ..compare import find_run_dirs
@@ -111,7 +119,7 @@ def list_command(
     for w in warnings:
         _warn(w)
     table = Table(header_style="bold", box=None, pad_edge=False)
-    for name, justify in [("name", "left"), ("method", "left"), ("sparsity", "right"), ("dataset/model", "left"),
+    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("seed", "right"), ("dataset/model", "left"),
                           ("rounds", "right"), ("final acc", "right"), ("uplink", "right"), ("status", "left")]:
         table.add_column(name, justify=justify)
     for d in dirs:
@@ -121,7 +129,8 @@ def list_command(
             ev = m[m["test_accuracy"].notna()] if "test_accuracy" in m else m.iloc[0:0]
             status = _status(d, rec.meta)
             table.add_row(
-                d.name, c["method"], "-" if c["method"] == "none" else f"{c['sparsity']:g}", f"{c['dataset']}/{c['model']}",
+                _under(d, results_dir), c["method"], "-" if c["method"] == "none" else f"{c['sparsity']:g}", str(c.get("seed", "-")),
+                f"{c['dataset']}/{c['model']}",
                 f"{int(m['round'].iloc[-1]) if len(m) else 0}/{c['rounds']}",
                 _acc(float(ev["test_accuracy"].iloc[-1]) if len(ev) else None),
                 human_bits(int(m["cumulative_uplink_bits"].iloc[-1]) if len(m) else 0), status,
