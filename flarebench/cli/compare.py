@@ -34,10 +34,8 @@ def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
 
 def _under(run_dir: Path, root: Path) -> str:
     """``run_dir`` relative to ``root`` (runs of different sub-directories stay apart), else its name."""
-    try:
-        return str(run_dir.resolve().relative_to(root.resolve())) if run_dir.resolve() != root.resolve() else run_dir.name
-    except ValueError:
-        return run_dir.name
+    run_dir, root = run_dir.resolve(), root.resolve()
+    return str(run_dir.relative_to(root)) if run_dir != root and run_dir.is_relative_to(root) else run_dir.name
 
 
 def _density(d: float) -> str:
