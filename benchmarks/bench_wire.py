@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from flarebench.flat import Layout
-from flarebench.methods.compressors import TopK
+from flarebench.methods.compressors.topk import TopK
+from flarebench.methods.registry import PartContext, RoundContext
 from flarebench.wire import POSITION_CODECS, WireFormat
 
 
@@ -90,7 +91,7 @@ def main() -> None:
               f"{'encode ms':>10} {'decode ms':>10} {'ratio':>7}")
         v = torch.randn(1, layout.num_params)
         for density in (float(d) for d in args.densities.split(",")):
-            (msg,) = TopK(layout, density).compress(v, [0])
+            (msg,) = TopK(PartContext(layout, 1, sparsity=1.0 - density)).compress(v, RoundContext(0, [0]))
             for enc_name in args.codecs.split(","):
                 wire = WireFormat(layout.sizes, enc_name, "fp32")
                 enc = wire.encode(msg)

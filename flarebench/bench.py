@@ -247,7 +247,7 @@ def bench(
                 "sequential": SequentialEngine(fed.model, fed.layout, fed.parts.regularizer),
                 "vectorized": VectorizedEngine(fed.model, fed.layout, fed.parts.regularizer, client_chunk),
             }
-            timings = select.round_estimate(eng, fed.w, fed.x_train, fed.y_train, sub, fed.parts.regularizer, fed.spec)
+            timings = select.round_estimate(eng, fed.w, fed.x_train, fed.y_train, sub, fed.spec)
             report.auto_timings[(K, B)] = timings
             pick = select.choose(timings)
             for row in rows:

@@ -17,7 +17,9 @@ draws outside the round.
 File: ``b"flarebench-checkpoint 1\\n"``, the sha256 of the payload in hex and ``b"\\n"``, then the
 payload (``torch.save`` bytes). It is written to ``checkpoint.pt.tmp``, fsynced and renamed, so a
 crash leaves either the previous checkpoint or the new one, never half of one. Loading uses
-``torch.load(weights_only=True)``: a checkpoint cannot run code.
+``torch.load(weights_only=True)``: a checkpoint cannot run code. A complete run keeps the checkpoint
+of its last round, so ``--resume DIR --rounds N`` can extend it. The run directory's lock, config.json
+reading and the "same run" rule are in rundir.py (re-exported here).
 """
 
 from __future__ import annotations
@@ -29,21 +31,20 @@ import logging
 import os
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import ConfigError, ResultsError
-from .results import CONFIG_FILE, RunWriter
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no run-directory lock
-    fcntl = None
+from .results import RunWriter
+from .rundir import (  # noqa: F401  (re-exported: run-directory logic lives in rundir.py)
+    CHECKPOINT_FILE, CODE_VERSION_META, VOLATILE_META, check_same_run, is_locked, lock_run, locked_run, pinned_engine,
+    run_status, unlock_run,
+)
+from .rundir import read_meta as _read_meta
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import RunConfig
@@ -51,13 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("flarebench.checkpoint")
 
-CHECKPOINT_FILE = "checkpoint.pt"
 MAGIC = b"flarebench-checkpoint 1\n"
 AUTO_FACTOR = 40  # auto policy: wait >= 40x the last save's duration between saves -> saving <= 1/41 (2.4%) of run time
-# config.json keys that may differ between the interrupted run and its resumption
-VOLATILE_META = {"status", "wall_time_s", "checkpoints", "resumed_at_rounds"}
-# config.json keys that may differ with a warning: the code that continues the run
-CODE_VERSION_META = {"flarebench_version", "torch_version", "python_version", "git_commit"}
 
 
 @dataclass
@@ -163,80 +159,10 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-# ---------------------------------------------------------------------------------------- one process per run
-_HELD: dict[str, int] = {}  # resolved run dir -> fd holding its lock (this process)
-
-
-def _try_flock(path: str, mode: int) -> int | None:
-    """An fd of ``path`` holding a non-blocking flock of ``mode``, or None if another process holds a conflicting one."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, mode | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def lock_run(run_dir: str | Path) -> None:
-    """Take an exclusive lock on the run directory (flock; the OS drops it when the process dies, even
-    by SIGKILL). ResultsError if another process holds it, e.g. the run is still going."""
-    key = str(Path(run_dir).resolve())
-    if fcntl is None or key in _HELD:
-        return
-    fd = _try_flock(key, fcntl.LOCK_EX)
-    if fd is None:
-        raise ResultsError(f"run {run_dir} is in progress in another process (stop it first)")
-    _HELD[key] = fd
-
-
-def unlock_run(run_dir: str | Path) -> None:
-    """Release :func:`lock_run`'s lock (no-op if this process does not hold it)."""
-    fd = _HELD.pop(str(Path(run_dir).resolve()), None)
-    if fd is not None:
-        os.close(fd)
-
-
-@contextmanager
-def locked_run(run_dir: str | Path):
-    """:func:`lock_run` for the block: the lock stays held if it succeeds (the run's Checkpointer
-    releases it), and is released if it raises."""
-    lock_run(run_dir)
-    try:
-        yield
-    except BaseException:
-        unlock_run(run_dir)
-        raise
-
-
-def is_locked(run_dir: str | Path) -> bool:
-    """Whether a live process (this one included) holds the run directory's lock; takes and drops a
-    shared lock to find out, changes nothing."""
-    key = str(Path(run_dir).resolve())
-    if key in _HELD:
-        return True
-    if fcntl is None or not os.path.isdir(key):
-        return False
-    fd = _try_flock(key, fcntl.LOCK_SH)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
-
-
-def run_status(run_dir: str | Path, meta: dict) -> tuple[str, bool, bool]:
-    """(status, killed, resumable). A run whose config.json says "running" but whose lock no live
-    process holds was killed: ("interrupted", True, ...). Resumable: not complete/running, with a checkpoint."""
-    status, killed = meta.get("status", "unknown"), False
-    if status == "running" and fcntl is not None and not is_locked(run_dir):
-        status, killed = "interrupted", True
-    resumable = status not in ("complete", "running") and (Path(run_dir) / CHECKPOINT_FILE).is_file()
-    return status, killed, resumable
-
-
 # ---------------------------------------------------------------------------------------- when to save
 class Checkpointer:
     """Decides when to save and saves; keeps the count and seconds spent (for config.json).
+    The runner also saves the state after the last round (kept for extending the run).
 
     ``every=N``: after every N-th round. ``every=None`` (auto, the default): after a round once the
     time since the last save is at least AUTO_FACTOR times what that save took, so checkpointing
@@ -249,6 +175,7 @@ class Checkpointer:
         self.run_dir, self.every = Path(run_dir), every
         lock_run(self.run_dir)  # held until close(): a second process cannot resume this run meanwhile
         self.saves, self.seconds = 0, 0.0
+        self.saved_round: int | None = None  # the round of the state on disk, once this saver wrote or found one
         self._last_cost, self._last_end = 0.0, time.perf_counter()
 
     @staticmethod
@@ -273,6 +200,7 @@ class Checkpointer:
         self._last_cost = self._last_end - start
         self.saves += 1
         self.seconds += self._last_cost
+        self.saved_round = round_done
 
     def close(self) -> None:
         """Release the run directory's lock."""
@@ -294,21 +222,16 @@ class Resumed:
 
 
 def read_meta(run_dir: str | Path) -> dict:
-    """``RUN_DIR/config.json``; ResultsError if missing or unreadable."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise ResultsError(f"cannot resume {run_dir}: not a flarebench run ({CONFIG_FILE} is missing)")
+    """``RUN_DIR/config.json`` (rundir.read_meta); ResultsError "cannot resume ..." if missing or damaged."""
     try:
-        meta = json.loads(path.read_text())
-        if not isinstance(meta.get("config"), dict):
-            raise ValueError("no 'config' object")
-    except (OSError, ValueError) as e:
-        raise ResultsError(f"cannot resume {run_dir}: {path} is unreadable ({e})") from None
-    return meta
+        return _read_meta(run_dir)
+    except ResultsError as e:
+        raise ResultsError(f"cannot resume: {e}") from None
 
 
 def resume_config(run_dir: str | Path, **overrides) -> "RunConfig":
-    """The RunConfig stored in ``RUN_DIR/config.json``; ``overrides`` (None = not given) must agree with it."""
+    """The RunConfig stored in ``RUN_DIR/config.json``; ``overrides`` (None = not given) must agree with
+    it, except ``rounds``: more than the run's rounds extends the run (fewer is a ConfigError)."""
     from .config import make_config
 
     meta = read_meta(run_dir)
@@ -317,72 +240,43 @@ def resume_config(run_dir: str | Path, **overrides) -> "RunConfig":
         cfg = make_config(**stored)
     except ConfigError as e:
         raise ResultsError(f"cannot resume {run_dir}: its config.json is not valid for this version ({e})") from None
+    rounds = overrides.pop("rounds", None)
+    if rounds is not None and rounds < cfg.rounds:
+        raise ConfigError(f"--rounds with --resume extends a run: give more than its {cfg.rounds} rounds, got {rounds}")
     changed = [k for k, v in overrides.items() if v is not None and k in stored and _norm(v) != _norm(stored[k])]
     if changed:
         diffs = ", ".join(f"{k.replace('_', '-')} {overrides[k]!r} (run has {stored[k]!r})" for k in changed)
         raise ConfigError(f"--resume continues a run with its own config; these options differ: {diffs}")
-    return cfg.replace(**_pinned_engine(meta))
+    return cfg.replace(rounds=max(cfg.rounds, rounds or 0), **pinned_engine(meta))
 
 
 def pin_engine(cfg: "RunConfig", run_dir: str | Path) -> "RunConfig":
     """``cfg`` with ``engine auto`` replaced by the engine the run in ``run_dir`` started with."""
-    return cfg.replace(**_pinned_engine(read_meta(run_dir)))
-
-
-def _pinned_engine(meta: dict) -> dict:
-    """``--engine auto`` resolves by timing; a resumed run must use the engine the run started with
-    (engines may differ in the last float bits), so pin the recorded choice."""
-    resolved, cfg = meta.get("engine_resolved"), meta["config"]
-    if not isinstance(resolved, dict) or cfg.get("engine") != "auto" or "engine" not in resolved:
-        return {}
-    pinned = {"engine": resolved["engine"]}
-    if "client_chunk" in cfg and cfg["client_chunk"] is None:
-        pinned["client_chunk"] = resolved.get("client_chunk")
-    return pinned
-
-
-def check_same_run(stored: dict, meta: dict, run_dir: Path) -> None:
-    """ResultsError unless config.json (apart from VOLATILE_META, engine timings, and ``engine auto``
-    pinned to its recorded choice) equals what this setup would write; a different code version
-    (CODE_VERSION_META) is logged as a warning."""
-    diffs, versions = [], []
-    pinned = _pinned_engine(stored)
-    for key, value in meta.items():
-        if key in VOLATILE_META:
-            continue
-        if key in CODE_VERSION_META:
-            if _norm(stored.get(key)) != _norm(value):
-                versions.append(f"{key} {stored.get(key)} -> {value}")
-            continue
-        if key == "config":
-            old = stored.get("config", {})
-            diffs += [f"config.{k}: {old.get(k)!r} -> {v!r}" for k, v in value.items()
-                      if _norm(old.get(k)) != _norm(v) and not (k in pinned and _norm(pinned[k]) == _norm(v))]
-        elif key == "engine_resolved" and isinstance(value, dict):  # timings and reasons vary; the engine may not
-            old = stored.get(key) or {}
-            diffs += [f"{key}.{k}: {old.get(k)!r} -> {value.get(k)!r}" for k in ("engine", "client_chunk") if old.get(k) != value.get(k)]
-        elif _norm(stored.get(key)) != _norm(value):
-            diffs.append(f"{key}: {_short(stored.get(key))} -> {_short(value)}")
-    if diffs:
-        raise ResultsError(f"cannot resume {run_dir}: this setup differs from its config.json ({'; '.join(diffs)})")
-    if versions:
-        log.warning("resuming %s with a different code version: %s; results may differ from an uninterrupted run",
-                    run_dir, ", ".join(versions))
+    return cfg.replace(**pinned_engine(read_meta(run_dir)))
 
 
 def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
     """Check ``run_dir`` belongs to setup ``s``, load its checkpoint into ``s.federation`` and the RNGs,
-    truncate metrics.csv to the checkpoint's round and reopen it for appending."""
+    truncate metrics.csv to the checkpoint's round and reopen it for appending. ``s.cfg.rounds`` above
+    the run's rounds extends it (a complete run too: its checkpoint of the last round is kept)."""
     run_dir = Path(run_dir)
     stored = read_meta(run_dir)
-    if stored.get("status") == "complete":
-        raise ResultsError(f"run {run_dir} is complete; nothing to resume")
-    check_same_run(stored, s.meta(), run_dir)
+    planned = stored["config"].get("rounds")
+    extend = isinstance(planned, int) and s.cfg.rounds > planned
+    if stored.get("status") == "complete" and not extend:
+        raise ResultsError(f"run {run_dir} is complete; nothing to resume (to extend it, give --rounds N with N more than its {planned} rounds)")
+    check_same_run(stored, s.meta(), run_dir, extend=extend)
     with locked_run(run_dir):  # kept by the run's Checkpointer
-        return _reopen(s, run_dir, stored)
+        return _reopen(s, run_dir, stored, planned if extend else None)
 
 
-def _reopen(s: "Setup", run_dir: Path, stored: dict) -> Resumed:
+def _reopen(s: "Setup", run_dir: Path, stored: dict, extended_from: int | None) -> Resumed:
+    """Load the checkpoint and reopen metrics.csv at its round. ``extended_from``: the run's rounds
+    before this extension; that round's evaluation is blanked unless it is on the ``eval_every``
+    schedule, so metrics.csv equals a run planned with ``s.cfg.rounds`` rounds from the start."""
+    if extended_from is not None and stored.get("status") == "complete" and not (run_dir / CHECKPOINT_FILE).is_file():
+        raise ResultsError(f"cannot extend {run_dir}: its final state was not kept ({CHECKPOINT_FILE} is missing: "
+                           "earlier flarebench versions deleted it); start it over with more --rounds")
     ckpt = load_checkpoint(run_dir)
     if not 0 <= ckpt.round <= s.cfg.rounds:
         raise ResultsError(f"cannot resume {run_dir}: checkpoint round {ckpt.round} is outside 0..{s.cfg.rounds}")
@@ -392,7 +286,9 @@ def _reopen(s: "Setup", run_dir: Path, stored: dict) -> Resumed:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise ResultsError(f"cannot resume {run_dir}: checkpoint does not fit this run ({type(e).__name__}: {e})") from None
     resumes = [*stored.get("resumed_at_rounds", []), ckpt.round]
-    writer, rows = RunWriter.reopen(run_dir, {**stored, "status": "running", "resumed_at_rounds": resumes}, ckpt.round)
+    meta = {**stored, "config": {**stored["config"], "rounds": s.cfg.rounds}, "status": "running", "resumed_at_rounds": resumes}
+    off_schedule = extended_from if extended_from is not None and extended_from % s.cfg.eval_every else None
+    writer, rows = RunWriter.reopen(run_dir, meta, ckpt.round, blank_eval_at=off_schedule)
     stale = {k: (rows[-1].get(k), v) for k, v in ckpt.counters.items() if rows[-1].get(k) != v}
     if stale:
         writer.close()
@@ -400,17 +296,13 @@ def _reopen(s: "Setup", run_dir: Path, stored: dict) -> Resumed:
     return Resumed(writer, ckpt, rows)
 
 
-def _norm(v: Any) -> Any:
+def _norm(v):
     """JSON round-trip, so tuples/lists and ints/floats compare as they are stored."""
     return json.loads(json.dumps(v))
 
 
-def _short(v: Any, n: int = 60) -> str:
-    s = json.dumps(v)
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
 __all__ = [
     "CHECKPOINT_FILE", "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint",
-    "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "read_meta", "resume_config", "pin_engine", "check_same_run", "resume_run",
+    "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "read_meta",
+    "resume_config", "pin_engine", "check_same_run", "resume_run",
 ]

@@ -25,6 +25,7 @@ figures are per group.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,15 +35,17 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from .errors import ConfigError, ResultsError
+from .methods import presets
 from .results import CONFIG_FILE, METRICS_FILE, RunRecord, check_writable, load_run
 
+log = logging.getLogger("flarebench.compare")
+
 TARGET_FRACTION = 0.95  # default target: this fraction of the best uncompressed run's best accuracy
-METHOD_ORDER = ["none", "topk", "topk-ef", "randk", "ef21", "fedprox-ef", "flare"]
 # config keys that do not make two runs different experiments (seeds of one config are averaged in plots)
 NOT_EXPERIMENT_KEYS = {"seed", "name", "out", "data_root", "download", "device", "engine", "client_chunk", "eval_batch_size"}
 
 SUMMARY_COLUMNS = [
-    "run", "group", "method", "sparsity", "dataset", "model", "seed", "label",
+    "run", "group", "method", "compressor", "uncompressed", "sparsity", "dataset", "model", "seed", "label",
     "status", "rounds_done", "rounds_planned",
     "final_accuracy", "best_accuracy", "best_round",
     "total_uplink_bits", "dense_uplink_bits", "compression_ratio", "total_downlink_bits", "sent_density",
@@ -82,10 +85,9 @@ def find_run_dirs(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
 
 
 def collect_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[str]]:
-    """Load every run under ``paths``. A run named directly must load; one found by searching a
-    results directory is skipped with a warning if it cannot be read."""
+    """Load every run under ``paths``. A run that cannot be read (a damaged config.json or metrics.csv)
+    is skipped with a warning saying which file is damaged and how; ResultsError if none can be read."""
     paths = list(paths)
-    explicit = {Path(p) for p in paths if (Path(p) / CONFIG_FILE).is_file()}
     dirs, warnings = find_run_dirs(paths)
     records = []
     for d in dirs:
@@ -93,8 +95,6 @@ def collect_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[str
             rec = load_run(d)
             _check_record(rec)
         except ResultsError as e:
-            if d in explicit:
-                raise
             warnings.append(f"skipped {d}: {e}")
             continue
         records.append(rec)
@@ -118,15 +118,29 @@ def group_of(rec: RunRecord) -> str:
     return f"{rec.config['dataset']}/{rec.config['model']}"
 
 
+def flat_config(config: dict) -> dict:
+    """The config with ``params`` spread out as ``kind.param`` keys (``regularizer.tau0``), and no
+    sparsity where the compressor ignores it: the keys two runs may differ in."""
+    out = {k: v for k, v in config.items() if k != "params"}
+    for kind, table in (config.get("params") or {}).items():
+        out.update({f"{kind}.{k}": v for k, v in (table or {}).items()})
+    if not presets.uses_sparsity(config):
+        out.pop("sparsity", None)
+    return out
+
+
 def experiment_key(rec: RunRecord) -> tuple:
     """The run's config without NOT_EXPERIMENT_KEYS: runs with equal keys are seeds of one experiment."""
-    return tuple(sorted((k, repr(v)) for k, v in rec.config.items() if k not in NOT_EXPERIMENT_KEYS))
+    return tuple(sorted((k, repr(v)) for k, v in flat_config(rec.config).items() if k not in NOT_EXPERIMENT_KEYS))
 
 
 def method_label(rec: RunRecord) -> str:
-    """``'flare s=0.999'``; the uncompressed method: ``'none (dense)'``."""
+    """``'flare s=0.999'``, ``'flare+stc s=0.999'``, ``'qsgd'``; the uncompressed method: ``'none (dense)'``."""
     c = rec.config
-    return "none (dense)" if c["method"] == "none" else f"{c['method']} s={c['sparsity']:g}"
+    name = presets.method_label(c)
+    if name == "none" and presets.is_uncompressed(c):
+        return "none (dense)"
+    return f"{name} s={c['sparsity']:g}" if presets.uses_sparsity(c) else name
 
 
 def labels(records: Sequence[RunRecord]) -> list[str]:
@@ -136,20 +150,27 @@ def labels(records: Sequence[RunRecord]) -> list[str]:
     for rec in records:
         base = method_label(rec)
         peers = [r for r in records if group_of(r) == group_of(rec) and method_label(r) == base]
+        flat, peers_flat = flat_config(rec.config), [flat_config(r.config) for r in peers]
         varying = sorted(
-            k for k in rec.config
-            if k not in NOT_EXPERIMENT_KEYS | {"method", "sparsity"} and len({repr(r.config.get(k)) for r in peers}) > 1
+            k for k in flat
+            if k not in NOT_EXPERIMENT_KEYS | set(presets.KINDS) | {"method", "sparsity"} and len({repr(f.get(k)) for f in peers_flat}) > 1
         )
-        out.append(" ".join([base, *(f"{k.replace('_', '-')}={rec.config[k]}" for k in varying)]))
+        out.append(" ".join([base, *(f"{k.replace('_', '-')}={flat[k]}" for k in varying)]))
     return out
 
 
 def sort_key(rec: RunRecord) -> tuple:
-    """Group, method (METHOD_ORDER), sparsity, experiment, seed: the order of tables and legends."""
+    """Group, method (the order of methods/presets.py), sparsity, experiment, seed: the order of tables and legends."""
     m = rec.config["method"]
-    order = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
-    sparsity = rec.config["sparsity"] if m != "none" else 0.0
-    return (group_of(rec), order, m, sparsity, experiment_key(rec), rec.config.get("seed", 0), str(rec.path))
+    order = method_index(m)
+    sparsity = rec.config["sparsity"] if presets.uses_sparsity(rec.config) else 0.0
+    return (group_of(rec), order, presets.method_label(rec.config), sparsity, experiment_key(rec), rec.config.get("seed", 0), str(rec.path))
+
+
+def method_index(method: str) -> int:
+    """A method's place in tables and legends: its preset's position (unknown methods last)."""
+    names = presets.method_names()
+    return names.index(method) if method in names else len(names)
 
 
 # ---------------------------------------------------------------------------------------- the table
@@ -174,9 +195,32 @@ def targets(records: Sequence[RunRecord], target_accuracy: float | None = None) 
         if target_accuracy is not None:
             out[g] = (float(target_accuracy), "given")
             continue
-        best = [evaluated(r.metrics)["test_accuracy"].max() for r in records if group_of(r) == g and r.config["method"] == "none"]
+        best = [evaluated(r.metrics)["test_accuracy"].max() for r in records if group_of(r) == g and presets.is_uncompressed(r.config)]
         best = [b for b in best if not math.isnan(b)]
         out[g] = (TARGET_FRACTION * max(best), f"{TARGET_FRACTION:.0%} of best none") if best else (math.nan, "")
+    return out
+
+
+def engine_of(rec: RunRecord) -> str:
+    """The engine a run trained with: config.json's ``engine_resolved`` (what ``auto`` picked), else its config's."""
+    resolved = rec.meta.get("engine_resolved")
+    return str(resolved.get("engine") if isinstance(resolved, dict) and resolved.get("engine") else rec.config.get("engine", "?"))
+
+
+def mix_warnings(records: Sequence[RunRecord]) -> list[str]:
+    """Per group, a warning if its runs trained with different engines or on different devices: their
+    numbers then differ by float rounding (which can flip a top-k or FLARE-mask tie) as well as by method."""
+    out = []
+    for g in sorted({group_of(r) for r in records}):
+        rows = [r for r in records if group_of(r) == g]
+        for what, of in (("engines", engine_of), ("devices", lambda r: str(r.meta.get("device", "?")))):
+            seen: dict[str, list[str]] = {}
+            for r in rows:
+                seen.setdefault(of(r), []).append(r.path.name)
+            if len(seen) > 1:
+                listed = "; ".join(f"{k}: {', '.join(v[:3])}{' ...' if len(v) > 3 else ''}" for k, v in sorted(seen.items()))
+                out.append(f"group {g}: the runs used different {what} ({listed}); their results differ by float rounding "
+                           f"as well as by method (pin --engine and --device to compare like with like)")
     return out
 
 
@@ -189,8 +233,8 @@ def target_warnings(table: pd.DataFrame, goals: dict[str, float], given: bool) -
             out.append(f"group {g}: no uncompressed run (method none), so no target accuracy; pass --target-accuracy")
             continue
         rows = table[table["group"] == g]
-        dense_best = rows.loc[rows["method"] == "none", "best_accuracy"].max()
-        sparse_best = rows.loc[rows["method"] != "none", "best_accuracy"].max()
+        dense_best = rows.loc[rows["uncompressed"], "best_accuracy"].max()
+        sparse_best = rows.loc[~rows["uncompressed"], "best_accuracy"].max()
         if not given and sparse_best > dense_best:
             out.append(f"group {g}: the best uncompressed run ({dense_best:.4f}) is below a compressed one ({sparse_best:.4f}), "
                        f"so the default target {t:.4f} says little; pass --target-accuracy")
@@ -210,7 +254,9 @@ def summarize_run(rec: RunRecord, label: str, target: float, target_source: str)
         "run": rec.path.name,
         "group": group_of(rec),
         "method": c["method"],
-        "sparsity": c["sparsity"],
+        "compressor": c.get("compressor"),
+        "uncompressed": presets.is_uncompressed(c),
+        "sparsity": c["sparsity"] if presets.uses_sparsity(c) else None,
         "dataset": c["dataset"],
         "model": c["model"],
         "seed": c.get("seed"),
@@ -276,7 +322,9 @@ def compare(
     formats: Sequence[str] = ("png", "pdf"),
 ) -> CompareResult:
     """Collect the runs under ``paths``, write ``OUT/compare.csv`` and the figures (plots.save_figures).
-    Bad options, runs or ``out_dir`` raise a FlarebenchError before anything is written."""
+    Bad options or ``out_dir`` raise a FlarebenchError before anything is written; unreadable runs are
+    skipped. Warnings (skipped runs, targets, runs of different engines or devices side by side) are
+    logged to the ``flarebench.compare`` logger and returned in ``.warnings``."""
     from .plots import normalize_formats, normalize_x, save_figures
 
     xs, formats = normalize_x(x), normalize_formats(formats)
@@ -284,7 +332,9 @@ def compare(
     records, warnings = collect_runs(paths)
     table = summarize(records, target_accuracy)
     goals = {g: t for g, (t, _) in targets(records, target_accuracy).items()}
-    warnings += target_warnings(table, goals, given=target_accuracy is not None)
+    warnings += target_warnings(table, goals, given=target_accuracy is not None) + mix_warnings(records)
+    for w in warnings:  # the CLI prints them as 'flarebench: warning: ...' (compare and sweep alike)
+        log.warning("%s", w)
     csv_path = write_csv(table, out_dir)
     figures = save_figures(records, out_dir, formats=formats, x=xs, targets=goals) if formats else []
     return CompareResult(table, csv_path, figures, warnings, sorted(records, key=sort_key))
@@ -292,5 +342,5 @@ def compare(
 
 __all__ = [
     "SUMMARY_COLUMNS", "CompareResult", "compare", "collect_runs", "find_run_dirs", "summarize", "summarize_run",
-    "targets", "write_csv", "group_of", "experiment_key", "labels", "method_label", "first_reaching", "evaluated",
+    "targets", "write_csv", "mix_warnings", "engine_of", "group_of", "experiment_key", "labels", "method_label", "first_reaching", "evaluated",
 ]

@@ -22,13 +22,14 @@ DEFAULT_DATA_ROOT = "~/.cache/flarebench"
 class RunConfig:
     """The fully resolved configuration of one run (written to config.json)."""
 
-    # what is compared
+    # what is compared: a method (a preset of parts), parts replacing the preset's, part parameters
     method: str = "flare"
-    sparsity: float = 0.999
-    topk_rounding: str = "round"  # round: k=max(1,round(R*n)); reference: k=round(R*n)+1 (authors' code)
-    ef: bool = True  # error feedback: randk's choice (--no-ef); fixed by the other methods (presets.FIXED_EF)
-    encoding: str = "auto"  # position codec, or auto = smallest applicable per message
-    value_codec: str = "fp32"
+    sparsity: float = 0.999  # fraction of entries NOT sent, for the compressors that send k = R n entries
+    regularizer: str | None = None  # None: the method's (resolved and recorded by make_config)
+    compressor: str | None = None
+    memory: str | None = None
+    aggregator: str | None = None
+    params: dict = dataclasses.field(default_factory=dict)  # {kind: {param: value}}; resolved: every declared param
     downlink: str = "dense"  # dense: fp32 model to each participant | sparse: encoded update to every client
     # data and model
     dataset: str = "mnist-embedded"
@@ -53,14 +54,6 @@ class RunConfig:
     keep_optimizer_state: bool = False  # reference: fresh optimizer each round
     shuffle: bool = True  # reshuffle each client's data every local epoch
     server_lr: float = 1.0
-    # FLARE regularizer (reference defaults)
-    flare_tau0: float = 0.05
-    flare_decay: float = 1.1
-    flare_steps: int = 1
-    flare_percentile: float = 50.0
-    # FedProx regularizer (same schedule as FLARE in the reference)
-    prox_tau0: float = 0.05
-    prox_decay: float = 1.1
     # bookkeeping
     eval_every: int = 10
     eval_batch_size: int = 2000
@@ -68,6 +61,7 @@ class RunConfig:
     device: str = "auto"
     engine: str = "auto"  # auto | sequential | vectorized (engine/select.py)
     client_chunk: int | None = None  # vectorized engine: clients per vmapped batch (None: auto)
+    backend: str = "local"  # local: the in-process loop | flower: Flower's simulation engine (backends/flower)
     out: str = "results"
     name: str | None = None
 
@@ -88,22 +82,46 @@ class RunConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
+PART_KINDS = ("regularizer", "compressor", "memory", "aggregator")
 TOML_SECTIONS_IGNORED_BY_RUN = {"sweep", "meta"}
+# keys of earlier versions, now part parameters: one line says where they went
+MOVED = {
+    "ef": "error feedback is a part now: --memory residual | none (TOML: [memory] name = ...)",
+    "topk_rounding": "it is a compressor parameter now: -p compressor.rounding=... (TOML: [compressor] rounding = ...)",
+    "encoding": "it is a compressor parameter now: -p compressor.position_codec=... (TOML: [compressor] position_codec = ...)",
+    "value_codec": "it is a compressor parameter now: -p compressor.value_codec=... (TOML: [compressor] value_codec = ...)",
+    **{f"flare_{k}": f"it is a regularizer parameter now: -p regularizer.{k}=... (TOML: [regularizer] {k} = ...)"
+       for k in ("tau0", "decay", "steps", "percentile")},
+    **{f"prox_{k}": f"it is a regularizer parameter now: -p regularizer.{k}=... (TOML: [regularizer] {k} = ...)"
+       for k in ("tau0", "decay")},
+}
 
 
 def _norm_key(key: str) -> str:
     return key.replace("-", "_")
 
 
+def _unknown(key: str, where: str) -> ConfigError:
+    if key in MOVED:
+        return ConfigError(f"'{key.replace('_', '-')}'{where} is gone: {MOVED[key]}")
+    return ConfigError(f"unknown key '{key.replace('_', '-')}'{where}{_did_you_mean(key)}")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config into ``{field: value}`` (keys may use dashes); unknown keys -> ConfigError.
 
-    Top-level keys are RunConfig fields. Tables named in TOML_SECTIONS_IGNORED_BY_RUN (``[sweep]``,
+    Top-level keys are RunConfig fields. Part tables ``[regularizer]``, ``[compressor]``, ``[memory]``,
+    ``[aggregator]`` hold an optional ``name`` (the part replacing the method's) and that part's
+    parameters (returned under ``params``). Tables named in TOML_SECTIONS_IGNORED_BY_RUN (``[sweep]``,
     ``[meta]``) are for other commands and are returned under their own name.
     """
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a directory, not a TOML file")
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
+    if not p.is_file():
+        raise ConfigError(f"config {p} is not a regular file (a device or pipe?); give a TOML file")
     try:
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -114,43 +132,140 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         if k in TOML_SECTIONS_IGNORED_BY_RUN and isinstance(value, dict):
             out[k] = value
             continue
-        if k not in FIELD_NAMES:
-            raise ConfigError(f"unknown key '{key}' in {p}{_did_you_mean(k)}")
+        if k in PART_KINDS and isinstance(value, dict):
+            table = {_norm_key(a): ({_norm_key(c): d for c, d in b.items()} if isinstance(b, dict) else b) for a, b in value.items()}
+            if "name" in table:
+                out[k] = table.pop("name")
+            out.setdefault("params", {})[k] = table
+            continue
+        if k not in FIELD_NAMES or k == "params":
+            raise _unknown(k, f" in {p}")
         out[k] = value
     return out
 
 
+def parse_param_options(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["compressor.levels=4", "regularizer.flare.tau0=0.1", "tau0=0.1"]`` ->
+    ``{"compressor": {"levels": "4"}, "regularizer": {"flare": {"tau0": "0.1"}}, "*": {"tau0": "0.1"}}``.
+
+    ``KIND.PART.PARAM``: for part PART whenever it runs; ``*``: a parameter named without its kind
+    (:func:`make_config` finds the one part that declares it). Values stay text; each part's
+    declaration types them.
+    """
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        path = [_norm_key(x.strip()) for x in key.split(".")]
+        if not sep or not all(path) or len(path) > 3:
+            raise ConfigError(f"-p takes KIND.PARAM=VALUE, KIND.PART.PARAM=VALUE or PARAM=VALUE (e.g. -p compressor.levels=4), got {item!r}")
+        if len(path) > 1 and path[0] not in PART_KINDS:
+            raise ConfigError(f"-p {item}: '{path[0]}' is not a part kind (choose from: {', '.join(PART_KINDS)})")
+        table = out.setdefault(path[0] if len(path) > 1 else "*", {})
+        if len(path) == 3:
+            table = table.setdefault(path[1], {})
+        table[path[-1]] = value.strip()
+    return out
+
+
+def _merge(into: dict, new: dict) -> None:
+    """``into.update(new)``, merging nested tables (a part's parameters) instead of replacing them."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
 def make_config(toml_path: str | Path | None = None, **overrides) -> RunConfig:
-    """Defaults <- TOML file <- overrides (None values in overrides mean 'not given'); validated."""
+    """Defaults <- TOML file <- overrides (None values in overrides mean 'not given'); validated, and the
+    method's parts resolved: ``cfg.regularizer`` ... ``cfg.aggregator`` name the parts that run and
+    ``cfg.params`` holds every one of their parameters (defaults filled in), as config.json records them.
+
+    ``params`` (override): ``{kind: {param: value}}`` merged over the TOML tables; kind ``*`` (from
+    ``-p PARAM=VALUE``) means the one part of this run that declares PARAM.
+    """
     values: dict[str, Any] = {}
+    params: dict[str, dict] = {}
     if toml_path is not None:
-        values.update({k: v for k, v in load_toml(toml_path).items() if k in FIELD_NAMES})
+        loaded = load_toml(toml_path)
+        _merge(params, loaded.pop("params", {}))
+        values.update({k: v for k, v in loaded.items() if k in FIELD_NAMES})
     for k, v in overrides.items():
         k = _norm_key(k)
         if k not in FIELD_NAMES:
-            raise ConfigError(f"unknown option '{k}'{_did_you_mean(k)}")
-        if v is not None:
+            raise _unknown(k, "")
+        if k == "params":
+            if v is not None and not isinstance(v, dict):
+                raise ConfigError(f"params must be a table of part parameters, got {v!r}")
+            for kind, table in (v or {}).items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"params.{kind} must be a table of parameters, got {table!r}")
+            _merge(params, v or {})
+        elif v is not None:
             values[k] = v
     cfg = RunConfig()
     for f in fields(RunConfig):
         if f.name in values:
             setattr(cfg, f.name, _coerce(f, values[f.name]))
     validate(cfg)
-    _resolve_ef(cfg, given="ef" in values)
+    _resolve_parts(cfg, params)
     return cfg
 
 
-def _resolve_ef(cfg: RunConfig, given: bool) -> None:
-    """Set ``cfg.ef`` to what the method really does; ConfigError if the user asked for the other."""
-    from .methods.presets import FIXED_EF
+def _resolve_parts(cfg: RunConfig, params: dict[str, dict]) -> None:
+    """Fill ``cfg``'s part names and full parameter sets from its method (methods/presets.py)."""
+    from .methods.presets import check_combination, resolve
+    from .methods.registry import part_class
 
-    fixed = FIXED_EF.get(cfg.method)
-    if fixed is None:
-        return
-    if given and cfg.ef != fixed:
-        hint = "use topk-ef" if cfg.method == "topk" else "use topk for top-k without it, or randk --no-ef"
-        raise ConfigError(f"method {cfg.method} is defined {'with' if fixed else 'without'} error feedback; {hint}")
-    cfg.ef = fixed
+    unknown = set(params) - set(PART_KINDS) - {"*"}
+    if unknown:
+        raise ConfigError(f"unknown part kind '{sorted(unknown)[0]}' in params (choose from: {', '.join(PART_KINDS)})")
+    chosen = {kind: getattr(cfg, kind) for kind in PART_KINDS}
+    names, _ = resolve(cfg.method, chosen, {})
+    for name, value in params.pop("*", {}).items():  # -p PARAM=VALUE: the one part that declares PARAM
+        owners = [k for k in PART_KINDS if any(p.name == _norm_key(name) for p in part_class(k, names[k]).params)]
+        if len(owners) != 1:
+            why = "no part of this run declares it" if not owners else f"declared by {' and '.join(owners)}: say which"
+            raise ConfigError(f"-p {name}: {why} (use -p KIND.{name}=VALUE; `flarebench methods` lists parameters)")
+        params.setdefault(owners[0], {})[name] = value
+    names, resolved = resolve(cfg.method, chosen, params)
+    for kind in PART_KINDS:
+        setattr(cfg, kind, names[kind])
+    cfg.params = resolved
+    check_combination(cfg)
+
+
+def upgrade_config(config: dict) -> dict:
+    """A config.json ``config`` of an earlier version (flat ``ef``, ``flare_tau0``, ``value_codec``, ...,
+    no parts) in this version's form: parts named, their parameters under ``params``. Others: as they are.
+    A method or value this version cannot resolve is left as it is (the caller reports what it needs)."""
+    if "params" in config or not isinstance(config.get("method"), str):
+        return config
+    from .methods.presets import method_names, resolve
+
+    if config["method"] not in method_names():
+        return config
+    out = {k: v for k, v in config.items() if _norm_key(k) not in MOVED}
+    legacy = {_norm_key(k): v for k, v in config.items() if _norm_key(k) in MOVED}
+    params: dict[str, dict] = {"regularizer": {}, "compressor": {}}
+    for old, new in (("topk_rounding", "rounding"), ("encoding", "position_codec"), ("value_codec", "value_codec")):
+        if old in legacy:
+            params["compressor"][new] = legacy[old]
+    for part, keys in (("flare", ("tau0", "decay", "steps", "percentile")), ("prox", ("tau0", "decay"))):
+        table = {k: legacy[f"{part}_{k}"] for k in keys if f"{part}_{k}" in legacy}
+        if table:
+            params["regularizer"][part] = table
+    overrides = {"memory": "none"} if config["method"] == "randk" and legacy.get("ef") is False else {}
+    from .methods.registry import part_class
+
+    try:
+        names, _ = resolve(config["method"], overrides, {})
+        declared = {q.name for q in part_class("compressor", names["compressor"]).params}
+        params["compressor"] = {k: v for k, v in params["compressor"].items() if k in declared}
+        names, resolved = resolve(config["method"], overrides, params)
+    except ConfigError:
+        return config
+    return {**out, **names, "params": resolved}
 
 
 def _did_you_mean(key: str) -> str:
@@ -161,7 +276,7 @@ def _did_you_mean(key: str) -> str:
     return f" (did you mean '{close[0].replace('_', '-')}'?)" if close else ""
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
@@ -186,24 +301,25 @@ def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with one clear sentence for the first invalid value."""
     from .data.datasets import DATASETS
     from .data.partition import PARTITIONS
-    from .methods.presets import PRESETS
+    from .methods.presets import method_names
     from .models import MODELS
-    from .wire.codecs import POSITION_CODECS, VALUE_CODECS
 
     def one_of(name: str, value: str, allowed) -> None:
         if value not in allowed:
             raise ConfigError(f"unknown {name} '{value}' (choose from: {', '.join(sorted(allowed))})")
 
-    one_of("method", cfg.method, PRESETS)
+    one_of("method", cfg.method, method_names())
     one_of("dataset", cfg.dataset, DATASETS)
     one_of("model", cfg.model, MODELS)
     one_of("partition", cfg.partition, PARTITIONS)
-    one_of("encoding", cfg.encoding, set(POSITION_CODECS) | {"auto"})
-    one_of("value codec", cfg.value_codec, VALUE_CODECS)
     one_of("downlink", cfg.downlink, {"dense", "sparse"})
-    one_of("topk rounding", cfg.topk_rounding, {"round", "reference"})
     one_of("device", cfg.device, {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)})
     one_of("engine", cfg.engine, {"auto", "sequential", "vectorized"})
+    one_of("backend", cfg.backend, {"local", "flower"})
+    for f in fields(RunConfig):  # inf and nan pass many range checks below (inf > 0): refuse them first
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{f.name.replace('_', '-')} must be a finite number, got {v}")
     if cfg.client_chunk is not None and cfg.client_chunk < 1:
         raise ConfigError(f"client-chunk must be >= 1, got {cfg.client_chunk}")
     if not (isinstance(cfg.sparsity, float) and 0.0 < cfg.sparsity < 1.0):
@@ -222,30 +338,33 @@ def validate(cfg: RunConfig) -> None:
         v = getattr(cfg, name)
         if not (math.isfinite(v) and v > 0):
             raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {v}")
-    for name in ["momentum", "weight_decay", "flare_tau0", "prox_tau0"]:
+    for name in ["momentum", "weight_decay"]:
         v = getattr(cfg, name)
         if not (math.isfinite(v) and v >= 0):
             raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.momentum >= 1:
         raise ConfigError(f"momentum must be < 1, got {cfg.momentum}")
-    for name in ["flare_decay", "prox_decay"]:
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(f"{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
-    if cfg.flare_steps < 0:
-        raise ConfigError(f"flare-steps must be >= 0, got {cfg.flare_steps}")
-    if not 0 <= cfg.flare_percentile <= 100:
-        raise ConfigError(f"flare-percentile must be in [0, 100], got {cfg.flare_percentile}")
     if not cfg.dirichlet_alpha > 0:
         raise ConfigError(f"dirichlet-alpha must be > 0, got {cfg.dirichlet_alpha}")
-    if cfg.name is not None and (not cfg.name or "/" in cfg.name or cfg.name in {".", ".."}):
-        raise ConfigError(f"name must be a plain directory name, got {cfg.name!r}")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed must be an integer in [0, 2^63), got {cfg.seed}")
+    if cfg.name is not None:
+        from .rundir import check_run_name
+
+        check_run_name(cfg.name)
+    from .models import check_fits
+
+    check_fits(cfg.model, cfg.dataset)  # before anything is loaded or created: e.g. mlp takes images, not tokens
 
 
 def default_name(cfg: RunConfig, stamp: str) -> str:
     """``{method}-s{sparsity}-{dataset}-{model}-{stamp}``, e.g. ``flare-s0.999-mnist-embedded-cnn-20261125-101500``;
-    no sparsity for ``none`` (nothing is sparsified)."""
-    sparsity = "" if cfg.method == "none" else f"-s{cfg.sparsity:g}"
-    return f"{cfg.method}{sparsity}-{cfg.dataset}-{cfg.model}-{stamp}"
+    no sparsity where the compressor does not use it (none, qsgd, ...); replaced parts are named
+    (``flare+stc-s0.999-...``)."""
+    from .methods.presets import method_label, uses_sparsity
+
+    sparsity = f"-s{cfg.sparsity:g}" if uses_sparsity(cfg) else ""
+    return f"{method_label(cfg)}{sparsity}-{cfg.dataset}-{cfg.model}-{stamp}"
 
 
-__all__ = ["RunConfig", "make_config", "load_toml", "validate", "default_name"]
+__all__ = ["RunConfig", "make_config", "load_toml", "validate", "default_name", "upgrade_config", "parse_param_options"]

@@ -16,6 +16,7 @@ under vmap needs ``randomness="different"`` (or ``"same"``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -64,7 +65,7 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> n
 
 def fc(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:
     """The paper's FC net: in-4069-4069-4069-classes (4069 as in the reference), ReLU unless fc_linear."""
-    n_in = math.prod(input_shape)
+    n_in = math.prod(_image_shape(input_shape, "fc"))
     layers: list[nn.Module] = [nn.Flatten()]
     widths = [n_in, 4069, 4069, 4069]
     for a, b in zip(widths[:-1], widths[1:]):
@@ -77,7 +78,7 @@ def fc(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, opts: ModelOptions) -> nn.Module:
     """A small fast model for tests and quick looks: in-100-classes with ReLU (79,510 params on MNIST)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 100), nn.ReLU(), nn.Linear(100, num_classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(_image_shape(input_shape, "mlp")), 100), nn.ReLU(), nn.Linear(100, num_classes))
 
 
 VGG_BLOCKS: dict[str, list[list[int]]] = {
@@ -199,6 +200,26 @@ MODELS: dict[str, Callable[[tuple[int, ...], int, ModelOptions], nn.Module]] = {
     "gru": gru,
     "gru-small": gru_small,
 }
+
+
+SEQUENCE_MODELS = {"gru", "gru-small"}  # take int64 token sequences [T]; the others take float images [C, H, W]
+
+
+@functools.lru_cache(maxsize=None)
+def check_fits(model: str, dataset: str) -> None:
+    """ConfigError unless ``model`` can be built for ``dataset``'s inputs (known without reading its
+    files): images or token sequences, and large enough images (e.g. vgg needs 32x32). Built on the
+    meta device: no memory allocated."""
+    from .data.datasets import dataset_shape
+
+    input_shape, num_classes = dataset_shape(dataset)
+    tokens = len(input_shape) == 1
+    if tokens != (model in SEQUENCE_MODELS):
+        fits = ", ".join(sorted(m for m in MODELS if (m in SEQUENCE_MODELS) == tokens))
+        kind = f"token sequences [{input_shape[0]}]" if tokens else f"images {list(input_shape)}"
+        raise ConfigError(f"model {model} cannot take dataset {dataset}'s {kind}; models for it: {fits}")
+    with torch.device("meta"):
+        build_model(model, input_shape, num_classes)
 
 
 def num_params_for(cfg) -> int:

@@ -11,13 +11,15 @@ file names are stable:
 - ``G-accuracy-vs-bits.{fmt}``: test accuracy (%) vs cumulative uplink bits, all clients (log x);
 - ``G-accuracy-vs-round.{fmt}``: test accuracy (%) vs communication round;
 - ``G-loss-vs-round.{fmt}``: test loss (cross-entropy) vs round (``x=("bits",)``: ``G-loss-vs-bits``);
-- ``G-summary.{fmt}``: those panels side by side, lettered (a), (b), ..., with one shared legend.
+- ``G-summary.{fmt}``: those panels side by side, lettered (a), (b), ..., with one shared legend;
+- ``G-frontier.{fmt}``: one point per run at (total uplink bits, final test accuracy), coloured by
+  method, with the Pareto frontier (best accuracy for at most that many bits) drawn through the best.
 
 With ``targets``, accuracy panels show the group's target accuracy as a dotted line.
 
 One line per experiment (method + sparsity, plus any other differing option); runs that differ only
 in seed are drawn as their mean with a shaded min-max band. A method has the same colour in every
-figure (:data:`METHOD_COLORS`, Okabe-Ito colour-blind-safe); experiments of one method (sparsities,
+figure (:data:`PALETTE` by preset order, Okabe-Ito first); experiments of one method (sparsities,
 other options) differ by line style. Legends sit outside the axes, so they never cover data. :func:`plot_panel` draws one
 panel on a given axes, for custom layouts.
 """
@@ -40,16 +42,11 @@ from .compare import experiment_key, group_of, labels, sort_key  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .results import RunRecord  # noqa: E402
 
-METHOD_COLORS = {  # Okabe-Ito
-    "none": "#000000",
-    "topk": "#E69F00",
-    "topk-ef": "#0072B2",
-    "randk": "#009E73",
-    "flare": "#D55E00",
-    "ef21": "#CC79A7",
-    "fedprox-ef": "#56B4E9",
-}
-_EXTRA_COLORS = ["#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#F0A0A0"]
+# A method's colour is its preset's position (methods/presets.py) in this palette: Okabe-Ito (colour-blind
+# safe) for the first eight (none black, then the paper's methods), then tab20's darker and lighter tones.
+PALETTE = ["#000000", "#E69F00", "#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
+           "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22",
+           "#17BECF", "#AEC7E8", "#FFBB78", "#98DF8A", "#FF9896", "#C5B0D5", "#C49C94"]
 LINESTYLES = ["-", "--", ":", "-."]
 FORMATS = {"png", "pdf", "svg"}
 X_AXES = {"bits": "bits", "round": "round", "rounds": "round"}
@@ -81,10 +78,13 @@ _COLUMN = {"accuracy": "test_accuracy", "loss": "test_loss"}
 
 
 def method_color(method: str) -> str:
-    """The colour of ``method`` in every figure (unknown methods: a fixed colour from a hash of the name)."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    return _EXTRA_COLORS[int(hashlib.md5(method.encode()).hexdigest(), 16) % len(_EXTRA_COLORS)]
+    """The colour of ``method`` in every figure: its preset's position in PALETTE (others: from a hash of the name)."""
+    from .methods.presets import method_names
+
+    names = method_names()
+    if method in names:
+        return PALETTE[names.index(method) % len(PALETTE)]
+    return PALETTE[int(hashlib.md5(method.encode()).hexdigest(), 16) % len(PALETTE)]
 
 
 def normalize_x(x: str | Sequence[str]) -> tuple[str, ...]:
@@ -192,6 +192,71 @@ def group_slug(group: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", group).strip("-")
 
 
+def pareto_front(bits: Sequence[float], acc: Sequence[float]) -> list[int]:
+    """Indices of the non-dominated points, by increasing bits: no other point has at most as many bits
+    and at least as high an accuracy with one of the two strictly better."""
+    order = sorted(range(len(bits)), key=lambda i: (bits[i], -acc[i]))
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(i)
+            best = acc[i]
+    return front
+
+
+def plot_frontier(ax, records: Sequence[RunRecord], target: float | None = None) -> None:
+    """Each run a point at (total uplink bits, final test accuracy), coloured by method; the Pareto
+    frontier (the best accuracy any run reached for at most that many bits) as a staircase through the best."""
+    from .compare import evaluated, method_label
+
+    pts = []
+    for rec in sorted(records, key=sort_key):
+        ev = evaluated(rec.metrics)
+        bits = float(rec.metrics["cumulative_uplink_bits"].iloc[-1])
+        if ev.empty or bits <= 0:
+            continue
+        pts.append((bits, 100.0 * float(ev["test_accuracy"].iloc[-1]), method_label(rec), rec.config["method"]))
+    if not pts:
+        return
+    seen = set()
+    for bits, acc, label, method in pts:
+        ax.scatter([bits], [acc], s=16, color=method_color(method), label=None if label in seen else label, zorder=3,
+                   edgecolors="white", linewidths=0.4)
+        seen.add(label)
+    front = pareto_front([p[0] for p in pts], [p[1] for p in pts])
+    fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
+    ax.step(fx + [max(p[0] for p in pts) * 1.5], fy + [fy[-1]], where="post", color="0.35", linewidth=1.0, zorder=2,
+            label="Pareto frontier")
+    for i in front:
+        ax.annotate(pts[i][2], (pts[i][0], pts[i][1]), textcoords="offset points", xytext=(3, -8), fontsize=6, color="0.25")
+    if target is not None and np.isfinite(target):
+        ax.axhline(100.0 * target, color="0.45", linestyle=(0, (1, 2)), linewidth=1.0, label=f"target {100.0 * target:.1f}%", zorder=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("Total uplink (bits, all clients, whole run)")
+    ax.set_ylabel("Final test accuracy (%)")
+
+
+def save_frontier(records: Sequence[RunRecord], out_dir: str | Path, formats: Sequence[str] = ("png", "pdf"),
+                  targets: Mapping[str, float] | None = None) -> list[Path]:
+    """``G-frontier.{fmt}`` per group: accuracy vs uplink bits, one point per run, the Pareto frontier drawn."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[group_of(r)].append(r)
+    paths: list[Path] = []
+    with plt.rc_context(STYLE):
+        for group, runs in sorted(groups.items()):
+            fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+            plot_frontier(ax, runs, (targets or {}).get(group))
+            ax.set_title(f"{group}: accuracy per uplink bit")
+            handles, names = ax.get_legend_handles_labels()
+            if handles:
+                ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=6.5)
+            paths += _save(fig, out / f"{group_slug(group)}-frontier", normalize_formats(formats))
+    return paths
+
+
 def save_figures(
     records: Sequence[RunRecord],
     out_dir: str | Path,
@@ -199,6 +264,7 @@ def save_figures(
     x: str | Sequence[str] = ("bits", "round"),
     summary: bool = True,
     targets: Mapping[str, float] | None = None,
+    frontier: bool = True,
 ) -> list[Path]:
     """Write the figures described in the module docstring under ``out_dir``; returns their paths.
 
@@ -229,7 +295,9 @@ def save_figures(
                 fig.suptitle(f"{group}", fontsize=9)
                 figure_legend(fig, np.atleast_1d(axes)[0])
                 paths += _save(fig, out / f"{slug}-summary", formats)
+    if frontier:
+        paths += save_frontier(records, out, formats, targets)
     return paths
 
 
-__all__ = ["save_figures", "figure_legend", "plot_panel", "experiments", "method_color", "normalize_x", "normalize_formats", "panels_for", "METHOD_COLORS", "STYLE"]
+__all__ = ["save_figures", "figure_legend", "plot_panel", "experiments", "method_color", "normalize_x", "normalize_formats", "panels_for", "PALETTE", "STYLE", "save_frontier", "pareto_front"]

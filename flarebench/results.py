@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import json
+import io
+import math
 import os
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError
+from .rundir import CONFIG_FILE, METRICS_FILE, check_new_run_dir, read_meta  # noqa: F401  (re-exported)
 
 COLUMNS = [
     "round",  # rounds completed (0 = initial model)
@@ -36,8 +39,6 @@ COLUMNS = [
     "wall_time_s",  # seconds since the run started (training + evaluation + I/O)
 ]
 __doc__ += "\n".join(f"    {c}" for c in COLUMNS)
-
-CONFIG_FILE, METRICS_FILE = "config.json", "metrics.csv"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -88,12 +89,13 @@ def _check_creatable(out_dir: Path) -> None:
                            if base != out_dir.absolute() else f"output directory {out_dir} is not writable")
 
 
-def check_new_run_dir(run_dir: Path, overwrite: bool = False) -> None:
-    """ResultsError if ``run_dir`` is not a directory, or holds files and ``overwrite`` is not given."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ResultsError(f"{run_dir} exists and is not a run directory; choose another --name or --out")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise ResultsError(f"run {run_dir} exists; resume it with --resume {run_dir} or start over with --overwrite")
+def run_columns(meta: dict) -> list[str]:
+    """A run's metrics.csv columns: COLUMNS, then any a backend adds after them (config.json's ``columns``,
+    e.g. the Flower backend's transport bits)."""
+    cols = meta.get("columns")
+    if isinstance(cols, list) and cols[: len(COLUMNS)] == COLUMNS:
+        return list(cols)
+    return list(COLUMNS)
 
 
 class RunWriter:
@@ -105,13 +107,14 @@ class RunWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta
         write_json_atomic(self.dir / CONFIG_FILE, meta)
+        self.columns = run_columns(meta)
         self._file = open(self.dir / METRICS_FILE, "w", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self._csv = csv.DictWriter(self._file, fieldnames=self.columns)
         self._csv.writeheader()
         self._file.flush()
 
     def append(self, row: dict) -> None:
-        self._csv.writerow({c: _fmt(row.get(c)) for c in COLUMNS})
+        self._csv.writerow({c: _fmt(row.get(c)) for c in self.columns})
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -124,26 +127,32 @@ class RunWriter:
             self._file.close()
 
     @classmethod
-    def reopen(cls, run_dir: Path, meta: dict, last_round: int) -> tuple["RunWriter", list[dict]]:
+    def reopen(cls, run_dir: Path, meta: dict, last_round: int, blank_eval_at: int | None = None) -> tuple["RunWriter", list[dict]]:
         """Resume a run: keep metrics rows 0..``last_round`` (rewritten atomically), drop later ones,
         write ``meta`` and append from there. Returns the writer and the kept rows (values parsed).
-        ResultsError if the header differs from COLUMNS or a row up to ``last_round`` is missing."""
+        ``blank_eval_at``: a round whose test_loss/test_accuracy are emptied (an extended run's old last
+        round, evaluated only because it was last). ResultsError if the header differs from COLUMNS or a
+        row up to ``last_round`` is missing."""
         self = cls.__new__(cls)
-        self.dir, self.meta = Path(run_dir), meta
+        self.dir, self.meta, self.columns = Path(run_dir), meta, run_columns(meta)
         path = self.dir / METRICS_FILE
         try:
             lines = path.read_text().splitlines(keepends=True)
         except (OSError, UnicodeDecodeError) as e:
             raise ResultsError(f"cannot resume {self.dir}: cannot read {path} ({e})") from None
-        if not lines or lines[0].rstrip("\r\n").split(",") != COLUMNS:
+        if not lines or lines[0].rstrip("\r\n").split(",") != self.columns:
             raise ResultsError(f"cannot resume {self.dir}: {path} does not have this version's columns")
         kept, rows = [lines[0]], []
         for line in lines[1 : last_round + 2]:
             values = next(csv.reader([line]))
-            if not line.endswith("\n") or len(values) != len(COLUMNS) or values[0] != str(len(rows)):
+            if not line.endswith("\n") or len(values) != len(self.columns) or values[0] != str(len(rows)):
                 break
+            row = {c: _parse(v) for c, v in zip(self.columns, values)}
+            if row["round"] == blank_eval_at:
+                row.update(test_loss=None, test_accuracy=None)
+                line = _csv_line({c: _fmt(row[c]) for c in self.columns}, self.columns)
             kept.append(line)
-            rows.append({c: _parse(v) for c, v in zip(COLUMNS, values)})
+            rows.append(row)
         if len(rows) != last_round + 1:
             raise ResultsError(f"cannot resume {self.dir}: {path} lacks the rows up to the checkpoint's round {last_round}")
         tmp = path.with_name(path.name + ".tmp")
@@ -154,8 +163,15 @@ class RunWriter:
         os.replace(tmp, path)
         write_json_atomic(self.dir / CONFIG_FILE, meta)
         self._file = open(path, "a", newline="")
-        self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        self._csv = csv.DictWriter(self._file, fieldnames=self.columns)
         return self, rows
+
+
+def _csv_line(cells: dict, columns: list[str] = COLUMNS) -> str:
+    """One metrics.csv line, as csv.DictWriter writes it."""
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=columns).writerow(cells)
+    return buf.getvalue()
 
 
 def _parse(v: str):
@@ -192,18 +208,62 @@ class RunRecord:
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
-    """Read a run directory; ResultsError if it is not one."""
+    """Read a run directory; ResultsError if it is not one, or saying which of its files is damaged."""
+    p = Path(run_dir)
+    if not (p / CONFIG_FILE).is_file() or not (p / METRICS_FILE).is_file():
+        raise ResultsError(f"{p} is not a flarebench run (needs {CONFIG_FILE} and {METRICS_FILE})")
+    meta = read_meta(p)
+    return RunRecord(p, meta, read_metrics(p, meta))
+
+
+# metrics.csv columns that every row fills with a finite number; the others may be empty (no evaluation,
+# row 0's train loss) or NaN (a diverged loss); position_codecs is text
+FILLED = {"round", "clients", "nnz", "uplink_bits", "cumulative_uplink_bits", "downlink_bits", "cumulative_downlink_bits", "wall_time_s"}
+TEXT = {"position_codecs"}
+
+
+def read_metrics(run_dir: Path, meta: dict):
+    """``RUN_DIR/metrics.csv`` as a pandas DataFrame, checked row by row: every row has the header's
+    fields, numbers where numbers belong, and rounds 0, 1, 2, ... A last row cut mid-write (a killed
+    run) is dropped, unless config.json says the run is complete. ResultsError naming the run, the file
+    and the line otherwise; also when config.json says complete and metrics.csv stops short."""
     import pandas as pd
 
-    p = Path(run_dir)
-    cfg_path, met_path = p / CONFIG_FILE, p / METRICS_FILE
-    if not cfg_path.is_file() or not met_path.is_file():
-        raise ResultsError(f"{p} is not a flarebench run (needs {CONFIG_FILE} and {METRICS_FILE})")
+    path = Path(run_dir) / METRICS_FILE
+
+    def damaged(why: str) -> ResultsError:
+        return ResultsError(f"run {run_dir}: {METRICS_FILE} is damaged ({why})")
+
     try:
-        meta = json.loads(cfg_path.read_text())
-        metrics = pd.read_csv(met_path)
-    except (json.JSONDecodeError, ValueError, OSError) as e:
-        raise ResultsError(f"cannot read run {p}: {e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise ResultsError(f"cannot read run {p}: {cfg_path} has no 'config' object")
-    return RunRecord(p, meta, metrics)
+        lines = path.read_text().splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as e:
+        raise damaged(f"not readable: {e}") from None
+    header = next(csv.reader(lines[:1]), [])
+    if "round" not in header:
+        raise damaged("no header with a 'round' column")
+    body = lines[1:]
+    complete = meta.get("status") == "complete"
+    if body and not body[-1].endswith("\n"):  # cut mid-row: a run killed while writing it
+        if complete:
+            raise damaged(f"line {len(lines)} is cut mid-row, yet {CONFIG_FILE} says the run is complete")
+        body.pop()
+    for n, line in enumerate(body, start=2):
+        values = next(csv.reader([line]), [])
+        if len(values) != len(header):
+            raise damaged(f"line {n} has {len(values)} fields, the header {len(header)}")
+        cells = dict(zip(header, values))
+        for col, v in cells.items():
+            if col in TEXT or (v == "" and col not in FILLED):
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                raise damaged(f"line {n}, column {col}: {v!r} is not a number") from None
+            if col in FILLED and not math.isfinite(x):
+                raise damaged(f"line {n}, column {col}: {v!r} is not a finite number")
+        if float(cells["round"]) != n - 2:
+            raise damaged(f"line {n} is round {cells['round']}, expected {n - 2}")
+    planned = meta["config"].get("rounds")
+    if complete and isinstance(planned, int) and len(body) != planned + 1:
+        raise damaged(f"{CONFIG_FILE} says the run completed {planned} rounds, {METRICS_FILE} has rows up to round {len(body) - 1}")
+    return pd.read_csv(io.StringIO("".join(lines[:1] + body)))

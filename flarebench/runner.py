@@ -23,14 +23,21 @@ from .engine.round import Federation, RoundStats
 from .engine.seeds import derive
 from .errors import ConfigError
 from .flat import Layout
-from .methods.presets import DESCRIPTIONS, build_parts
+from .methods.presets import build_parts, get_preset
 from .models import ModelOptions, build_model
-from .checkpoint import Checkpointer, Resumed, locked_run, pin_engine, remove_checkpoint, resume_run
+from .checkpoint import Checkpointer, Resumed, pin_engine, resume_run
+from .rundir import locked_run
 from .results import COLUMNS, RunWriter, check_new_run_dir, check_writable, git_commit
 
 
+DEVICES = {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)}
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; asking for cuda without one is a ConfigError."""
+    """``auto`` -> cuda if available, else cpu; asking for cuda without one, or for another device
+    (e.g. ``tpu``), is a ConfigError."""
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device '{name}' (choose from: auto, cpu, cuda, cuda:N)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -52,7 +59,7 @@ class Setup:
         """The content of config.json."""
         return {
             "config": self.cfg.to_dict(),
-            "method_description": DESCRIPTIONS.get(self.cfg.method, ""),
+            "method_description": get_preset(self.cfg.method).description,
             "num_params": self.layout.num_params,
             "tensors": self.layout.describe(),
             "client_samples": [int(n) for n in self.federation.client_sizes.tolist()],
@@ -63,7 +70,7 @@ class Setup:
             "torch_version": torch.__version__,
             "python_version": platform.python_version(),
             "git_commit": git_commit(),
-            "columns": COLUMNS,
+            "columns": COLUMNS + list(getattr(self.federation, "extra_columns", [])),  # a backend may add columns
             "status": "running",
         }
 
@@ -118,10 +125,15 @@ def run(
 
     ``on_round(row, stats)`` is called after each row is written (row 0: initial model, stats None).
     ``resume``: an interrupted run's directory; ``cfg`` must be its config (checkpoint.resume_config);
-    it continues after its checkpoint. ``checkpoint_every``: save the state every N rounds
-    (None: auto, at most ~2.4% of run time (1/41)); the checkpoint is deleted when the run completes.
+    it continues after its checkpoint; with more ``cfg.rounds`` than the run had, it extends the run
+    (a complete one too). ``checkpoint_every``: save the state every N rounds (None: auto, at most
+    ~2.4% of run time (1/41)); the state after the last round is kept in checkpoint.pt for extending.
     Bad input raises a FlarebenchError before anything is written.
     """
+    if cfg.backend == "flower" and prepared is None:  # Flower's simulation engine runs the rounds (backends/flower)
+        from .backends.flower.simulation import run_simulated
+
+        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every)
     check_output(cfg, overwrite, resume)
     Checkpointer.check_every(checkpoint_every)
     s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
@@ -129,6 +141,8 @@ def run(
     cfg = s.cfg = cfg.replace(name=name)
     writer, resumed = _open_writer(s, Path(cfg.out).expanduser() / name, overwrite, resume)
     saver = Checkpointer(writer.dir, checkpoint_every)
+    if resumed:
+        saver.saved_round = resumed.checkpoint.round
     fed, t0 = s.federation, time.perf_counter() - (resumed.checkpoint.elapsed_s if resumed else 0.0)
     rows: list[dict] = list(resumed.rows) if resumed else []
     up, down = (rows[-1]["cumulative_uplink_bits"], rows[-1]["cumulative_downlink_bits"]) if resumed else (0, 0)
@@ -163,6 +177,7 @@ def run(
                 "cumulative_downlink_bits": down,
                 "position_codecs": ";".join(f"{k}:{v}" for k, v in sorted(stats.codecs.items())),
                 "wall_time_s": time.perf_counter() - t0,
+                **getattr(stats, "extra", {}),  # a backend's own columns (Flower: transport bits)
             }
             writer.append(row)
             rows.append(row)
@@ -170,8 +185,9 @@ def run(
                 saver.save(stats.round, fed, _cumulative(row), time.perf_counter() - t0)
             if on_round:
                 on_round(row, stats)
+        if rows[-1]["round"] != saver.saved_round:  # the final state, kept so that --resume --rounds N can extend the run
+            saver.save(rows[-1]["round"], fed, _cumulative(rows[-1]), time.perf_counter() - t0)
         writer.set_status("complete", wall_time_s=time.perf_counter() - t0, **saver.summary())
-        remove_checkpoint(writer.dir)
     except BaseException as e:  # Ctrl-C -> "interrupted", an error -> "failed"; resumable from the checkpoint
         writer.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", **saver.summary())
         raise

@@ -4,7 +4,7 @@ A sweep config is a run config (top-level keys = RunConfig fields) plus::
 
     [sweep]
     methods = ["flare", "topk-ef", "ef21", "fedprox-ef", "none"]
-    sparsities = [0.99999]      # fraction NOT sent; ignored by "none" (one run per seed)
+    sparsities = [0.99999]      # fraction NOT sent; one run per seed for compressors that ignore it (none, qsgd, ...)
     seeds = [0]
     out = "results/NAME"        # optional; default results/<config file stem>
 
@@ -20,7 +20,6 @@ skips complete runs, resumes interrupted ones from their checkpoint (where the r
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ from typing import Callable
 
 from .config import FIELD_NAMES, RunConfig, load_toml, make_config
 from .errors import ConfigError, ResultsError
-from .results import CONFIG_FILE, METRICS_FILE
+from .methods.presets import method_label, uses_sparsity
+from .rundir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, config_diffs, read_meta
 
 SWEEP_KEYS = {"methods", "sparsities", "seeds", "out"}
-IGNORED_FOR_MATCH = {"out", "name"}  # config fields that may differ between a stored run and the grid
 
 
 @dataclass
@@ -52,7 +51,7 @@ class Sweep:
         """One validated RunConfig per grid point (``name`` and ``out`` set), in a stable order."""
         out = []
         for method in self.methods:
-            sparsities = self.sparsities[:1] if method == "none" else self.sparsities
+            sparsities = self.sparsities if uses_sparsity(method) else self.sparsities[:1]
             for sparsity in sparsities:
                 for seed in self.seeds:
                     values = {**self.base, "method": method, "sparsity": sparsity, "seed": seed, "out": str(self.out)}
@@ -62,10 +61,11 @@ class Sweep:
 
 
 def run_name(cfg: RunConfig) -> str:
-    """``{method}-s{sparsity}-seed{seed}``, e.g. ``flare-s0.99999-seed0``; ``none-seed0`` for FedAvg."""
-    if cfg.method == "none":
-        return f"none-seed{cfg.seed}"
-    return f"{cfg.method}-s{cfg.sparsity:.10g}-seed{cfg.seed}"
+    """``{method}-s{sparsity}-seed{seed}``, e.g. ``flare-s0.99999-seed0``; ``none-seed0`` where the
+    compressor ignores the sparsity (FedAvg, qsgd, ...); replaced parts named (``flare+stc-s0.999-seed0``)."""
+    if not uses_sparsity(cfg):
+        return f"{method_label(cfg)}-seed{cfg.seed}"
+    return f"{method_label(cfg)}-s{cfg.sparsity:.10g}-seed{cfg.seed}"
 
 
 def _list(value, name: str, kind: type) -> list:
@@ -130,21 +130,15 @@ def run_state(cfg: RunConfig) -> str:
     ResultsError if the directory holds a run made with a different config (it would be mixed up).
     """
     run_dir = Path(cfg.out) / cfg.name
-    cfg_path = run_dir / CONFIG_FILE
-    if not cfg_path.is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         return "missing"
     try:
-        meta = json.loads(cfg_path.read_text())
-        stored = meta["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "partial"  # unreadable: restart it
-    ignored = IGNORED_FOR_MATCH | ({"sparsity"} if cfg.method == "none" else set())  # FedAvg sends everything
-    diffs = [k for k, v in cfg.to_dict().items() if k not in ignored and k in stored and stored[k] != v]
+        meta = read_meta(run_dir)
+    except ResultsError:
+        return "partial"  # damaged: restart it
+    diffs = config_diffs(meta["config"], cfg.to_dict())  # the rule --resume uses (rundir.py)
     if diffs:
-        raise ResultsError(
-            f"{run_dir} was made with a different config ({', '.join(f'{k}={stored[k]!r}' for k in diffs[:3])}); "
-            "use another --out or --overwrite"
-        )
+        raise ResultsError(f"{run_dir} was made with a different config ({'; '.join(diffs[:3])}); use another --out or --overwrite")
     if meta.get("status") == "complete" and (run_dir / METRICS_FILE).is_file():
         return "complete"
     return "partial"
@@ -154,10 +148,6 @@ def _can_resume(cfg: RunConfig) -> bool:
     """Whether the runner offers resuming and this run has a checkpoint to resume from."""
     from . import runner
 
-    try:
-        from .checkpoint import CHECKPOINT_FILE
-    except ImportError:
-        return False
     return "resume" in inspect.signature(runner.run).parameters and (Path(cfg.out) / cfg.name / CHECKPOINT_FILE).is_file()
 
 
@@ -183,20 +173,20 @@ def execute(cfg: RunConfig, action: str, threads: int | None = None) -> dict:
 
 def plan(sweep: Sweep, overwrite: bool = False) -> list[tuple[RunConfig, str]]:
     """``(cfg, action)`` per grid point: ``skip`` (complete), ``resume``, ``restart`` or ``run``."""
-    out = []
-    for cfg in sweep.configs():
-        if overwrite:
-            state = "missing" if not (Path(cfg.out) / cfg.name).exists() else "partial"
-            out.append((cfg, "restart" if state == "partial" else "run"))
-            continue
-        state = run_state(cfg)
-        if state == "complete":
-            out.append((cfg, "skip"))
-        elif state == "partial":
-            out.append((cfg, "resume" if _can_resume(cfg) else "restart"))
-        else:
-            out.append((cfg, "run"))
-    return out
+    return [(cfg, action_for(cfg, overwrite)) for cfg in sweep.configs()]
+
+
+def action_for(cfg: RunConfig, overwrite: bool = False) -> str:
+    """What :func:`plan` does with one grid point, from its run directory's state now (a Ray task
+    retried after its worker died asks again: ``resume``)."""
+    if overwrite:
+        return "restart" if (Path(cfg.out) / cfg.name).exists() else "run"
+    state = run_state(cfg)
+    if state == "complete":
+        return "skip"
+    if state == "partial":
+        return "resume" if _can_resume(cfg) else "restart"
+    return "run"
 
 
 def run_sweep(
@@ -254,9 +244,9 @@ def run_dirs(sweep: Sweep, complete_only: bool = True) -> list[Path]:
             continue
         if complete_only:
             try:
-                if json.loads((d / CONFIG_FILE).read_text()).get("status") != "complete":
+                if read_meta(d).get("status") != "complete":
                     continue
-            except (OSError, ValueError):
+            except ResultsError:
                 continue
         out.append(d)
     return out
@@ -273,4 +263,4 @@ def compare_sweep(sweep: Sweep, out_dir: str | Path | None = None):
     return compare(dirs, out_dir if out_dir is not None else sweep.out / "compare", formats=[])
 
 
-__all__ = ["Sweep", "load_sweep", "run_name", "run_state", "plan", "run_sweep", "run_dirs", "compare_sweep", "split_csv"]
+__all__ = ["Sweep", "load_sweep", "run_name", "run_state", "plan", "action_for", "run_sweep", "run_dirs", "compare_sweep", "split_csv"]

@@ -196,3 +196,25 @@ def test_a_default_target_below_a_compressed_run_is_flagged():
     assert warning.startswith("group g: the best uncompressed run (0.2800) is below a compressed one (0.6800)")
     assert target_warnings(table, {"g": 0.5, "h": 0.5}, given=True) == []
     assert "no uncompressed run" in target_warnings(table, {"g": float("nan")}, given=False)[0]
+
+
+def test_compare_warns_when_runs_side_by_side_used_different_engines_or_devices(results, tmp_path, capsys):
+    """Runs of one group trained with other engines (or on other devices) differ by float rounding too: warned."""
+    code, _, err = cli(capsys, "compare", results, "--out", tmp_path / "same", "--format", "none")
+    assert code == 0 and "different engines" not in err and "different devices" not in err, err
+    root = tmp_path / "mixed"
+    shutil.copytree(results, root)
+    meta_path = root / "topk-ef-1" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["engine_resolved"] = {**meta["engine_resolved"], "engine": "vectorized"}
+    meta_path.write_text(json.dumps(meta))
+    code, _, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--format", "none")
+    (line,) = [l for l in err.splitlines() if "different" in l]
+    assert code == 0 and line.startswith("flarebench: warning: group mnist-embedded/mlp: the runs used different engines "
+                                         "(sequential: none-0, topk-ef-0; vectorized: topk-ef-1)"), err
+    assert "differ by float rounding as well as by method" in line
+    meta_path.write_text(json.dumps({**meta, "engine_resolved": json.loads((results / "none-0" / "config.json").read_text())["engine_resolved"],
+                                     "device": "cuda (NVIDIA H100 80GB HBM3)"}))
+    code, _, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--format", "none")
+    (line,) = [l for l in err.splitlines() if "different" in l]
+    assert "the runs used different devices (cpu: none-0, topk-ef-0; cuda (NVIDIA H100 80GB HBM3): topk-ef-1)" in line, err

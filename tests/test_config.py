@@ -7,7 +7,8 @@ from flarebench.errors import ConfigError
 def test_defaults_are_the_main_job():
     cfg = make_config()
     assert (cfg.method, cfg.sparsity, cfg.dataset) == ("flare", 0.999, "mnist-embedded")
-    assert (cfg.flare_tau0, cfg.flare_decay, cfg.flare_steps, cfg.flare_percentile) == (0.05, 1.1, 1, 50.0)
+    assert (cfg.regularizer, cfg.compressor, cfg.memory, cfg.aggregator) == ("flare", "topk", "residual", "weighted-mean")
+    assert cfg.params["regularizer"] == {"tau0": 0.05, "decay": 1.1, "steps": 1, "percentile": 50.0}
     assert cfg.density == pytest.approx(0.001)
 
 
@@ -26,7 +27,11 @@ def test_toml_then_overrides(tmp_path):
         ("bogus = 1\n", "unknown key 'bogus'"),
         ("method = \n", "malformed TOML"),
         ("rounds = 'ten'\n", "rounds must be int"),
-        ("ef = 1\n", "ef must be true or false"),
+        ("ef = 1\n", "'ef' in .* is gone: error feedback is a part now: --memory residual \\| none"),
+        ("flare-tau0 = 1\n", "'flare-tau0' in .* is gone: .*-p regularizer.tau0="),
+        ("[regularizer]\ntau = 1\n", "regularizer 'flare' has no parameter 'tau' \\(did you mean 'tau0'\\?\\)"),
+        ("[regularizer.flare]\ntau0 = 'x'\n", "regularizer.tau0 must be float"),
+        ("[compressor]\nname = 'nope'\n", "unknown compressor 'nope'"),
     ],
 )
 def test_bad_toml(tmp_path, text, fragment):
@@ -60,24 +65,60 @@ def test_config_roundtrips_through_dict():
     assert RunConfig(**cfg.to_dict()) == cfg
 
 
-def test_error_feedback_is_what_the_method_does():
-    """``ef`` is randk's choice; the other methods fix it, config records what runs, a conflict is an error."""
-    assert make_config(method="topk").ef is False
-    assert make_config(method="flare").ef is True and make_config(method="topk-ef").ef is True
-    assert make_config(method="randk").ef is True and make_config(method="randk", ef=False).ef is False
-    with pytest.raises(ConfigError, match="method topk is defined without error feedback; use topk-ef"):
-        make_config(method="topk", ef=True)
-    for method in ("flare", "topk-ef", "fedprox-ef", "ef21"):
-        with pytest.raises(ConfigError, match=f"method {method} is defined with error feedback"):
-            make_config(method=method, ef=False)
+def test_config_records_the_parts_that_run():
+    """config.json's part names and parameters are the ones built: no field can claim another memory
+    (the bug of the flat ``ef`` key: ``none`` with a lossy value codec recorded ef = true and ran none)."""
+    from flarebench.flat import Layout
+    from flarebench.methods.presets import build_parts, method_names
+    import torch
+
+    layout = Layout.of(torch.nn.Linear(3, 2))
+    cases = [dict(method=m) for m in ("none", "topk", "topk-ef", "randk", "flare", "ef21", "fedprox-ef")]
+    cases += [dict(method="none", params={"compressor": {"value_codec": "sign+scale"}}),
+              dict(method="randk", memory="none"), dict(method="flare", compressor="randk")]
+    for kw in cases:
+        cfg = make_config(**kw)
+        parts = build_parts(cfg, layout)
+        for kind in ("regularizer", "compressor", "memory", "aggregator"):
+            assert getattr(parts, kind).name == getattr(cfg, kind), (kw, kind)
+            assert {p.name: getattr(getattr(parts, kind), p.name) for p in type(getattr(parts, kind)).params} == cfg.params[kind]
+        again = make_config(**cfg.to_dict())  # config.json read back resolves to the same run
+        assert again == cfg
+    assert make_config(method="none", params={"compressor": {"value_codec": "sign+scale"}}).memory == "none"
+    assert "ef" not in make_config().to_dict()
+
+
+@pytest.mark.parametrize("kw, fragment", [
+    (dict(method="flare", memory="none"), "regularizer flare pulls toward w \\+ the memory's unsent remainder"),
+    (dict(method="topk-ef", memory="ef21"), "memory ef21 needs the ef21 aggregator"),
+    (dict(method="topk-ef", aggregator="ef21"), "aggregator ef21 needs the ef21 memory"),
+    (dict(method="flare", compressor="nope"), "unknown compressor 'nope'"),
+    (dict(params={"*": {"tau0": "1", "nope": "2"}}), "-p nope: no part of this run declares it"),
+])
+def test_impossible_combinations_are_one_error(kw, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        make_config(**kw)
+
+
+def test_param_options_parse_and_find_their_part():
+    from flarebench.config import parse_param_options
+
+    got = parse_param_options(["compressor.rounding=reference", "regularizer.prox.tau0=0.2", "tau0=0.3"])
+    assert got == {"compressor": {"rounding": "reference"}, "regularizer": {"prox": {"tau0": "0.2"}}, "*": {"tau0": "0.3"}}
+    cfg = make_config(method="flare", params=got)
+    assert cfg.params["regularizer"]["tau0"] == 0.3 and cfg.params["compressor"]["rounding"] == "reference"
+    assert make_config(method="fedprox-ef", params=parse_param_options(["regularizer.prox.tau0=0.2"])).params["regularizer"]["tau0"] == 0.2
+    for bad in ["=1", "x", "memory.a.b.c=1", "bogus.tau0=1"]:
+        with pytest.raises(ConfigError):
+            parse_param_options([bad])
 
 
 def test_unknown_keys_suggest_the_closest(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown option 'methd' \(did you mean 'method'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown key 'methd' \(did you mean 'method'\?\)"):
         make_config(methd="flare")
     path = tmp_path / "c.toml"
-    path.write_text("flare_tau = 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'flare_tau' in .* \(did you mean 'flare-tau0'\?\)"):
+    path.write_text("sparsty = 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'sparsty' in .* \(did you mean 'sparsity'\?\)"):
         load_toml(path)
-    with pytest.raises(ConfigError, match=r"unknown option 'zzz'$"):
+    with pytest.raises(ConfigError, match=r"unknown key 'zzz'$"):
         make_config(zzz=1)

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from flarebench.flat import Layout, Segment
-from flarebench.methods.compressors import Identity, RandK, TopK, tensor_k
+from flarebench.methods.compressors import tensor_k
+from flarebench.methods.compressors.identity import Identity
+from flarebench.methods.compressors.randk import RandK
+from flarebench.methods.compressors.topk import TopK
 from flarebench.methods.memory import ResidualMemory
+from flarebench.methods.registry import PartContext, RoundContext
 from flarebench.methods.regularizers import FlareRegularizer, ProxRegularizer, percentile_mask, tau_schedule
-from flarebench.wire import WireFormat
 
 
 def layout_of(*sizes):
@@ -18,6 +21,10 @@ def layout_of(*sizes):
         segs.append(Segment(f"t{i}", (n,), start, n))
         start += n
     return Layout(segs)
+
+
+def ctx_of(layout, density=1.0, clients=1):
+    return PartContext(layout, clients, sparsity=1.0 - density)
 
 
 def test_tensor_k_rules():
@@ -33,9 +40,9 @@ def test_tensor_k_rules():
 def test_topk_keeps_largest_per_tensor():
     layout = layout_of(6, 4)
     v = torch.tensor([[0.1, -5.0, 0.3, 2.0, -0.2, 0.0, 1.0, -3.0, 0.5, 0.2]])
-    comp = TopK(layout, density=2 / 6, rounding="round")
+    comp = TopK(ctx_of(layout, 2 / 6), rounding="round")
     assert comp.counts == (2, 1)
-    (msg,) = comp.compress(v, [0])
+    (msg,) = comp.compress(v, RoundContext(0, [0]))
     assert msg.split_indices()[0].tolist() == [1, 3] and msg.split_indices()[1].tolist() == [1]
     dense = comp.decompress(msg)
     assert dense.tolist() == [0, -5.0, 0, 2.0, 0, 0, 0, -3.0, 0, 0]
@@ -44,47 +51,47 @@ def test_topk_keeps_largest_per_tensor():
 def test_ef_invariant_sent_plus_residual_equals_update_plus_old_residual():
     torch.manual_seed(0)
     layout = layout_of(50, 7, 300)
-    mem = ResidualMemory(num_clients=5, num_params=layout.num_params)
-    comp = TopK(layout, density=0.1)
-    wire = WireFormat(layout.sizes)
+    mem = ResidualMemory(ctx_of(layout))
+    acc = torch.zeros(5, layout.num_params)  # the backend's store of every client's state
+    comp = TopK(ctx_of(layout, 0.1))
     for r in range(4):
         ids = [0, 2, 3] if r % 2 else [1, 2, 4]
         d = torch.randn(len(ids), layout.num_params)
-        old = mem.residual(ids).clone()
-        v = mem.compensate(d, ids)
-        msgs = comp.compress(v, [0] * len(ids))
-        sent = torch.stack([comp.decompress(wire.decode(wire.encode(m).data)) for m in msgs])
-        mem.update(ids, v, sent)
-        torch.testing.assert_close(sent + mem.residual(ids), d + old, rtol=0, atol=0)
+        state = {"acc": acc[ids].clone()}
+        old = state["acc"].clone()
+        v = mem.compensate(d, state, None)
+        msgs = comp.compress(v, RoundContext(r, ids))
+        sent = torch.stack([comp.decompress(comp.decode(comp.encode(m))) for m in msgs])
+        mem.update(v, sent, state, None)
+        acc[ids] = state["acc"]
+        torch.testing.assert_close(sent + mem.residual(state), d + old, rtol=0, atol=0)
         assert int((sent != 0).sum()) == len(ids) * sum(comp.counts)
 
 
 def test_randk_server_rebuilds_exact_update_from_values_and_seed():
     layout = layout_of(1000, 10, 257)
-    comp = RandK(layout, density=0.05)
+    comp = RandK(ctx_of(layout, 0.05))
     v = torch.randn(2, layout.num_params)
-    seeds = [123456789, 2**62 + 5]
-    msgs = comp.compress(v, seeds)
-    wire = WireFormat(layout.sizes)
-    server = RandK(layout, density=0.05)  # a separate object: shares only the config
-    for row, seed, msg in zip(v, seeds, msgs):
-        enc = wire.encode(msg)
-        assert msg.indices is None  # positions never go on the wire
-        assert enc.bits == 8 * len(enc.data)
-        got = server.decompress(wire.decode(enc.data))
-        g = torch.Generator().manual_seed(seed)
+    ctx = RoundContext(3, [5, 9], seed=123)
+    msgs = comp.compress(v, ctx)
+    server = RandK(ctx_of(layout, 0.05))  # a separate object: shares only the config
+    for row, k, msg in zip(v, range(2), msgs):
+        data = comp.encode(msg)
+        assert msg.indices is None and msg.seed == ctx.seed_for(k, "randk")  # positions never go on the wire
+        got = server.decompress(server.decode(data))
+        g = torch.Generator().manual_seed(msg.seed)
         expected = torch.zeros_like(row)
-        for seg, k in zip(layout.segments, comp.counts):
-            pos = torch.randperm(seg.numel, generator=g)[:k] + seg.start
+        for seg, kt in zip(layout.segments, comp.counts):
+            pos = torch.randperm(seg.numel, generator=g)[:kt] + seg.start
             expected[pos] = row[pos]
         assert torch.equal(got, expected)
         # values + seed only: header + 8-byte seed + 4 bytes per value
-        assert len(enc.data) < 4 * msg.nnz + 8 + 32
+        assert len(data) < 4 * msg.nnz + 8 + 32
 
 
 def test_identity_is_dense():
     layout = layout_of(5, 3)
-    (msg,) = Identity(layout).compress(torch.arange(8.0).view(1, 8), [0])
+    (msg,) = Identity(ctx_of(layout)).compress(torch.arange(8.0).view(1, 8), RoundContext(0, [0]))
     assert msg.is_dense and msg.nnz == 8
 
 
@@ -101,7 +108,7 @@ def test_flare_regularizer_hand_computed():
     layout = layout_of(5, 4)
     w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 0.0, 0.0, 0.0, 0.0])
     acc = torch.tensor([[0.5, -3.0, 1.0, 0.1, 2.0, 4.0, -4.0, 1.0, 0.0]])
-    reg = FlareRegularizer(layout, tau0=0.05, decay=1.1, steps=1, percentile=50)
+    reg = FlareRegularizer(ctx_of(layout), tau0=0.05, decay=1.1, steps=1, percentile=50)
     anchor = reg.anchor(w, acc, round_idx=2, num_clients=1)
     assert anchor.tau == pytest.approx(0.05 / 1.1**3)  # tau0 / c^(r+1), r counted from 0
     assert anchor.steps == 1 and anchor.active(0) and not anchor.active(1)
@@ -114,7 +121,7 @@ def test_flare_regularizer_hand_computed():
 
 def test_prox_regularizer_and_schedule():
     w = torch.tensor([1.0, -1.0])
-    reg = ProxRegularizer(tau0=0.5, decay=2.0)
+    reg = ProxRegularizer(ctx_of(layout_of(2)), tau0=0.5, decay=2.0)
     a = reg.anchor(w, None, round_idx=0, num_clients=3)
     assert a.tau == 0.25 and a.steps is None and a.target.shape == (3, 2)
     assert reg.penalty(torch.tensor([2.0, 1.0]), a.target[0], None, a.tau).item() == pytest.approx(0.25 * (1 + 4))

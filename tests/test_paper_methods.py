@@ -15,7 +15,8 @@ from flarebench.flat import Layout
 from flarebench.methods.aggregation import EF21Aggregator
 from flarebench.methods.compressors import tensor_k
 from flarebench.methods.memory import EF21Memory
-from flarebench.methods.presets import DESCRIPTIONS, PRESETS, build_parts
+from flarebench.methods.presets import PRESETS, build_parts
+from flarebench.methods.registry import PartContext
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -53,34 +54,38 @@ def test_ef21_hand_computed_two_rounds():
         torch.tensor([[1.0, -3.0, 0.5, 2.0], [0.0, 1.0, -4.0, 0.2]]),
         torch.tensor([[2.0, -2.0, 0.5, 2.0], [1.5, 1.0, -3.0, 0.7]]),
     ]
-    fed.engine = ScriptedEngine(D)
+    fed.clients.engine = ScriptedEngine(D)
     fed.keep_messages = True
     w0 = fed.w.clone()
 
     s1 = fed.run_round(0)
     torch.testing.assert_close(fed.w - w0, torch.tensor([0.0, 0.0, -3.0, 0.5]))
-    torch.testing.assert_close(parts.memory.g, torch.tensor([[0.0, -3.0, 0.0, 2.0], [0.0, 1.0, -4.0, 0.0]]))
+    torch.testing.assert_close(fed.states.tensors["memory.g"], torch.tensor([[0.0, -3.0, 0.0, 2.0], [0.0, 1.0, -4.0, 0.0]]))
     w1 = fed.w.clone()
 
     s2 = fed.run_round(1)
     torch.testing.assert_close(fed.w - w1, torch.tensor([1.625, 0.25, -2.25, 0.5]))
     g = torch.tensor([[2.0, -2.0, 0.0, 2.0], [1.5, 1.0, -3.0, 0.0]])
-    torch.testing.assert_close(parts.memory.g, g)
+    torch.testing.assert_close(fed.states.tensors["memory.g"], g)
     torch.testing.assert_close(parts.aggregator.g, g)  # the server's copy stays in step
     # honest: only the innovations travel, k = 2 entries per message
     assert s1.nnz == s2.nnz == 2 * 2
-    sent2 = [parts.compressor.decompress(fed.wire.decode(e.data)) for e in s2.messages]
+    sent2 = [parts.compressor.decompress(parts.compressor.decode(data)) for data in s2.messages]
     torch.testing.assert_close(torch.stack(sent2), torch.tensor([[2.0, 1.0, 0.0, 0.0], [1.5, 0.0, 1.0, 0.0]]))
 
 
 def test_ef21_parts_keep_state_per_client_and_checkpoint():
-    mem, agg = EF21Memory(3, 2), EF21Aggregator(3, 2)
-    v = mem.compensate(torch.tensor([[1.0, 2.0]]), [2])
-    mem.update([2], v, torch.tensor([[1.0, 0.0]]))
-    agg.aggregate(torch.tensor([[1.0, 0.0]]), torch.tensor([5.0]), [2])
-    assert mem.g[2].tolist() == [1.0, 0.0] and mem.g[:2].abs().sum() == 0
-    assert torch.equal(mem.g, agg.g)
-    other = EF21Aggregator(3, 2)
+    ctx = PartContext(Layout.of(nn.Linear(2, 1, bias=False)), num_clients=3)
+    mem, agg = EF21Memory(ctx), EF21Aggregator(ctx)
+    g = torch.zeros(3, 2)  # the clients' states, as the local backend stores them
+    state = {"g": g[[2]].clone()}
+    v = mem.compensate(torch.tensor([[1.0, 2.0]]), state, None)
+    mem.update(v, torch.tensor([[1.0, 0.0]]), state, None)
+    g[[2]] = state["g"]
+    agg.aggregate(torch.tensor([[1.0, 0.0]]), torch.tensor([5.0]), [2], None)
+    assert g[2].tolist() == [1.0, 0.0] and g[:2].abs().sum() == 0
+    assert torch.equal(g, agg.g)
+    other = EF21Aggregator(ctx)
     other.load_state_dict(agg.state_dict())
     assert torch.equal(other.g, agg.g)
 
@@ -92,8 +97,8 @@ def test_ef21_in_a_real_run_sends_k_per_tensor(tiny_config):
     for r in range(3):
         stats = fed.run_round(r)
         assert stats.nnz == 3 * sum(ks)
-    assert torch.equal(fed.parts.memory.g, fed.parts.aggregator.g)
-    assert fed.parts.memory.g.abs().sum() > 0
+    assert torch.equal(fed.states.tensors["memory.g"], fed.parts.aggregator.g)
+    assert fed.parts.aggregator.g.abs().sum() > 0
 
 
 DROP = ["wall_time_s"]
@@ -104,16 +109,16 @@ def metrics(cfg):
 
 
 def test_fedprox_ef_with_tau0_zero_is_topk_ef(tiny_config):
-    a = metrics(tiny_config(method="fedprox-ef", prox_tau0=0.0, name="prox0"))
+    a = metrics(tiny_config(method="fedprox-ef", params={"regularizer": {"tau0": 0.0}}, name="prox0"))
     b = metrics(tiny_config(method="topk-ef", name="topk"))
     pd.testing.assert_frame_equal(a, b)
     # with a real pull it differs (so the equality above is not vacuous)
-    c = metrics(tiny_config(method="fedprox-ef", prox_tau0=0.5, name="prox"))
+    c = metrics(tiny_config(method="fedprox-ef", params={"regularizer": {"tau0": 0.5}}, name="prox"))
     assert not c["test_loss"].equals(b["test_loss"])
 
 
 def test_fedprox_ef_parts():
-    cfg = make_config(method="fedprox-ef", prox_tau0=0.2, prox_decay=2.0)
+    cfg = make_config(method="fedprox-ef", params={"regularizer": {"tau0": 0.2, "decay": 2.0}})
     parts = build_parts(cfg, Layout.of(nn.Linear(2, 2)))
     anchor = parts.regularizer.anchor(torch.ones(6), None, 1, 3)
     assert anchor.steps is None and anchor.tau == pytest.approx(0.2 / 2.0**2)  # every local step, tau0 / c^(r+1)
@@ -123,15 +128,15 @@ def test_fedprox_ef_parts():
 def test_presets_are_documented():
     table = README.read_text()
     for name in PRESETS:
-        assert name in DESCRIPTIONS
+        assert PRESETS[name].description and PRESETS[name].paper
         assert re.search(rf"^\| `{re.escape(name)}`", table, re.M), f"README methods table lacks {name}"
 
 
-def test_prox_flags_reach_the_config(capsys):
+def test_prox_params_reach_the_config(capsys):
     from flarebench.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(["run", "--method", "fedprox-ef", "--prox-tau0", "0.3", "--prox-decay", "1.5", "--dry-run"])
+        main(["run", "--method", "fedprox-ef", "-p", "regularizer.tau0=0.3", "-p", "decay=1.5", "--dry-run"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert '"prox_tau0": 0.3' in out and '"prox_decay": 1.5' in out
+    assert '"tau0": 0.3' in out and '"decay": 1.5' in out

@@ -79,7 +79,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, capsys, monkeypatch)
     assert code == 0, err
     meta = json.loads((run_dir / "config.json").read_text())
     assert meta["status"] == "complete" and meta["resumed_at_rounds"] == [ckpt.round]
-    assert not (run_dir / CHECKPOINT_FILE).exists()
+    assert load_checkpoint(run_dir).round == rounds  # the final state is kept, for extending the run
 
     # the uninterrupted reference, same seed, same device, the engine the killed run used
     engine = meta.get("engine_resolved", {}).get("engine", meta["config"]["engine"])
@@ -138,7 +138,8 @@ def test_resume_errors_are_one_line(capsys, tmp_path, tiny_config):
     assert code == 2 and "config.json is missing" in err and err.count("\n") == 1
 
     (run_dir / CHECKPOINT_FILE).write_bytes(good)
-    resume_fails("these options differ: rounds 9", "--rounds", "9")
+    resume_fails("give more than its 5 rounds, got 4", "--rounds", "4")
+    resume_fails("these options differ: lr 0.05", "--lr", "0.05")
     resume_fails("Invalid value for '--checkpoint-every'", "--checkpoint-every", "0")
     # a run still going in another process (it holds the directory's lock) is not resumed under it
     with lock_held_elsewhere(run_dir):
@@ -179,6 +180,35 @@ def test_another_code_version_warns_and_another_config_refuses(tiny_config, tmp_
     assert len(said) == 1 and "git_commit 0123abc -> " in said[0] and "torch_version 1.0.0 -> " in said[0], said
     assert "results may differ from an uninterrupted run" in said[0]
     assert [r["round"] for r in result.rows] == list(range(5))
+
+
+def test_extending_a_complete_run_equals_a_run_planned_that_long(tiny_config, tmp_path, capsys):
+    """3 rounds, then ``--resume DIR --rounds 5``: metrics.csv equals a run planned with 5 rounds (wall time
+    apart), config.json records 5. eval_every 2: round 3 was evaluated only because it was the last; the
+    extension blanks it, as the 5-round run never evaluated it."""
+    cfg = tiny_config(method="flare", rounds=3, eval_every=2, name="short", engine="sequential", samples_per_client=100,
+                      clients_per_round=3, keep_optimizer_state=True)
+    run(cfg)
+    run_dir = tmp_path / "results" / "short"
+    assert load_checkpoint(run_dir).round == 3  # the final state is kept
+    assert load_run(run_dir).metrics["test_accuracy"].notna().tolist() == [True, False, True, True]
+    code, _, err = cli(capsys, "run", "--resume", run_dir, "--rounds", "5", "--quiet")
+    assert code == 0, err
+    meta = json.loads((run_dir / "config.json").read_text())
+    assert meta["config"]["rounds"] == 5 and meta["status"] == "complete" and meta["resumed_at_rounds"] == [3]
+    assert load_checkpoint(run_dir).round == 5
+    straight = run(cfg.replace(rounds=5, name="straight"))
+    same_metrics(run_dir, straight.path)
+
+    for rounds, fragment in [("4", "--rounds with --resume extends a run: give more than its 5 rounds, got 4"),
+                             ("5", "is complete; nothing to resume (to extend it, give --rounds N with N more than its 5 rounds)")]:
+        before = (run_dir / "metrics.csv").read_bytes(), (run_dir / "config.json").read_bytes()
+        code, _, err = cli(capsys, "run", "--resume", run_dir, "--rounds", rounds, "--quiet")
+        assert code == 2 and err.count("\n") == 1 and fragment in err, err
+        assert ((run_dir / "metrics.csv").read_bytes(), (run_dir / "config.json").read_bytes()) == before
+    # rerunning the name points to extending it
+    code, _, err = cli(capsys, "run", *TINY, "--rounds", "3", "--out", tmp_path / "results", "--name", "short", "--quiet")
+    assert code == 2 and f"extend it with --resume {run_dir} --rounds N" in err and "--overwrite" in err, err
 
 
 def test_rng_states_round_trip():

@@ -1,12 +1,18 @@
 """The vectorized engine equals the sequential one (up to float rounding), and engine selection.
 
-Tolerance: weights within ``ATOL = 1e-5`` absolute (observed: ~1e-7 after one round, up to ~5e-6 after
-three). Batched kernels (bmm, grouped conv, vmapped bias adds and loss reductions) round differently from
-the per-client ones, so bitwise equality is not expected. Top-k selection is discontinuous: MNIST has
-exact ties at the k-th largest magnitude (constant border pixels give identical gradient entries; a
-margin of 0.0 was observed with FLARE), so a last-bit difference can change which tied entry is sent.
-The end-to-end tests use seed 0, where no flip happens on CPU; the engine-level tests (random data)
-and the lockstep test (both engines from the same round inputs) are the precise statement.
+Tolerance: weights within ``ATOL = 1e-5`` absolute (observed: ~1e-7 after one round). Batched kernels
+(bmm, grouped conv, vmapped bias adds and loss reductions) round differently from the per-client ones,
+and which kernels run depends on the CPU (``ATEN_CPU_CAPABILITY`` default / avx2 / avx512) and the
+thread count, so bitwise equality across engines is not expected. Top-k selection and FLARE's
+percentile mask are discontinuous: MNIST has exact ties (constant border pixels give identical
+entries), so a last-bit difference can flip which tied entry is sent or pulled, and from then on the
+two trajectories part. What holds on every machine, and is tested here:
+
+- one step or one round from identical inputs (engine level on random data; round 1 end to end);
+- lockstep: each round, both engines trained from the same inputs (the sequential run's);
+- several rounds: the same entry counts per round and test accuracy within a tolerance.
+
+Exact equality is asserted only within one engine (same inputs, same process).
 """
 
 from __future__ import annotations
@@ -152,28 +158,41 @@ def _rounds(method: str, engine: str, rounds: int = 3, **kw):
 DIRICHLET = {"partition": "dirichlet", "dirichlet_alpha": 0.5}  # seed 0: clients of 19, 42, 55, 44 samples
 
 
-@pytest.mark.parametrize(
-    "method,kw",
-    [("none", DIRICHLET), ("topk-ef", DIRICHLET), ("randk", DIRICHLET), ("flare", DIRICHLET), ("flare", {"partition": "contiguous"})],
-    ids=["none-dirichlet", "topk-ef-dirichlet", "randk-dirichlet", "flare-dirichlet", "flare-contiguous"],
-)
-def test_rounds_equal(method, kw):
-    """3 rounds: same per-round nnz and uplink bits, same test accuracy, weights within ATOL.
+CASES = [("none", DIRICHLET), ("topk-ef", DIRICHLET), ("randk", DIRICHLET), ("flare", DIRICHLET), ("flare", {"partition": "contiguous"})]
+CASE_IDS = ["none-dirichlet", "topk-ef-dirichlet", "randk-dirichlet", "flare-dirichlet", "flare-contiguous"]
+
+
+@pytest.mark.parametrize("method,kw", CASES, ids=CASE_IDS)
+def test_first_round_equal(method, kw):
+    """Round 1, both engines from the same initial model: same nnz and uplink bits, weights within ATOL.
 
     Dirichlet: unequal clients, B=16 -> partial last batches and 2..4 steps per client.
     """
-    bits_s, acc_s, w_s, loss_s = _rounds(method, "sequential", **kw)
-    bits_v, acc_v, w_v, loss_v = _rounds(method, "vectorized", **kw)
+    bits_s, acc_s, w_s, loss_s = _rounds(method, "sequential", rounds=1, **kw)
+    bits_v, acc_v, w_v, loss_v = _rounds(method, "vectorized", rounds=1, **kw)
     assert bits_s == bits_v
-    assert acc_s == acc_v
     assert (w_s - w_v).abs().max().item() < ATOL
     assert loss_s == pytest.approx(loss_v, rel=1e-5)
+    assert acc_s == pytest.approx(acc_v, abs=0.002)  # 2,000 test images: at most 4 may tip over
 
 
-def test_rounds_lockstep_flare_dirichlet():
+@pytest.mark.parametrize("method,kw", CASES, ids=CASE_IDS)
+def test_several_rounds_agree_in_aggregate(method, kw):
+    """5 rounds per engine: the same entries sent each round; uplink bits and test accuracy within a
+    tolerance (a flipped tie may send other positions, which cost other bits, and part the trajectories)."""
+    bits_s, acc_s, _, loss_s = _rounds(method, "sequential", rounds=5, **kw)
+    bits_v, acc_v, _, loss_v = _rounds(method, "vectorized", rounds=5, **kw)
+    assert [n for n, _ in bits_s] == [n for n, _ in bits_v]
+    assert sum(b for _, b in bits_v) == pytest.approx(sum(b for _, b in bits_s), rel=0.01)  # observed: <= 3e-5
+    assert acc_v == pytest.approx(acc_s, abs=0.02)  # observed: <= 0.001
+    assert loss_v == pytest.approx(loss_s, rel=0.01)  # observed: <= 4e-4
+
+
+@pytest.mark.parametrize("method", ["flare", "topk-ef"])
+def test_rounds_lockstep_dirichlet(method):
     """Each round, the vectorized engine trained from the sequential run's exact inputs (w, anchor,
     clients) lands within 1e-6 of the sequential engine (seed 1: the case with an exact top-k tie)."""
-    fed = setup(_cfg("flare", "sequential", seed=1, **DIRICHLET)).federation
+    fed = setup(_cfg(method, "sequential", seed=1, **DIRICHLET)).federation
     vec = VectorizedEngine(fed.model, fed.layout, fed.parts.regularizer)
     inner, diffs = fed.engine.train, []
 
@@ -297,7 +316,7 @@ def test_round_estimate_is_set_up_plus_steps_times_the_step_cost(monkeypatch):
     """t1 + (S - 1) * (t_m - t1) / (m - 1), S = epochs x most batches of any client, m = min(S, 3)."""
     seen = []
 
-    def fake_measure(engines, w, x, y, idx, reg, spec, steps=1, reps=3, warmup=True):
+    def fake_measure(engines, w, x, y, idx, spec, steps=1, reps=3, warmup=True):
         seen.append((steps, warmup))
         cost = {"sequential": 0.1 * steps, "vectorized": 0.5 + 0.01 * steps}  # vectorized: set-up 0.5 s, cheap steps
         return {n: cost[n] for n in engines}
@@ -305,10 +324,125 @@ def test_round_estimate_is_set_up_plus_steps_times_the_step_cost(monkeypatch):
     monkeypatch.setattr(select, "measure", fake_measure)
     spec = LocalSpec(2, 10, None, True, 0)
     idx = [torch.arange(95), torch.arange(40)]  # 10 batches -> S = 2 epochs x 10 = 20 steps
-    est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, None, spec)
+    est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec)
     assert seen == [(1, True), (3, False)]
     assert est == pytest.approx({"sequential": 2.0, "vectorized": 0.51 + 19 * 0.01})
     assert select.choose(est) == "vectorized"  # one step alone (0.1 vs 0.51) would have picked sequential
     seen.clear()
-    one_step = select.round_estimate({"sequential": None}, None, None, None, [torch.arange(5)], None, LocalSpec(1, 10, None, True, 0))
+    one_step = select.round_estimate({"sequential": None}, None, None, None, [torch.arange(5)], LocalSpec(1, 10, None, True, 0))
     assert seen == [(1, True)] and one_step == pytest.approx({"sequential": 0.1})
+
+
+# ---------------------------------------------------------------------- fair choice: never by method; a cache that cannot mislead
+def test_the_engine_choice_does_not_depend_on_the_method(monkeypatch):
+    """The shape key has no method or regularizer in it, and the timing runs without a regularizer term:
+    flare and topk-ef on one shape are measured once and resolve to the same engine."""
+    seen = []
+
+    def fake_estimate(engines, w, x, y, idx, spec, **kw):
+        seen.append(spec.batch_size)
+        return {"sequential": 0.30, "vectorized": 0.10}
+
+    monkeypatch.setattr(select, "round_estimate", fake_estimate)
+    shape = dict(clients=3, samples_per_client=24, batch_size=8, engine="auto")
+    a = setup(make_config(method="flare", **shape)).federation.engine_choice
+    b = setup(make_config(method="topk-ef", **shape)).federation.engine_choice
+    c = setup(make_config(method="fedprox-ef", **shape)).federation.engine_choice
+    assert len(seen) == 1 and a.key == b.key == c.key and a.engine == b.engine == c.engine == "vectorized"
+    assert "reg" not in a.key and "flare" not in a.key and b.reason.startswith("cached")
+
+
+def test_the_timing_trains_without_a_regularizer_term():
+    """measure() hands the engines no anchor, whatever the run's method."""
+    anchors = []
+
+    class Engine:
+        def train(self, w, x, y, idx, ids, anchor, spec, round_idx, momentum):
+            anchors.append(anchor)
+
+    spec = LocalSpec(1, 4, FlatSGD(0.1), True, 0)
+    select.measure({"a": Engine()}, torch.zeros(3), torch.zeros(8, 1), torch.zeros(8), [torch.arange(8)], spec, reps=1)
+    assert anchors == [None, None]  # warm-up and one timed call
+
+
+def test_flare_and_topk_ef_runs_resolve_to_the_same_engine(tmp_path, capsys):
+    """Two real ``flarebench run --engine auto`` on one shape: the same engine, from one measurement."""
+    from conftest import cli
+
+    shape = ["--model", "mlp", "--clients", "3", "--samples-per-client", "24", "--batch-size", "8", "--rounds", "1",
+             "--engine", "auto", "--device", "cpu", "--out", tmp_path, "--quiet"]
+    for method in ("flare", "topk-ef"):
+        code, _, err = cli(capsys, "run", "--method", method, "--name", method, *shape)
+        assert code == 0, err
+    flare, topk = (json.loads((tmp_path / m / "config.json").read_text())["engine_resolved"] for m in ("flare", "topk-ef"))
+    assert flare["engine"] == topk["engine"] and flare["key"] == topk["key"]
+    assert flare["reason"].startswith("measured") and topk["reason"].startswith("cached")
+    assert set(flare["conditions"]) >= {"measured", "torch_threads", "load_avg_1m"}
+
+
+BAD_ENTRIES = {
+    "timings not numbers": {"engine": "vectorized", "timings_s": {"sequential": "fast", "vectorized": "slow"}},
+    "timings a list": {"engine": "vectorized", "timings_s": [0.1, 0.2]},
+    "entry a list": [1, 2],
+    "no engine": {"timings_s": {"sequential": 0.3, "vectorized": 0.1}},
+    "zero timing": {"engine": "vectorized", "timings_s": {"sequential": 0.3, "vectorized": 0.0}},
+    "negative timing": {"engine": "vectorized", "timings_s": {"sequential": 0.3, "vectorized": -1.0}},
+    "nan timing": {"engine": "vectorized", "timings_s": {"sequential": float("nan"), "vectorized": 0.1}},
+    "inf timing": {"engine": "sequential", "timings_s": {"sequential": 0.3, "vectorized": float("inf")}},
+    "100x apart": {"engine": "vectorized", "timings_s": {"sequential": 1.0, "vectorized": 0.01}},
+    "engine against its timings": {"engine": "vectorized", "timings_s": {"sequential": 0.1, "vectorized": 0.3}},
+    "no conditions": {"engine": "vectorized", "timings_s": {"sequential": 0.3, "vectorized": 0.1}, "measured": "2025-01-01T00:00:00"},
+}
+
+
+def _cache_round(monkeypatch, tmp_path, write):
+    """Measure once (fake timings), let ``write(path, key)`` change the cache file, forget the memo, set up
+    again: returns (number of measurements, the second choice)."""
+    calls = []
+
+    def fake_estimate(*args, **kwargs):
+        calls.append(1)
+        return {"sequential": 0.3, "vectorized": 0.1}
+
+    monkeypatch.setattr(select, "round_estimate", fake_estimate)
+    cfg = make_config(engine="auto", method="topk-ef", clients=3, samples_per_client=20, batch_size=8)
+    key = setup(cfg).federation.engine_choice.key
+    path = tmp_path / "engine-choice.json"
+    write(path, key)
+    monkeypatch.setattr(select, "_MEMO", {})
+    choice = setup(cfg).federation.engine_choice
+    return len(calls), choice
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ENTRIES))
+def test_a_malformed_or_implausible_cache_entry_is_measured_again(monkeypatch, tmp_path, name):
+    def write(path, key):
+        path.write_text(json.dumps({key: BAD_ENTRIES[name]}))
+
+    calls, choice = _cache_round(monkeypatch, tmp_path, write)
+    assert calls == 2 and choice.engine == "vectorized" and choice.reason.startswith("measured"), (name, choice)
+    assert select.implausible(json.loads((tmp_path / "engine-choice.json").read_text())[choice.key]) is None  # replaced
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", "not json {", "\x00\xff garbage", '"a string"', ""])
+def test_a_malformed_cache_file_is_ignored(monkeypatch, tmp_path, text):
+    calls, choice = _cache_round(monkeypatch, tmp_path, lambda path, key: path.write_text(text))
+    assert calls == 2 and choice.engine == "vectorized"
+    assert isinstance(json.loads((tmp_path / "engine-choice.json").read_text()), dict)  # rewritten whole
+
+
+def test_a_choice_measured_on_a_busy_machine_is_measured_again_once_it_is_calm(monkeypatch, tmp_path):
+    busy = {"measured": "2025-01-01T00:00:00", "torch_threads": 2, "cpus": 2, "load_avg_1m": 3.0}
+    monkeypatch.setattr(select, "conditions", lambda: {**busy, "load_avg_1m": 2.5})
+
+    def write(path, key):
+        entry = json.loads(path.read_text())[key]
+        path.write_text(json.dumps({key: {**entry, "conditions": busy}}))
+
+    calls, choice = _cache_round(monkeypatch, tmp_path, write)
+    assert calls == 1 and choice.reason.startswith("cached")  # still busy: the entry stands
+    monkeypatch.setattr(select, "conditions", lambda: {**busy, "load_avg_1m": 0.4})
+    calls, choice = _cache_round(monkeypatch, tmp_path, write)
+    assert calls == 2 and choice.reason.startswith("measured")
+    assert "measured under load 3 on 2 CPUs, now 0.4" in select.implausible({**json.loads(
+        (tmp_path / "engine-choice.json").read_text())[choice.key], "conditions": busy}, select.conditions())

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from flarebench import load_run, run, setup
 from flarebench.errors import ConfigError, DecodeError
 from flarebench.flat import Layout
-from flarebench.methods.compressors import TopK, tensor_k
+from flarebench.methods.compressors import tensor_k
+from flarebench.methods.compressors.topk import TopK
+from flarebench.methods.registry import PartContext, RoundContext
 from flarebench.models import build_model
 from flarebench.wire import POSITION_CODECS, Message, WireFormat
 from flarebench.wire.bounds import log2_binom, random_positions
@@ -171,8 +173,8 @@ def test_cnn_uplink_message_within_5_percent_of_its_bound():
     torch.manual_seed(0)
     layout = Layout.of(build_model("cnn", (1, 28, 28), 10))
     assert layout.num_params == 582_026
-    comp = TopK(layout, density=1 - 0.999)
-    (msg,) = comp.compress(torch.randn(1, layout.num_params), [0])
+    comp = TopK(PartContext(layout, 1, sparsity=0.999))
+    (msg,) = comp.compress(torch.randn(1, layout.num_params), RoundContext(0, [0]))
     wire = WireFormat(layout.sizes, "auto", "fp32")
     enc = wire.encode(msg)
     bound = wire.bound_bits(msg)
@@ -185,15 +187,15 @@ def test_cnn_uplink_message_within_5_percent_of_its_bound():
 # ---------------------------------------------------------------- runs
 @pytest.mark.parametrize("method,value_codec", [("topk-ef", "fp32"), ("flare", "sign+scale"), ("randk", "bf16"), ("none", "fp32")])
 def test_counted_bits_are_the_encoded_bytes_in_a_run(tiny_config, method, value_codec):
-    s = setup(tiny_config(method=method, sparsity=0.99, value_codec=value_codec, rounds=2, engine="sequential"))
+    s = setup(tiny_config(method=method, sparsity=0.99, params={"compressor": {"value_codec": value_codec}}, rounds=2, engine="sequential"))
     fed = s.federation
+    comp = fed.parts.compressor
     fed.keep_messages = True
     for r in range(2):
         stats = fed.run_round(r)
-        assert stats.messages and all(e.bits == 8 * len(e.data) for e in stats.messages)
-        assert stats.uplink_bits == sum(8 * len(e.data) for e in stats.messages)
-        received = [fed.wire.decode(e.data) for e in stats.messages]
-        floor = sum(fed.wire.values.payload_bits(m.counts)
+        assert stats.messages and stats.uplink_bits == sum(8 * len(data) for data in stats.messages)
+        received = [comp.decode(data) for data in stats.messages]
+        floor = sum(comp.wire.values.payload_bits(m.counts)
                     + (sum(log2_binom(n, k) for n, k in zip(m.sizes, m.counts)) if m.indices is not None else 0)
                     for m in received)
         assert stats.uplink_bound_bits == pytest.approx(floor)
@@ -212,7 +214,7 @@ def test_sparse_downlink_keeps_every_client_in_sync(tiny_config):
         stats = fed.run_round(r)
         enc = stats.broadcast
         assert enc is not None and stats.downlink_bits == fed.cfg.clients * 8 * len(enc.data)  # to every client
-        applied = message_to_dense(fed.wire.decode(enc.data), s.layout.num_params)
+        applied = message_to_dense(fed.server.downlink.wire.decode(enc.data), s.layout.num_params)
         # a client that holds w_before and applies the broadcast holds exactly the server's model
         assert torch.equal(w_before + fed.cfg.server_lr * applied, fed.w)
         assert applied.count_nonzero() <= 2 * sum(fed.parts.compressor.counts)

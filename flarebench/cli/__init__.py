@@ -18,6 +18,7 @@ from . import bench as _bench  # noqa: F401  (registers `bench`)
 from . import compare as _compare  # noqa: F401  (registers `compare`, `list`, `show`)
 from . import bits as _bits  # noqa: F401  (registers `bits`)
 from . import sweep as _sweep  # noqa: F401  (registers `sweep` and `figures`)
+from . import methods as _methods  # noqa: F401  (registers `methods`)
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as _cx

@@ -7,27 +7,34 @@ import typer
 from ..errors import ConfigError
 from .app import app
 
-MEASURE_MAX = 10**8  # entries: above this the measured column is skipped unless --measure
+# --measure encodes one seeded draw of k of n positions: memory and time grow with n (bitmap: n bits)
+# and k (~200 bytes per sent entry at the peak; k = 10^7 took ~2 GB and ~10 s on 2 CPU cores)
+MEASURE_MAX_N, MEASURE_MAX_K = 10**8, 10**7  # --measure is refused above these
+DEFAULT_MAX_K = 10**6  # without --measure/--no-measure: measure when n <= MEASURE_MAX_N and k <= this
 
 
 @app.command("bits")
 def bits_command(
     params: int = typer.Option(1_000_000, "--params", help="Entries n of the tensor (one tensor)."),
     sparsity: float = typer.Option(0.999, "--sparsity", help="Fraction of entries NOT sent, in [0,1); k = max(1, round((1-sparsity) n))."),
-    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes. \\[default: measure if n <= {MEASURE_MAX:.0e}]", show_default=False),
+    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes; memory and time grow with n and k, so it is refused above n = {MEASURE_MAX_N:.0e} entries or k = {MEASURE_MAX_K:.0e} sent entries (about 2 GB). \\[default: measure if n <= {MEASURE_MAX_N:.0e} and k <= {DEFAULT_MAX_K:.0e}]", show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed of the measured draw."),
 ) -> None:
     """Bits per sent entry of each position codec for k uniformly random of n positions, vs the bound."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..wire.bounds import bits_table, entropy_bits_per_entry, overhead_bits
+    from ..wire.bounds import bits_table, entropy_bits_per_entry, overhead_bits, sent_entries
 
     if params < 1:
         raise ConfigError(f"params must be >= 1, got {params}")
-    if not 0.0 <= sparsity < 1.0:
+    if not 0.0 <= sparsity < 1.0:  # nan fails this too
         raise ConfigError(f"sparsity must be in [0, 1) (fraction of entries NOT sent), got {sparsity}")
-    measure = params <= MEASURE_MAX if measure is None else measure
+    k = sent_entries(params, sparsity)
+    if measure and (params > MEASURE_MAX_N or k > MEASURE_MAX_K):
+        raise ConfigError(f"--measure is limited to n <= {MEASURE_MAX_N:,} entries and k <= {MEASURE_MAX_K:,} sent entries "
+                          f"(memory and time grow with both), got n = {params:,}, k = {k:,}; use --no-measure")
+    measure = params <= MEASURE_MAX_N and k <= DEFAULT_MAX_K if measure is None else measure
     k, bound, rows = bits_table(params, sparsity, measure=measure, seed=seed)
 
     table = Table(title=f"bits per sent entry, n={params:,} k={k:,} (density {k / params:.3g})")

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from ..methods.presets import method_label, uses_sparsity
 from .app import app
 
 
@@ -25,7 +26,7 @@ def _warn(message: str) -> None:
 
 def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
     """config.json's status with notes, e.g. ``interrupted (killed, resumable)``; ``hint``: how to resume."""
-    from ..checkpoint import run_status
+    from ..rundir import run_status
 
     status, killed, resumable = run_status(run_dir, meta)
     notes = ["killed"] * killed + [f"resumable: flarebench run --resume {run_dir}" if hint else "resumable"] * resumable
@@ -62,7 +63,7 @@ def print_table(t) -> None:
         table.add_column(name, justify=justify)
     for r in t.itertuples(index=False):
         table.add_row(
-            r.run, r.method, "-" if r.method == "none" else f"{r.sparsity:g}", _density(r.sent_density), r.group,
+            r.run, r.label.split(" ")[0], "-" if _na(r.sparsity) else f"{r.sparsity:g}", _density(r.sent_density), r.group,
             f"{r.rounds_done}/{r.rounds_planned}", _acc(r.final_accuracy), _acc(r.best_accuracy),
             human_bits(r.total_uplink_bits), "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x",
             "not reached" if _na(r.bits_to_target) and not math.isnan(r.target_accuracy) else human_bits(None if _na(r.bits_to_target) else r.bits_to_target),
@@ -88,9 +89,7 @@ def compare_command(
     from ..compare import compare
 
     formats = [] if format.strip().lower() == "none" else [f for f in format.split(",") if f.strip()]
-    result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats)
-    for w in result.warnings:
-        _warn(w)
+    result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats)  # logs its warnings (stderr)
     print_table(result.table)
     _console().print(f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else ""))
 
@@ -127,14 +126,18 @@ def list_command(
             ev = m[m["test_accuracy"].notna()] if "test_accuracy" in m else m.iloc[0:0]
             status = _status(d, rec.meta)
             table.add_row(
-                _under(d, results_dir), c["method"], "-" if c["method"] == "none" else f"{c['sparsity']:g}", str(c.get("seed", "-")),
+                _under(d, results_dir), method_label(c), f"{c['sparsity']:g}" if uses_sparsity(c) else "-", str(c.get("seed", "-")),
                 f"{c['dataset']}/{c['model']}",
                 f"{int(m['round'].iloc[-1]) if len(m) else 0}/{c['rounds']}",
                 _acc(float(ev["test_accuracy"].iloc[-1]) if len(ev) else None),
                 human_bits(int(m["cumulative_uplink_bits"].iloc[-1]) if len(m) else 0), status,
             )
-        except (ResultsError, KeyError, ValueError, TypeError) as e:
-            table.add_row(d.name, "?", "?", "?", "?", "?", "?", f"unreadable ({type(e).__name__})")
+        except ResultsError as e:  # a damaged config.json or metrics.csv: say which and how, go on with the others
+            _warn(str(e))
+            table.add_row(_under(d, results_dir), "?", "?", "?", "?", "?", "?", "?", "damaged (see warning)")
+        except (KeyError, ValueError, TypeError) as e:
+            _warn(f"run {d}: cannot be listed ({type(e).__name__}: {e})")
+            table.add_row(_under(d, results_dir), "?", "?", "?", "?", "?", "?", "?", f"unreadable ({type(e).__name__})")
     _console().print(table)
 
 

@@ -10,7 +10,7 @@ import typer
 
 from datetime import datetime
 
-from ..config import RunConfig, default_name
+from ..config import RunConfig, default_name, parse_param_options
 from ..progress import RunProgress
 from .app import app
 
@@ -19,7 +19,6 @@ D = RunConfig()  # defaults, quoted in the help texts
 _DATA = "Data and model"
 _FED = "Federation and local training"
 _COMP = "Compression"
-_FLARE = "Regularizers (FLARE, FedProx)"
 _OUT = "Output"
 
 
@@ -33,12 +32,13 @@ def _human_bits(bits: float) -> str:
 @app.command("run")
 def run_command(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config (keys = these options, dashes or underscores); flags override it.", rich_help_panel=_OUT),
-    method: Optional[str] = typer.Option(None, help=f"none | topk | topk-ef | randk | flare | ef21 | fedprox-ef. \\[default: {D.method}]", rich_help_panel=_COMP),
-    sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1); 0.99999 is the paper's R=0.001%. \\[default: {D.sparsity}]", rich_help_panel=_COMP),
-    ef: Optional[bool] = typer.Option(None, "--ef/--no-ef", help="randk: with or without error feedback. The other methods fix it (topk: without; topk-ef, flare, fedprox-ef, ef21: with) and config.json records what ran. \\[default: ef]", rich_help_panel=_COMP),
-    topk_rounding: Optional[str] = typer.Option(None, help=f"round: k=max(1,round(R*n)) per tensor; reference: k=round(R*n)+1 as the authors' code. \\[default: {D.topk_rounding}]", rich_help_panel=_COMP),
-    encoding: Optional[str] = typer.Option(None, help=f"Position codec: raw32 | minwidth | bitmap | elias-gamma | elias-delta | golomb, or auto = smallest per message (see `flarebench bits`). \\[default: {D.encoding}]", rich_help_panel=_COMP),
-    value_codec: Optional[str] = typer.Option(None, help=f"How values travel: fp32 | fp16 | bf16 | sign+scale (1 bit per value + one fp32 scale per tensor, STC-style; use with error feedback). Lossy codecs: the server and the EF memory use the decoded values. \\[default: {D.value_codec}]", rich_help_panel=_COMP),
+    method: Optional[str] = typer.Option(None, help=f"A preset of parts: see `flarebench methods` (none, topk-ef, randk, flare, ef21, qsgd, stc, powersgd, ...). \\[default: {D.method}]", rich_help_panel=_COMP),
+    sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1), for the sparsifiers (topk, randk, dgc, stc, ...); 0.99999 is the paper's R=0.001%. \\[default: {D.sparsity}]", rich_help_panel=_COMP),
+    regularizer: Optional[str] = typer.Option(None, help="Replace the method's local regularizer (none | flare | prox | ...). \\[default: the method's]", rich_help_panel=_COMP),
+    compressor: Optional[str] = typer.Option(None, help="Replace the method's compressor, e.g. --method flare --compressor stc. \\[default: the method's]", rich_help_panel=_COMP),
+    memory: Optional[str] = typer.Option(None, help="Replace the method's memory (none | residual | ef21 | dgc | momentum ...); --memory none: no error feedback. \\[default: the method's]", rich_help_panel=_COMP),
+    aggregator: Optional[str] = typer.Option(None, help="Replace the method's aggregator (weighted-mean | ef21 | majority-vote | ...). \\[default: the method's]", rich_help_panel=_COMP),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", metavar="KIND.NAME=VALUE", help="Set a part's parameter, repeatable: -p compressor.levels=4, -p regularizer.tau0=0.1, or NAME=VALUE when one part of the run declares NAME. `flarebench methods` lists every part's parameters, defaults and units. TOML: a table per part ([compressor] levels = 4).", rich_help_panel=_COMP),
     downlink: Optional[str] = typer.Option(None, help=f"dense: fp32 model to each participant (32*P bits each) | sparse: the encoded aggregated update, sent to every client. \\[default: {D.downlink}]", rich_help_panel=_COMP),
     dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100 | shakespeare (shipped). \\[default: {D.dataset}]", rich_help_panel=_DATA),
     data_root: Optional[str] = typer.Option(None, help=f"Where torchvision datasets live. \\[default: {D.data_root}]", rich_help_panel=_DATA),
@@ -65,12 +65,7 @@ def run_command(
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda. \\[default: {D.device}]", rich_help_panel=_FED),
     engine: Optional[str] = typer.Option(None, help=f"Local training: sequential (one client at a time) | vectorized (all clients at once, torch.func.vmap) | auto (times both once per shape, cached). \\[default: {D.engine}]", rich_help_panel=_FED),
     client_chunk: Optional[int] = typer.Option(None, help="Vectorized engine: clients per vmapped batch. \\[default: all on CPU; from free memory on CUDA]", rich_help_panel=_FED),
-    flare_tau0: Optional[float] = typer.Option(None, help=f"FLARE tau_0 (regularizer weight before decay). \\[default: {D.flare_tau0}]", rich_help_panel=_FLARE),
-    flare_decay: Optional[float] = typer.Option(None, help=f"FLARE decay c: tau_r = tau_0 / c^(r+1). \\[default: {D.flare_decay}]", rich_help_panel=_FLARE),
-    flare_steps: Optional[int] = typer.Option(None, help=f"FLARE p: local steps per round with the pull. \\[default: {D.flare_steps} step]", rich_help_panel=_FLARE),
-    flare_percentile: Optional[float] = typer.Option(None, help=f"FLARE t: pull only entries with |A| above this per-tensor percentile. \\[default: {D.flare_percentile:g}th percentile]", rich_help_panel=_FLARE),
-    prox_tau0: Optional[float] = typer.Option(None, help=f"fedprox-ef tau_0 of tau_r * ||w_i - w||^2 (all local steps). \\[default: {D.prox_tau0}]", rich_help_panel=_FLARE),
-    prox_decay: Optional[float] = typer.Option(None, help=f"fedprox-ef decay c: tau_r = tau_0 / c^(r+1). \\[default: {D.prox_decay}]", rich_help_panel=_FLARE),
+    backend: Optional[str] = typer.Option(None, help=f"local (the in-process loop) | flower (Flower's simulation engine on this machine, one Flower node per client; needs flarebench[flower]). \\[default: {D.backend}]", rich_help_panel=_FED),
     out: Optional[str] = typer.Option(None, help=f"Results directory; the run goes to OUT/NAME. \\[default: {D.out}]", rich_help_panel=_OUT),
     name: Optional[str] = typer.Option(None, help="Run name. \\[default: method-sSPARSITY-dataset-model-time]", rich_help_panel=_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
@@ -83,7 +78,12 @@ def run_command(
     from ..config import make_config
     from ..runner import check_output, run, setup
 
-    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "check_output", "run", "setup", "resume", "checkpoint_every"}}
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "check_output", "run", "setup", "resume", "checkpoint_every", "param"}}
+    overrides["params"] = parse_param_options(param) or None
+    if config is not None and resume is None:  # after `overrides`: its locals() are the options
+        from .app import check_config_path
+
+        check_config_path(config)  # a directory or /dev/null is said as such, not as "not found"
     cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
         from ..models import num_params_for
@@ -92,11 +92,13 @@ def run_command(
         typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg), "run_dir": str(run_dir)}, indent=2))
         return
     check_output(cfg, overwrite, resume)  # before the data is loaded and the engines timed
-    prepared = setup(cfg)
-    if not quiet:
+    prepared = setup(cfg) if cfg.backend == "local" else None  # flower: its ServerApp sets the run up (runner.run)
+    if not quiet and prepared is not None:
         typer.echo(f"engine: {prepared.federation.engine_choice.describe()}")
 
-    cfg = prepared.cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
+    cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
+    if prepared is not None:
+        prepared.cfg = cfg
     run_dir = resume or Path(cfg.out).expanduser() / cfg.name
     try:
         with RunProgress(cfg.rounds, quiet=quiet) as progress:

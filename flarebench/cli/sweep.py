@@ -23,6 +23,26 @@ def _numbers(values, kind, name):
         raise ConfigError(f"--{name} takes {kind.__name__}s, got {', '.join(items)}") from None
 
 
+def _check_ray_options(address: str | None, jobs: int, cpus_per_run: int | None, gpus_per_run: float | None) -> None:
+    """ConfigError for options of a Ray sweep given without --ray, or --jobs given with it; ray importable."""
+    from ..errors import ConfigError
+
+    if address is None:
+        given = [n for n, v in (("--cpus-per-run", cpus_per_run), ("--gpus-per-run", gpus_per_run)) if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} applies to a sweep on Ray: add --ray auto|ADDRESS")
+        return
+    if jobs != 1:
+        raise ConfigError("--jobs applies to a local sweep; with --ray the cluster's CPUs and --cpus-per-run decide how many runs go at a time")
+    if cpus_per_run is not None and cpus_per_run < 1:
+        raise ConfigError(f"--cpus-per-run must be >= 1, got {cpus_per_run}")
+    if gpus_per_run is not None and not gpus_per_run >= 0:
+        raise ConfigError(f"--gpus-per-run must be >= 0, got {gpus_per_run:g}")
+    from ..sweep_ray import import_ray
+
+    import_ray()  # a missing extra is said before anything runs
+
+
 @app.command("sweep")
 def sweep_command(
     config: Path = typer.Argument(..., help="TOML config with a \\[sweep] table (methods, sparsities, seeds).", show_default=False),
@@ -34,32 +54,60 @@ def sweep_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for the runs. \\[default: \\[sweep].out or results/CONFIG_STEM]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every run over, even complete ones."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and what would happen to each (run, skip, resume, restart), then exit."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run each run as a task on the Ray cluster at ADDRESS (auto: the running local one; needs the ray extra and OUT on a filesystem shared by all nodes).", metavar="auto|ADDRESS", show_default=False),
+    cpus_per_run: Optional[int] = typer.Option(None, "--cpus-per-run", help="With --ray: CPUs (and torch threads) per run. \\[default: 1]", show_default=False),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="With --ray: GPUs per run (fractions share one). \\[default: 1 if the device is cuda, else 0]", show_default=False),
 ) -> None:
     r"""Run every (method, sparsity, seed) of CONFIG's \[sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
     from ..sweep import compare_sweep, load_sweep, plan, run_sweep
     from .compare import print_table
     from ..units import human_bits, human_seconds
 
+    from ..errors import ConfigError
+    from .app import check_config_path
+
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    check_config_path(config)
     sweep = load_sweep(config, _numbers(methods, str, "methods"), _numbers(sparsities, float, "sparsities"), _numbers(seeds, int, "seeds"), out, rounds)
+    _check_ray_options(ray, jobs, cpus_per_run, gpus_per_run)
     if dry_run:
         for cfg, action in plan(sweep, overwrite):
             typer.echo(f"{action:<8} {Path(cfg.out) / cfg.name}")
         return
     total = len(sweep.configs())
     count = {"n": 0}
+    grid: dict[str, str] = {}  # run name -> done | running | failed (printed on every line of a Ray sweep)
+
+    def where(kind: str) -> str:
+        if ray is None:
+            return f" [{count['n']}/{total}]" if kind != "done" else ""
+        states = list(grid.values())
+        return f" [{states.count('done')} done, {states.count('running')} running, {states.count('failed')} failed of {total}]"
 
     def event(kind: str, cfg, info) -> None:
-        if kind != "done":
+        if kind in ("skip", "start") and (info or {}).get("attempt", 1) == 1:
             count["n"] += 1
+        grid[cfg.name] = {"skip": "done", "start": "running"}.get(kind, kind)
         if kind == "skip":
-            typer.echo(f"skip     {cfg.name} (complete) [{count['n']}/{total}]")
+            typer.echo(f"skip     {cfg.name} (complete){where(kind)}")
         elif kind == "start":
-            typer.echo(f"{info['action']:<8} {cfg.name} ({cfg.rounds} rounds) [{count['n']}/{total}]")
+            worker = f" on {info['node']}, pid {info['pid']}" if "pid" in info else ""
+            attempt = f", attempt {info['attempt']}" if info.get("attempt", 1) > 1 else ""
+            typer.echo(f"{info['action']:<8} {cfg.name} ({cfg.rounds} rounds{attempt}){worker}{where(kind)}")
+        elif kind == "failed":
+            typer.echo(f"failed   {cfg.name}: {info['error']}{where(kind)}")
         else:
+            resumed = f" (attempt {info['attempt']}: {info['action']})" if info.get("attempt", 1) > 1 else ""
             typer.echo(f"done     {cfg.name}: final accuracy {info['final_accuracy']:.4f}, uplink {human_bits(info['uplink_bits'])}, "
-                       f"{human_seconds(info['wall_time_s'])}")
+                       f"{human_seconds(info['wall_time_s'])}{resumed}{where(kind)}")
 
-    run_sweep(sweep, jobs=jobs, overwrite=overwrite, on_event=event)
+    if ray is None:
+        run_sweep(sweep, jobs=jobs, overwrite=overwrite, on_event=event)
+    else:
+        from ..sweep_ray import run_sweep_ray
+
+        run_sweep_ray(sweep, ray, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run, overwrite=overwrite, on_event=event)
     result = compare_sweep(sweep)
     typer.echo(f"\n{sweep.experiment}: {len(result.table)} runs in {sweep.out}; table in {result.csv_path}")
     print_table(result.table)

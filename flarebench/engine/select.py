@@ -8,6 +8,13 @@ and in a small JSON file (``~/.cache/flarebench/engine-choice.json``; env
 ``FLAREBENCH_ENGINE_CACHE`` = another path, or ``off``). The choice goes into config.json
 (``engine_resolved``).
 
+The shape is what the speed depends on: device, torch, model, input, clients, batch size, chunk;
+never the method. Local training is timed without any regularizer term, so two methods compared
+on one shape run on the same engine (engines differ in float rounding, which would otherwise mix
+into the comparison). A cache entry records when and under which conditions it was measured (torch
+threads, load average); an entry that is malformed or implausible (:func:`implausible`) is measured
+again, and a malformed cache file is ignored.
+
 Models that vmap cannot batch well (nn.GRU/LSTM/RNN: the fused kernel has no batching rule and
 vmap loops over clients; BatchNorm: in-place running statistics) fall back to sequential with a
 logged reason.
@@ -47,8 +54,9 @@ class EngineChoice:
     engine: str  # sequential | vectorized
     reason: str
     client_chunk: int | None = None  # vectorized: clients per vmapped batch (None: all)
-    timings_s: dict[str, float] | None = None  # auto: seconds of one warm-up step per client, per engine
+    timings_s: dict[str, float] | None = None  # auto: predicted seconds of one round's local training, per engine
     key: str | None = None  # auto: the shape the choice is cached under
+    conditions: dict | None = None  # auto: when and under what load the timings were measured
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +106,6 @@ def measure(
     x: torch.Tensor,
     y: torch.Tensor,
     client_indices: list[torch.Tensor],
-    regularizer: Regularizer,
     spec: LocalSpec,
     steps: int = 1,
     reps: int = 3,
@@ -106,23 +113,23 @@ def measure(
 ) -> dict[str, float]:
     """Seconds for ``steps`` local steps of every client, per engine (best of ``reps``, after a warm-up call).
 
-    Runs on a copy of ``w`` with a zero residual, one epoch, ``steps * B`` samples per client; the
-    global RNG is restored afterwards, so nothing the run draws later changes.
+    Runs on a copy of ``w``, one epoch, ``steps * B`` samples per client, with no regularizer term
+    (the choice must not depend on the method); the global RNG is restored afterwards, so nothing
+    the run draws later changes.
     """
     device = w.device
-    K, P = len(client_indices), w.numel()
+    K = len(client_indices)
     sub = [idx[: min(len(idx), steps * spec.batch_size)] for idx in client_indices]
     short = LocalSpec(1, spec.batch_size, spec.optimizer, spec.shuffle, spec.seed)
     ids = list(range(K))
     w0 = w.detach().clone()
     best = {name: float("inf") for name in engines}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        anchor = regularizer.anchor(w0, torch.zeros(K, P, dtype=w0.dtype, device=device), 0, K)
         for rep in range(0 if warmup else 1, reps + 1):
             for name, engine in engines.items():
                 _sync(device)
                 t0 = time.perf_counter()
-                engine.train(w0, x, y, sub, ids, anchor, short, 0, None)
+                engine.train(w0, x, y, sub, ids, None, short, 0, None)  # anchor None: no regularizer term
                 _sync(device)
                 if rep:  # rep 0 is the warm-up
                     best[name] = min(best[name], time.perf_counter() - t0)
@@ -135,7 +142,6 @@ def round_estimate(
     x: torch.Tensor,
     y: torch.Tensor,
     client_indices: list[torch.Tensor],
-    regularizer: Regularizer,
     spec: LocalSpec,
     reps: int = 2,
 ) -> dict[str, float]:
@@ -147,15 +153,15 @@ def round_estimate(
     vectorized engine's set-up to a single step and undervalue it on rounds of many steps.
     """
     steps = spec.epochs * max(math.ceil(len(i) / spec.batch_size) for i in client_indices)
-    one = measure(engines, w, x, y, client_indices, regularizer, spec, steps=1, reps=reps)
+    one = measure(engines, w, x, y, client_indices, spec, steps=1, reps=reps)
     m = min(steps, 3)
     if m == 1:
         return one
-    more = measure(engines, w, x, y, client_indices, regularizer, spec, steps=m, reps=reps, warmup=False)
+    more = measure(engines, w, x, y, client_indices, spec, steps=m, reps=reps, warmup=False)
     return {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
 
 
-def auto_chunk(engine: VectorizedEngine, w, x, y, client_indices, regularizer: Regularizer, spec: LocalSpec) -> int | None:
+def auto_chunk(engine: VectorizedEngine, w, x, y, client_indices, spec: LocalSpec) -> int | None:
     """Clients per vmapped batch: None (all) off CUDA; on CUDA, from a measured 2-client step and free memory.
 
     Budget: half the free memory (the round keeps ``[K, P]`` tensors of its own outside the engine).
@@ -168,8 +174,8 @@ def auto_chunk(engine: VectorizedEngine, w, x, y, client_indices, regularizer: R
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    probe = VectorizedEngine(engine.model, engine.layout, regularizer, None)
-    measure({"probe": probe}, w, x, y, client_indices[:n], regularizer, spec, steps=1, reps=0)
+    probe = VectorizedEngine(engine.model, engine.layout, engine.regularizer, None)
+    measure({"probe": probe}, w, x, y, client_indices[:n], spec, steps=1, reps=0)
     per_client = max(1, (torch.cuda.max_memory_allocated(device) - base) / n)
     free, _ = torch.cuda.mem_get_info(device)
     chunk = int(0.5 * free // per_client)
@@ -186,23 +192,73 @@ def cache_path() -> Path | None:
 
 
 def _read_cache(path: Path) -> dict:
+    """The cache file's entries; {} if it is missing, unreadable, not JSON or not an object."""
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError):
         return {}
 
 
-def lookup(key: str) -> dict | None:
-    """A cached choice for ``key`` (this process first, then the file)."""
-    if key in _MEMO:
-        return _MEMO[key]
-    path = cache_path()
-    entry = _read_cache(path).get(key) if path is not None else None
-    if isinstance(entry, dict) and entry.get("engine") in ("sequential", "vectorized"):
-        _MEMO[key] = entry
-        return entry
+MAX_RATIO = 50.0  # timings further apart than this are taken for a measurement gone wrong (a stall, a busy machine)
+BUSY, CALM = 1.0, 0.5  # load average per CPU: an entry measured at >= BUSY is re-measured once the load is below CALM x that
+
+
+def conditions() -> dict:
+    """When and under what load a measurement is taken: local time, torch threads, CPUs, 1-minute load average."""
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - platforms without a load average
+        load = None
+    return {"measured": time.strftime("%Y-%m-%dT%H:%M:%S"), "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(), "load_avg_1m": load}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def implausible(entry, now: dict | None = None) -> str | None:
+    """Why a cache entry is not to be trusted, or None: malformed (not an object; no engine; timings that
+    are not positive finite seconds for both engines; no recorded conditions), inconsistent (its engine is
+    not what :func:`choose` makes of its timings), implausible (timings more than MAX_RATIO apart), or
+    measured on a busy machine that has calmed down since (``now``: the current :func:`conditions`)."""
+    if not isinstance(entry, dict):
+        return "not an object"
+    timings = entry.get("timings_s")
+    if not isinstance(timings, dict) or set(timings) != {"sequential", "vectorized"}:
+        return "no timings of both engines"
+    if not all(_number(t) and math.isfinite(t) and t > 0 for t in timings.values()):
+        return f"timings are not positive finite seconds ({timings})"
+    if max(timings.values()) > MAX_RATIO * min(timings.values()):
+        return f"timings more than {MAX_RATIO:g}x apart ({timings})"
+    if entry.get("engine") != choose(timings):
+        return f"engine {entry.get('engine')!r} does not follow from its timings"
+    then = entry.get("conditions")
+    if not isinstance(then, dict) or not isinstance(then.get("measured"), str) or not _number(then.get("torch_threads")):
+        return "no record of when and how it was measured"
+    load, cpus = then.get("load_avg_1m"), then.get("cpus")
+    if now and _number(load) and _number(cpus) and cpus > 0 and _number(now.get("load_avg_1m")):
+        if load / cpus >= BUSY and now["load_avg_1m"] < CALM * load:
+            return f"measured under load {load:g} on {cpus} CPUs, now {now['load_avg_1m']:g}"
     return None
+
+
+def lookup(key: str) -> dict | None:
+    """A trusted cached choice for ``key`` (this process first, then the file), or None (measure it)."""
+    entry = _MEMO.get(key)
+    if entry is None:
+        path = cache_path()
+        entry = _read_cache(path).get(key) if path is not None else None
+    if entry is None:
+        return None
+    why = implausible(entry, conditions())
+    if why:
+        log.info("engine: cached choice for %s measured again: %s", key, why)
+        _MEMO.pop(key, None)
+        return None
+    _MEMO[key] = entry
+    return entry
 
 
 def store(key: str, entry: dict) -> None:
@@ -222,11 +278,11 @@ def store(key: str, entry: dict) -> None:
         log.debug("engine cache not written: %s", e)
 
 
-PROBE_VERSION = "probe3"  # how round_estimate times; a cached choice made another way is not reused
+PROBE_VERSION = "probe4"  # how round_estimate times (probe4: without regularizer); a choice made another way is not reused
 
 
-def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, spec: LocalSpec, regularizer: Regularizer, chunk: int | None) -> str:
-    """What the speed of local training depends on: device, torch, model, input, K, B, regularizer, chunk."""
+def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, spec: LocalSpec, chunk: int | None) -> str:
+    """What the speed of local training depends on: device, torch, model, input, K, B, chunk (never the method)."""
     device = x.device
     if device.type == "cuda":
         dev = f"cuda:{torch.cuda.get_device_name(device)}"
@@ -234,7 +290,7 @@ def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, sp
         dev = f"cpu:{platform.machine()}:{platform.processor()}:threads{torch.get_num_threads()}"
     shape = "x".join(str(d) for d in x.shape[1:])
     return "|".join([PROBE_VERSION, dev, f"torch{torch.__version__}", model_name, f"P{layout.num_params}", f"in{shape}",
-                     f"K{clients}", f"B{spec.batch_size}", f"reg:{regularizer.name}", f"chunk{chunk or 'all'}"])
+                     f"K{clients}", f"B{spec.batch_size}", f"chunk{chunk or 'all'}"])
 
 
 # ---------------------------------------------------------------------- the factory
@@ -252,22 +308,23 @@ def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer
     K = cfg.participants()
     w = layout.flatten(model).to(x.device)
     vectorized = VectorizedEngine(model, layout, regularizer, None)
-    chunk = getattr(cfg, "client_chunk", None) or auto_chunk(vectorized, w, x, y, client_indices[:K], regularizer, spec)
+    chunk = getattr(cfg, "client_chunk", None) or auto_chunk(vectorized, w, x, y, client_indices[:K], spec)
     vectorized.client_chunk = chunk
     if requested == "vectorized":
         return vectorized, EngineChoice(requested, "vectorized", "as requested", chunk)
-    key = shape_key(cfg.model, layout, x, K, spec, regularizer, chunk)
+    key = shape_key(cfg.model, layout, x, K, spec, chunk)
     entry = lookup(key)
     if entry is None:
         t0 = time.perf_counter()
-        timings = round_estimate({"sequential": sequential, "vectorized": vectorized}, w, x, y, client_indices[:K], regularizer, spec)
-        entry = {"engine": choose(timings), "timings_s": timings, "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        timings = round_estimate({"sequential": sequential, "vectorized": vectorized}, w, x, y, client_indices[:K], spec)
+        entry = {"engine": choose(timings), "timings_s": timings, "conditions": conditions()}
         store(key, entry)
         how = f"measured in {time.perf_counter() - t0:.1f} s, once per shape:"
     else:
-        how = "cached"
-    timings = entry.get("timings_s") or {}
+        c = entry["conditions"]
+        how = f"cached, measured {c['measured']} with {c['torch_threads']} threads, load {c.get('load_avg_1m')}:"
+    timings = entry["timings_s"]
     shown = ", ".join(f"{n} {t:.4g} s" for n, t in sorted(timings.items()))
-    choice = EngineChoice(requested, entry["engine"], f"{how} {shown}".strip(), chunk, timings, key)
+    choice = EngineChoice(requested, entry["engine"], f"{how} {shown}", chunk, timings, key, entry["conditions"])
     log.info("engine: %s", choice.describe())
     return (vectorized if choice.engine == "vectorized" else sequential), choice

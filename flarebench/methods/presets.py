@@ -1,121 +1,248 @@
 """Methods: each a named preset of orthogonal parts. This is the one place a method is defined.
 
-| method   | regularizer | compressor | memory            | aggregation   |
-|----------|-------------|------------|-------------------|---------------|
-| none     | none        | identity   | none              | weighted mean |  (FedAvg, uncompressed)
-| topk     | none        | top-k      | none              | weighted mean |
-| topk-ef  | none        | top-k      | residual (EC)     | weighted mean |
-| randk    | none        | random-k   | residual (--no-ef: none) | weighted mean |
-| flare    | flare       | top-k      | residual (EC)     | weighted mean |
-| ef21     | none        | top-k      | ef21 (g_i)        | ef21 (server g_i, weighted mean) |
-| fedprox-ef | prox (all steps) | top-k | residual (EC)     | weighted mean |
+A :class:`Preset` is one record: its regularizer, compressor, memory and aggregator (registry names,
+see registry.py), parameters that differ from the parts' defaults, a description and the paper.
+``--regularizer/--compressor/--memory/--aggregator`` replace a preset's part (its preset parameters
+go with it); ``-p kind.param=value`` or a TOML table ``[kind]`` sets a part's parameters.
+Compare's ordering and the plots' colours follow the order of the records below.
 
 ``ef21`` is honest EF21: only ``c_i = topk(d_i - g_i)`` travels and both sides keep ``g_i``. The
 FLARE reference code instead sends ``c_i + g_i`` (dense), which costs a full model per client.
-``fedprox-ef`` uses the FLARE reference's prox term ``tau_r * sum (w_i - w)^2`` with
-``tau_r = prox_tau0 / prox_decay^(r+1)``.
+``fedprox-ef`` uses the FLARE reference's prox term ``tau_r * sum (w_i - w)^2``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from ..config import RunConfig
 from ..errors import ConfigError
 from ..flat import Layout
-from .aggregation import EF21Aggregator, WeightedMean
-from .compressors import Compressor, Identity, RandK, TopK
-from .memory import EF21Memory, Memory, ResidualMemory
-from .regularizers import FlareRegularizer, ProxRegularizer, Regularizer
+from .registry import KINDS, Part, PartContext, part_class, resolve_params
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A method: four parts by registry name, their non-default parameters, what it is and where from."""
+
+    name: str
+    description: str
+    paper: str
+    regularizer: str = "none"
+    compressor: str = "identity"
+    memory: str = "none"
+    aggregator: str = "weighted-mean"
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> {param: value}
+
+    def part(self, kind: str) -> str:
+        return getattr(self, kind)
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def preset(name: str, description: str, paper: str, **parts) -> Preset:
+    """Define a method (one record); its position here is its place in tables and its colour in plots."""
+    PRESETS[name] = Preset(name, description, paper, **parts)
+    return PRESETS[name]
+
+
+# ------------------------------------------------------------------------------------------ the methods
+preset("none", "FedAvg, no compression (dense fp32 updates)", "McMahan et al., AISTATS 2017")
+preset("topk", "top-k per tensor, no error feedback", "Aji & Heafield, EMNLP 2017", compressor="topk")
+preset("topk-ef", "top-k per tensor with error feedback (EC)", "Stich et al., NeurIPS 2018",
+       compressor="topk", memory="residual")
+preset("randk", "random-k per tensor from a shared seed, with error feedback", "Stich et al., NeurIPS 2018",
+       compressor="randk", memory="residual")
+preset("ef21", "EF21: top-k of (d_i - g_i), g_i kept by client and server, server applies mean g_i",
+       "Richtarik et al., NeurIPS 2021", compressor="topk", memory="ef21", aggregator="ef21")
+preset("fedprox-ef", "FedProx + EC: top-k EC + tau_r * ||w_i - w||^2 on all local steps", "Li et al., MLSys 2020",
+       regularizer="prox", compressor="topk", memory="residual")
+preset("flare", "FLARE: top-k EC + L1 pull toward w + accumulator on the first p local steps",
+       "Greidi & Cohen 2023 (arXiv 2312.13795)", regularizer="flare", compressor="topk", memory="residual")
+preset("threshold", "fixed threshold: send the entries with |v| > tau, with error feedback", "Strom, Interspeech 2015",
+       compressor="threshold", memory="residual")
+preset("dgc", "Deep Gradient Compression: momentum correction and factor masking, warm-up densities, sampled top-k threshold",
+       "Lin et al., ICLR 2018", compressor="dgc", memory="dgc")
+preset("stc", "Sparse Ternary Compression: top-k, ternary +-mu, Golomb positions, error feedback on both sides, compressed downlink",
+       "Sattler et al., IEEE TNNLS 2019", compressor="stc", memory="residual", aggregator="stc")
+preset("qsgd", "QSGD: s levels per bucket, stochastic rounding against the bucket's l2 norm, Elias-coded levels; unbiased",
+       "Alistarh et al., NeurIPS 2017", compressor="qsgd")
+preset("terngrad", "TernGrad: stochastic ternary values with per-tensor scale max|v|; unbiased", "Wen et al., NeurIPS 2017",
+       compressor="terngrad")
+preset("natural", "natural compression: unbiased stochastic rounding to powers of two (sign + exponent)",
+       "Horvath et al., 2019 (arXiv 1905.10988)", compressor="natural")
+preset("signsgd", "signSGD: one bit per entry, server majority vote", "Bernstein et al., ICML 2018",
+       compressor="sign", aggregator="majority-vote")
+preset("signum", "signum: signSGD of the client's momentum, server majority vote", "Bernstein et al., ICML 2018",
+       compressor="sign", memory="momentum", aggregator="majority-vote")
+preset("ef-signsgd", "EF-signSGD: (||v||_1 / n) sign(v) per tensor with error feedback", "Karimireddy et al., ICML 2019",
+       compressor="scaled-sign", memory="residual")
+preset("onebit", "1-bit SGD: one bit per entry with error feedback, decoded as the per-tensor means of the positive and negative entries",
+       "Seide et al., Interspeech 2014", compressor="onebit", memory="residual")
+preset("powersgd", "PowerSGD: rank r per matrix in two phases (P up, P-hat down, Q up), Q warm-started, error feedback",
+       "Vogels et al., NeurIPS 2019", compressor="powersgd", memory="residual")
+preset("fetchsgd", "FetchSGD: count sketch of the update; server momentum and error accumulation in sketch space, top-k unsketched",
+       "Rothchild et al., ICML 2020", compressor="count-sketch", aggregator="fetchsgd")
+
+
+# ------------------------------------------------------------------------------------------ resolving
+def method_names() -> list[str]:
+    """Every preset, in definition order."""
+    _load()
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    _load()
+    if name not in PRESETS:
+        raise ConfigError(f"unknown method '{name}' (choose from: {', '.join(PRESETS)}; see `flarebench methods`)")
+    return PRESETS[name]
+
+
+def resolve(method: str, overrides: dict[str, str | None], params: dict[str, dict] | None) -> tuple[dict[str, str], dict[str, dict]]:
+    """The parts and full parameter sets a run uses: -> ({kind: part name}, {kind: {param: value}}).
+
+    ``overrides[kind]``: a part replacing the preset's (None: keep it); ``params[kind]``: values set
+    by the user, applied over the preset's own values: ``{param: value}`` for the part that runs
+    (TOML ``[kind]``, ``-p kind.param=v``), and ``{PART: {param: value}}`` for part PART whenever it
+    runs (TOML ``[kind.PART]``, ``-p kind.PART.param=v``: one config for a sweep over methods).
+    """
+    p = get_preset(method)
+    names, resolved = {}, {}
+    for kind in KINDS:
+        name = overrides.get(kind) or p.part(kind)
+        part_class(kind, name)  # ConfigError for an unknown part
+        user = (params or {}).get(kind) or {}
+        tables = {k: v for k, v in user.items() if isinstance(v, dict)}  # [kind.PART]: for that part, if it runs
+        for part, table in tables.items():
+            resolve_params(kind, part, table)  # checked even when that part does not run: typos are errors
+        base = dict(p.params.get(kind, {})) if name == p.part(kind) else {}
+        base.update(tables.get(name, {}))
+        base.update({k: v for k, v in user.items() if not isinstance(v, dict)})
+        names[kind] = name
+        resolved[kind] = resolve_params(kind, name, base)
+    return names, resolved
 
 
 @dataclass
 class Parts:
-    """The orthogonal parts a method is made of (each a small stateful object)."""
+    """The orthogonal parts a run is made of (each a small stateful object)."""
 
-    regularizer: Regularizer
-    compressor: Compressor
-    memory: Memory
-    aggregator: WeightedMean  # or a subclass (EF21Aggregator)
+    regularizer: Part
+    compressor: Part
+    memory: Part
+    aggregator: Part
+
+    def items(self):
+        return ((k, getattr(self, k)) for k in KINDS)
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in ("regularizer", "compressor", "memory", "aggregator")}
+        return {kind: part.state_dict() for kind, part in self.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        for name, sub in state.items():
-            getattr(self, name).load_state_dict(sub)
+        for kind, sub in state.items():
+            getattr(self, kind).load_state_dict(sub)
+
+    def check(self) -> None:
+        """ConfigError (one line) for an impossible combination of parts."""
+        for _, part in self.items():
+            problem = type(part).check(self)
+            if problem:
+                raise ConfigError(problem)
 
 
-def _ef(cfg: RunConfig, layout: Layout, device, required: bool) -> Memory:
-    if not cfg.ef:
-        if required:
-            raise ConfigError(f"method {cfg.method} is defined with error feedback; --no-ef applies to randk only")
-        return Memory()
-    return ResidualMemory(cfg.clients, layout.num_params, device)
+def build_parts(cfg, layout: Layout, device=None) -> Parts:
+    """The parts of ``cfg`` (a resolved RunConfig) for a model with ``layout``."""
+    ctx = PartContext(layout, cfg.clients, cfg.sparsity, cfg.seed, device)
+    names = {kind: getattr(cfg, kind) for kind in KINDS}
+    if any(v is None for v in names.values()):  # not resolved (a hand-made RunConfig): resolve now
+        names, params = resolve(cfg.method, names, cfg.params)
+    else:
+        params = {kind: resolve_params(kind, names[kind], cfg.params.get(kind)) for kind in KINDS}
+    parts = Parts(**{kind: part_class(kind, names[kind])(ctx, **params[kind]) for kind in KINDS})
+    parts.check()
+    return parts
 
 
-def _flare_reg(cfg: RunConfig, layout: Layout) -> Regularizer:
-    return FlareRegularizer(layout, cfg.flare_tau0, cfg.flare_decay, cfg.flare_steps, cfg.flare_percentile)
+def check_combination(cfg) -> None:
+    """ConfigError now if ``cfg``'s parts cannot work together (class-level declarations; nothing built)."""
+    from types import SimpleNamespace
+
+    classes = SimpleNamespace(**{kind: part_class(kind, getattr(cfg, kind)) for kind in KINDS})
+    for kind in KINDS:
+        problem = getattr(classes, kind).check(classes)
+        if problem:
+            raise ConfigError(problem)
 
 
-def _ef21_memory(cfg: RunConfig, layout: Layout, device) -> Memory:
-    if not cfg.ef:
-        raise ConfigError("method ef21 is defined with its own error feedback; --no-ef applies to randk only")
-    return EF21Memory(cfg.clients, layout.num_params, device)
+def _compressor_of(run) -> str:
+    """The compressor of a RunConfig, a config dict (config.json; older ones name only the method) or a method name."""
+    if isinstance(run, str):
+        return get_preset(run).compressor
+    get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
+    name = get("compressor")
+    if name:
+        return name
+    method = get("method")
+    return get_preset(method).compressor if method in method_names() else "identity"
 
 
-# Methods whose error feedback is part of their definition: config key ``ef`` is resolved to this
-# value, and asking for the other is a ConfigError. ``randk`` lets ``ef`` choose; for ``none``
-# (no compression) a residual memory would stay zero, so ``ef`` changes nothing.
-FIXED_EF = {"topk": False, "topk-ef": True, "flare": True, "fedprox-ef": True, "ef21": True}
+def uses_sparsity(run) -> bool:
+    """Whether the compressor of ``run`` (RunConfig, config dict or method name) sends k = R n entries
+    set by --sparsity; runs whose compressor does not ignore their sparsity (names, tables, sweeps)."""
+    name = _compressor_of(run)
+    _load()
+    from .registry import REGISTRY
 
-PartsBuilder = Callable[[RunConfig, Layout, object], Parts]
-
-PRESETS: dict[str, PartsBuilder] = {
-    "none": lambda cfg, layout, dev: Parts(Regularizer(), Identity(layout), Memory(), WeightedMean()),
-    "topk": lambda cfg, layout, dev: Parts(
-        Regularizer(), TopK(layout, cfg.density, cfg.topk_rounding), Memory(), WeightedMean()
-    ),
-    "topk-ef": lambda cfg, layout, dev: Parts(
-        Regularizer(), TopK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, True), WeightedMean()
-    ),
-    "randk": lambda cfg, layout, dev: Parts(
-        Regularizer(), RandK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, False), WeightedMean()
-    ),
-    "flare": lambda cfg, layout, dev: Parts(
-        _flare_reg(cfg, layout), TopK(layout, cfg.density, cfg.topk_rounding), _ef(cfg, layout, dev, True), WeightedMean()
-    ),
-    "ef21": lambda cfg, layout, dev: Parts(
-        Regularizer(),
-        TopK(layout, cfg.density, cfg.topk_rounding),
-        _ef21_memory(cfg, layout, dev),
-        EF21Aggregator(cfg.clients, layout.num_params, dev),
-    ),
-    "fedprox-ef": lambda cfg, layout, dev: Parts(
-        ProxRegularizer(cfg.prox_tau0, cfg.prox_decay),
-        TopK(layout, cfg.density, cfg.topk_rounding),
-        _ef(cfg, layout, dev, True),
-        WeightedMean(),
-    ),
-}
-
-DESCRIPTIONS = {
-    "none": "FedAvg, no compression (dense fp32 updates)",
-    "topk": "top-k per tensor, no error feedback",
-    "topk-ef": "top-k per tensor with error feedback (EC)",
-    "randk": "random-k per tensor from a shared seed; error feedback unless ef = false (--no-ef)",
-    "flare": "FLARE: top-k EC + L1 pull toward w + accumulator on the first p local steps",
-    "ef21": "EF21: top-k of (d_i - g_i), g_i kept by client and server, server applies mean g_i",
-    "fedprox-ef": "FedProx + EC: top-k EC + tau_r * ||w_i - w||^2 on all local steps",
-}
+    cls = REGISTRY["compressor"].get(name)
+    return bool(cls and cls.uses_sparsity)
 
 
-def build_parts(cfg: RunConfig, layout: Layout, device=None) -> Parts:
-    """The parts of ``cfg.method`` for a model with ``layout``."""
-    if cfg.method not in PRESETS:
-        raise ConfigError(f"unknown method '{cfg.method}' (choose from: {', '.join(sorted(PRESETS))})")
-    return PRESETS[cfg.method](cfg, layout, device)
+def method_label(run) -> str:
+    """``flare``, or ``flare+stc`` (+ each part that replaces the preset's, in kind order) for a RunConfig or config dict."""
+    get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
+    method = get("method")
+    if method not in method_names():
+        return str(method)
+    p = PRESETS[method]
+    extra = [get(kind) for kind in KINDS if get(kind) and get(kind) != p.part(kind)]
+    return "+".join([method, *extra])
 
 
-__all__ = ["Parts", "PRESETS", "FIXED_EF", "DESCRIPTIONS", "build_parts", "ProxRegularizer"]
+def is_uncompressed(run) -> bool:
+    """Whether ``run`` sends dense fp32 updates (the uncompressed reference of compare's target)."""
+    if _compressor_of(run) != "identity":
+        return False
+    params = run.get("params") if isinstance(run, dict) else getattr(run, "params", None)
+    return ((params or {}).get("compressor") or {}).get("value_codec", "fp32") == "fp32"
+
+
+def _load() -> None:
+    from .registry import load_parts
+
+    load_parts()
+
+
+__all__ = ["Preset", "PRESETS", "preset", "Parts", "build_parts", "resolve", "method_names", "get_preset",
+           "uses_sparsity", "is_uncompressed", "method_label", "check_combination", "catalog"]
+
+
+def catalog(method: str | None = None) -> list[dict]:
+    """What ``flarebench methods`` prints: per preset its description, paper, and each part with its
+    parameters (name, type, default, unit, rule, help, paper). ``method``: one preset only."""
+    names = [get_preset(method).name] if method else method_names()
+    out = []
+    for name in names:
+        p = PRESETS[name]
+        parts = []
+        for kind in KINDS:
+            cls = part_class(kind, p.part(kind))
+            values = resolve_params(kind, cls.name, p.params.get(kind))
+            parts.append({"kind": kind, "name": cls.name, "summary": cls.summary, "paper": cls.paper,
+                          "params": [{"name": q.name, "type": q.type.__name__, "value": values[q.name], "unit": q.unit,
+                                      "rule": q.rule or ("one of " + "|".join(map(str, q.choices)) if q.choices else ""),
+                                      "help": q.help, "paper": q.paper} for q in cls.params]})
+        out.append({"method": name, "description": p.description, "paper": p.paper,
+                    "uses_sparsity": part_class("compressor", p.compressor).uses_sparsity, "parts": parts})
+    return out

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..flat import Layout
+from .registry import Param, Part, non_negative, positive, register
 
 
 @dataclass
@@ -44,40 +45,59 @@ def tau_schedule(tau0: float, decay: float, round_idx: int) -> float:
     return tau0 / decay ** (round_idx + 1)
 
 
-class Regularizer:
-    """Base: no term. Subclasses override :meth:`anchor` and :meth:`penalty`."""
+_TAU0 = "regularizer weight tau_0 before decay"
+_DECAY = "decay c of tau_r = tau_0 / c^(r+1), r counted from 0"
 
+
+class Regularizer(Part):
+    """Base, and the ``none`` regularizer: no term. Subclasses override :meth:`anchor` and :meth:`penalty`."""
+
+    kind = "regularizer"
     name = "none"
+    summary = "no extra loss term"
+    needs_residual = False  # whether the anchor is built from the memory's unsent remainder
 
     def anchor(self, w: torch.Tensor, residual: torch.Tensor | None, round_idx: int, num_clients: int) -> Anchor | None:
-        """Anchor for this round's K clients; ``w``: ``[P]``; ``residual``: ``[K, P]`` EF memory or None."""
+        """Anchor for this round's K clients; ``w``: ``[P]``; ``residual``: ``[K, P]`` memory remainder or None."""
         return None
 
     @staticmethod
     def penalty(theta: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, tau: float) -> torch.Tensor:
         raise NotImplementedError
 
-    def state_dict(self) -> dict:
-        return {}
+    @classmethod
+    def check(cls, parts):
+        if cls.needs_residual and not parts.memory.has_residual:
+            return (f"regularizer {cls.name} pulls toward w + the memory's unsent remainder, and memory "
+                    f"'{parts.memory.name}' keeps none: use --memory residual (or dgc)")
+        return None
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+
+register(Regularizer)
 
 
+@register
 class FlareRegularizer(Regularizer):
     """FLARE's masked L1 pull toward ``w + A`` (the model with the unsent update applied)."""
 
     name = "flare"
-
-    def __init__(self, layout: Layout, tau0: float = 0.05, decay: float = 1.1, steps: int = 1, percentile: float = 50.0):
-        self.layout, self.tau0, self.decay, self.steps, self.percentile = layout, tau0, decay, steps, percentile
+    summary = "tau_r * sum m |w_i - (w + A_i)| on the first p local steps, m = |A| above the t-th percentile"
+    paper = "Greidi & Cohen 2023 (FLARE)"
+    needs_residual = True
+    params = (
+        Param("tau0", float, 0.05, _TAU0, check=non_negative, rule=">= 0", paper="Greidi & Cohen 2023"),
+        Param("decay", float, 1.1, _DECAY, check=positive, rule="> 0", paper="Greidi & Cohen 2023"),
+        Param("steps", int, 1, "p: local steps per round with the pull", unit="steps", check=non_negative, rule=">= 0"),
+        Param("percentile", float, 50.0, "t: pull entries whose |A| is above this per-tensor percentile", unit="percent",
+              check=lambda x: 0 <= x <= 100, rule="in [0, 100]"),
+    )
 
     def anchor(self, w, residual, round_idx, num_clients):
         if residual is None:
             raise ValueError("FLARE needs an error-feedback memory (its anchor is w + accumulator)")
         return Anchor(
             target=w.unsqueeze(0) + residual,
-            weight=percentile_mask(residual, self.layout, self.percentile).to(residual.dtype),
+            weight=percentile_mask(residual, self.ctx.layout, self.percentile).to(residual.dtype),
             tau=tau_schedule(self.tau0, self.decay, round_idx),
             steps=self.steps,
         )
@@ -87,13 +107,17 @@ class FlareRegularizer(Regularizer):
         return tau * (weight * (theta - target).abs()).sum()
 
 
+@register
 class ProxRegularizer(Regularizer):
     """FedProx's squared pull toward the round's global weights ``w`` (all local steps)."""
 
     name = "prox"
-
-    def __init__(self, tau0: float = 0.05, decay: float = 1.1):
-        self.tau0, self.decay = tau0, decay
+    summary = "tau_r * ||w_i - w||^2 on every local step (FedProx, the FLARE reference's schedule)"
+    paper = "Li et al., MLSys 2020 (FedProx)"
+    params = (
+        Param("tau0", float, 0.05, _TAU0, check=non_negative, rule=">= 0", paper="Greidi & Cohen 2023 (reference code)"),
+        Param("decay", float, 1.1, _DECAY, check=positive, rule="> 0"),
+    )
 
     def anchor(self, w, residual, round_idx, num_clients):
         return Anchor(w.unsqueeze(0).expand(num_clients, -1), None, tau_schedule(self.tau0, self.decay, round_idx), None)

@@ -101,6 +101,15 @@ def entropy_bits_per_entry(n: int, k: int) -> float:
     return n * h / k
 
 
+def empirical_entropy_bits(histogram) -> float:
+    """``n H(p)`` in bits for a symbol histogram (counts ``[S]``, n = their sum, p = counts / n): the floor
+    of any code that treats the n symbols as independent draws from their own empirical distribution."""
+    c = np.asarray(histogram, dtype=np.float64)
+    c = c[c > 0]
+    n = c.sum()
+    return float((c * np.log2(n / c)).sum()) if n else 0.0
+
+
 def random_positions(n: int, k: int, seed: int = 0) -> np.ndarray:
     """A uniformly random k-subset of [0, n), sorted int64 ``[k]`` (memory O(k) when k << n)."""
     rng = np.random.default_rng(seed)

@@ -194,4 +194,5 @@ class WireFormat:
             at += length
             indices = torch.from_numpy(np.concatenate(pos).astype(np.int64)) if pos else torch.zeros(0, dtype=torch.int64)
         values = torch.from_numpy(values_codec.decode(buf[at:], counts_t).copy())
-        return Message(kind, self.sizes, counts_t, values, indices=indices, seed=seed)
+        codec_name = POSITION_CODECS_BY_ID[codec_id].name if kind == SPARSE else None
+        return Message(kind, self.sizes, counts_t, values, indices=indices, seed=seed, position_codec=codec_name)

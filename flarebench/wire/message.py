@@ -23,6 +23,7 @@ class Message:
     values: torch.Tensor
     indices: torch.Tensor | None = None
     seed: int | None = None
+    position_codec: str | None = None  # set by the decoder: the codec the sender chose (None: dense/seeded)
 
     @classmethod
     def sparse(cls, sizes, counts, indices: torch.Tensor, values: torch.Tensor) -> "Message":

@@ -1,0 +1,150 @@
+"""The client half of a round: local training -> memory -> compress -> bytes, for K clients at once.
+
+The local backend runs it for all the round's clients together (K = participants); a Flower node runs
+it for itself (K = 1). Its inputs and outputs are explicit:
+
+- a client's persistent state is a dict of tensors (:meth:`ClientSide.initial_state`: the memory's
+  ``memory.NAME`` ``[P]`` and, with ``keep_optimizer_state``, ``optimizer.momentum`` ``[P]``); a round
+  takes the participants' rows stacked (``[K, P]`` each) and updates them in place;
+- what travels is bytes: :meth:`begin` returns the phase-0 uplink (one ``bytes`` per client),
+  :meth:`respond` the later phases' (multi-phase compressors), given the server's broadcast bytes;
+- :meth:`end` updates the memory with exactly what the server decodes from those bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..flat import Layout
+from ..methods.presets import Parts
+from ..methods.registry import RoundContext
+from .optim import FlatSGD
+from .seeds import derive
+from .select import build_engine
+from .sequential import LocalSpec
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class ClientRound:
+    """A round in progress on the client side, for clients ``ids`` (rows k = 0..K-1)."""
+
+    round_idx: int
+    ids: list[int]
+    v: torch.Tensor  # [K, P] what the clients compress (update after the memory's compensation)
+    uplink: list[list[bytes]] = field(default_factory=list)  # [phase][k] bytes sent
+    broadcasts: list[Any] = field(default_factory=list)  # [phase] decoded server broadcast before that phase (or None)
+    train_loss: float = 0.0  # mean local cross-entropy over the round's local steps (no regularizer term)
+
+
+class ClientSide:
+    """Local training and compression for any subset of the federation's clients.
+
+    ``x``, ``y``: the training data on ``device``; ``client_indices[i]``: int64 rows of client ``i``
+    (a list over all C clients, or a dict for the clients this process holds).
+    """
+
+    def __init__(self, cfg, model: torch.nn.Module, layout: Layout, parts: Parts, x: torch.Tensor, y: torch.Tensor,
+                 client_indices, device):
+        self.cfg, self.model, self.layout, self.parts, self.device = cfg, model, layout, parts, device
+        self.x, self.y = x, y
+        items = client_indices.items() if isinstance(client_indices, dict) else enumerate(client_indices)
+        self.client_indices = {int(i): idx.to(device) for i, idx in items}
+        self.spec = LocalSpec(cfg.local_epochs, cfg.batch_size, FlatSGD(cfg.lr, cfg.momentum, cfg.weight_decay), cfg.shuffle, cfg.seed)
+        ordered = [self.client_indices[i] for i in sorted(self.client_indices)]
+        self.engine, self.engine_choice = build_engine(  # sequential | vectorized; auto times both once per shape
+            cfg, model, layout, parts.regularizer, x, y, ordered, self.spec
+        )
+        self.keeps_momentum = bool(cfg.keep_optimizer_state and cfg.momentum)
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self) -> State:
+        """One client's state at the start of the run: ``{name: tensor}`` (``[P]`` float32 each)."""
+        state = {f"memory.{k}": v for k, v in self.parts.memory.init_state(self.layout.num_params).items()}
+        if self.keeps_momentum:
+            state["optimizer.momentum"] = torch.zeros(self.layout.num_params, dtype=torch.float32)
+        return state
+
+    @staticmethod
+    def memory_view(states: State) -> State:
+        """The memory's own tensors (keys without the ``memory.`` prefix); views, so updates land in ``states``."""
+        return {k[len("memory."):]: v for k, v in states.items() if k.startswith("memory.")}
+
+    # ------------------------------------------------------------------ the round
+    def context(self, round_idx: int, ids: list[int]) -> RoundContext:
+        return RoundContext(round_idx, list(ids), self.cfg.seed)
+
+    def begin(self, w: torch.Tensor, round_idx: int, ids: list[int], states: State, broadcast: bytes | None = None) -> ClientRound:
+        """Train clients ``ids`` from the global weights ``w`` ``[P]``; compress; -> the round, with ``uplink[0]``.
+
+        ``states``: the clients' rows ``{name: [K, P]}`` (updated in place here and in :meth:`end`);
+        ``broadcast``: the server's phase-0 broadcast bytes, if its compressor has one.
+        """
+        parts, ctx = self.parts, self.context(round_idx, ids)
+        torch.manual_seed(derive(self.cfg.seed, "round", round_idx))  # dropout etc.: same draws on resume
+        memory_state = self.memory_view(states)
+        anchor = parts.regularizer.anchor(w, parts.memory.residual(memory_state), round_idx, len(ids))
+        momentum = states.get("optimizer.momentum")
+        theta, train_loss = self.engine.train(
+            w, self.x, self.y, [self.client_indices[i] for i in ids], list(ids), anchor, self.spec, round_idx, momentum
+        )
+        v = parts.memory.compensate(theta - w, memory_state, ctx)
+        rnd = ClientRound(round_idx, list(ids), v, train_loss=train_loss)
+        rnd.uplink.append(self._send(rnd, 0, broadcast))
+        return rnd
+
+    def respond(self, rnd: ClientRound, phase: int, broadcast: bytes | None) -> list[bytes]:
+        """Phase ``phase`` >= 1 of a multi-phase compressor: the clients' bytes, given the server's broadcast."""
+        up = self._send(rnd, phase, broadcast)
+        rnd.uplink.append(up)
+        return up
+
+    def _send(self, rnd: ClientRound, phase: int, broadcast: bytes | None) -> list[bytes]:
+        compressor = self.parts.compressor
+        rnd.broadcasts.append(None if broadcast is None else compressor.decode(broadcast))
+        payloads = compressor.compress_phase(phase, rnd.v, rnd.broadcasts, self.context(rnd.round_idx, rnd.ids))
+        return [compressor.encode(p) for p in payloads]
+
+    def sent(self, rnd: ClientRound) -> torch.Tensor:
+        """``[K, P]``: each client's update as the server reconstructs it from the bytes (decoded here the same way)."""
+        compressor = self.parts.compressor
+        rows = []
+        for k in range(len(rnd.ids)):
+            payloads = [compressor.decode(rnd.uplink[phase][k]) for phase in range(len(rnd.uplink))]
+            rows.append(compressor.contribution(payloads, rnd.broadcasts, self.device))
+        return torch.stack(rows)
+
+    def end(self, rnd: ClientRound, states: State) -> None:
+        """After the last phase: the memory learns what the server decoded (error feedback). Updates ``states``."""
+        memory = self.parts.memory
+        sent = self.sent(rnd) if memory.error_feedback else None
+        memory.update(rnd.v, sent, self.memory_view(states), self.context(rnd.round_idx, rnd.ids))
+
+
+class ClientStates:
+    """The local backend's store of every client's state: ``{name: [C, ...]}`` on one device."""
+
+    def __init__(self, initial: State, num_clients: int, device):
+        self.tensors = {k: v.to(device).unsqueeze(0).repeat(num_clients, *([1] * v.dim())).contiguous() for k, v in initial.items()}
+
+    def gather(self, ids: list[int]) -> State:
+        """The rows of ``ids`` (copies ``[K, ...]``); write them back with :meth:`scatter`."""
+        return {k: v[ids].clone() for k, v in self.tensors.items()}
+
+    def scatter(self, ids: list[int], rows: State) -> None:
+        for k, v in rows.items():
+            self.tensors[k][ids] = v
+
+    def state_dict(self) -> dict:
+        return dict(self.tensors)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in self.tensors.items():
+            v.copy_(state[k])
+
+
+__all__ = ["ClientSide", "ClientRound", "ClientStates", "State"]

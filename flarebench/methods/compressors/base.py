@@ -1,0 +1,192 @@
+"""The compressor contract, and the base of the sparsifiers (payload = a sparse/dense/seeded Message).
+
+A compressor owns its payload: it decides what travels, turns it into bytes and back, and says what
+the server reconstructs. Shapes: ``v`` is ``[K, P]`` float32 (K clients of the round, P entries of the
+flat model, per-tensor segments in ``layout``); a payload is one client's message; ``decompress``
+gives the dense float32 ``[P]`` the server adds up for that client. Bits are ``8 * len(encode(p))``.
+
+One round, for a one-phase compressor (the usual case)::
+
+    client:  payloads = compress(v, ctx)  ->  encode(p)  ->  bytes
+    server:  decode(bytes) -> payload  ->  decompress(payload) -> [P]
+
+A multi-phase exchange (PowerSGD: P up, P-hat down, Q up) sets ``phases`` and overrides
+:meth:`broadcast` (server, before each phase), :meth:`compress_phase` (client, each phase) and
+:meth:`contribution` (the client's reconstructed update from all its payloads and the broadcasts).
+Broadcast payloads are encoded with the same :meth:`encode` and counted as downlink bits for each
+participant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...errors import DecodeError
+from ...wire.bounds import message_bound_bits
+from ...wire.codecs import POSITION_CODECS, VALUE_CODECS
+from ...wire.encoder import WireFormat
+from ...wire.message import Message
+from ..registry import Param, Part, PartContext, RoundContext
+
+
+def tensor_k(n: int, density: float, rounding: str = "round") -> int:
+    """Entries kept of a tensor of ``n`` entries.
+
+    ``round``: ``max(1, round(density * n))`` (flarebench's default);
+    ``reference``: ``min(n, round(density * n) + 1)``: the authors' code takes the round(n*R)+2
+    largest and keeps those strictly above the smallest of them.
+    """
+    if rounding == "reference":
+        return min(n, int(round(density * n)) + 1)
+    return min(n, max(1, int(round(density * n))))
+
+
+class Compressor(Part):
+    """Base class; see the module docstring for the contract."""
+
+    kind = "compressor"
+    phases: int = 1  # uplink transfers per round
+    uses_sparsity: bool = False  # whether the run's --sparsity sets how much is sent
+    unbiased: bool = False  # E[decompress(compress(v))] = v over the compressor's own randomness
+
+    # ------------------------------------------------------------ client side
+    def compress(self, v: torch.Tensor, ctx: RoundContext) -> list[Any]:
+        """``v`` ``[K, P]`` -> K payloads (phase 0)."""
+        raise NotImplementedError
+
+    def compress_phase(self, phase: int, v: torch.Tensor, broadcasts: list[Any], ctx: RoundContext) -> list[Any]:
+        """Payloads of phase ``phase``; ``broadcasts[p]`` is the server's broadcast before phase p (or None)."""
+        if phase != 0:
+            raise NotImplementedError(f"{self.name} has one phase")
+        return self.compress(v, ctx)
+
+    # ------------------------------------------------------------ bytes
+    def encode(self, payload: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:
+        """Bytes -> payload; DecodeError (only) on anything malformed; sizes checked before allocating."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ server side
+    def decompress(self, payload: Any, device=None) -> torch.Tensor:
+        """Dense float32 ``[P]``: what this payload adds to the aggregate."""
+        raise NotImplementedError
+
+    def contribution(self, payloads: list[Any], broadcasts: list[Any], device=None) -> torch.Tensor:
+        """The client's reconstructed update ``[P]`` from its payloads (one per phase) and the round's broadcasts."""
+        return self.decompress(payloads[-1], device)
+
+    def broadcast(self, phase: int, received: list[list[Any]], weights: torch.Tensor, ctx: RoundContext) -> Any | None:
+        """The server's broadcast before phase ``phase`` (phase 0: at round start), from the decoded payloads
+        of the earlier phases (``received[k][p]``, client k, phase p) and the clients' weights ``[K]``. None: nothing."""
+        return None
+
+    def end_round(self, received: list[list[Any]], broadcasts: list[Any], weights: torch.Tensor, ctx: RoundContext) -> None:
+        """Server, after the last phase: ``received[k][p]`` the decoded payloads of the clients that answered
+        every phase, the round's decoded broadcasts and the clients' weights ``[K]``. Updates server-side state
+        (PowerSGD keeps the weighted mean Q for the next round's warm start). Default: nothing."""
+
+    # ------------------------------------------------------------ accounting
+    def nnz(self, payload: Any) -> int:
+        """Entries whose values travel (a sign or a level counts as a value)."""
+        raise NotImplementedError
+
+    def bound_bits(self, payload: Any) -> float:
+        """The stated floor of this payload in bits (README, 'Wire formats'); headers and padding not counted."""
+        raise NotImplementedError
+
+    def label(self, payload: Any) -> str:
+        """What kind of payload this is, for metrics.csv's ``position_codecs`` column (e.g. ``golomb``, ``qsgd``)."""
+        return self.name
+
+
+class MessageCompressor(Compressor):
+    """A compressor whose payload is a :class:`Message` (sparse, dense or seeded positions + values),
+    encoded by :class:`WireFormat` with its ``position_codec`` and ``value_codec`` parameters."""
+
+    params = (
+        Param("position_codec", str, "auto", "how positions travel; auto = the smallest per message (flarebench bits)",
+              choices=("auto", *POSITION_CODECS)),
+        Param("value_codec", str, "fp32", "how values travel; lossy codecs: server and memory use the decoded values",
+              choices=tuple(VALUE_CODECS)),
+    )
+
+    def __init__(self, ctx: PartContext, **params):
+        super().__init__(ctx, **params)
+        self.layout = ctx.layout
+        self.sizes = tuple(self.layout.sizes)
+        self.wire = WireFormat(self.sizes, getattr(self, "position_codec", "auto"), self.value_codec)
+        self._offsets: dict[Any, torch.Tensor] = {}
+
+    def encode(self, payload: Message) -> bytes:
+        return self.wire.encode(payload).data
+
+    def decode(self, data: bytes) -> Message:
+        return self.wire.decode(data)
+
+    def positions(self, msg: Message) -> list[torch.Tensor]:
+        """Per-tensor int64 positions the message's values belong to (sorted)."""
+        return msg.split_indices()
+
+    def flat_positions(self, msg: Message, device=None) -> torch.Tensor:
+        """int64 ``[sum k_t]`` positions in the flat ``[P]`` vector."""
+        offsets = self._offsets.get(device)
+        if offsets is None:
+            offsets = self._offsets[device] = torch.tensor([s.start for s in self.layout.segments], device=device)
+        counts = torch.tensor(msg.counts, device=device)
+        return torch.cat([p.to(device) for p in self.positions(msg)]) + torch.repeat_interleave(offsets, counts)
+
+    def values_of(self, msg: Message, device=None) -> torch.Tensor:
+        """The float32 values the server uses (after the value codec)."""
+        return msg.values.to(device=device, dtype=torch.float32)
+
+    def decompress(self, payload: Message, device=None) -> torch.Tensor:
+        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
+        if payload.is_dense:
+            out.copy_(self.values_of(payload, device))
+            return out
+        out[self.flat_positions(payload, device)] = self.values_of(payload, device)
+        return out
+
+    def nnz(self, payload: Message) -> int:
+        return payload.nnz
+
+    def bound_bits(self, payload: Message) -> float:
+        return message_bound_bits(payload, self.wire.values)
+
+    def label(self, payload: Message) -> str:
+        if payload.is_dense:
+            return "dense"
+        return payload.position_codec or ("seed" if payload.seed is not None else self.name)
+
+    def check_sizes(self, msg: Message) -> Message:
+        """DecodeError unless the message is for this model (the decoder already checks the header's sizes)."""
+        if tuple(msg.sizes) != self.sizes:
+            raise DecodeError("message sizes do not match the model")
+        return msg
+
+
+class Sparsifier(MessageCompressor):
+    """A MessageCompressor that sends ``k_t = tensor_k(n_t, density, rounding)`` entries per tensor,
+    the density coming from the run's ``--sparsity``."""
+
+    uses_sparsity = True
+    params = MessageCompressor.params + (
+        Param("rounding", str, "round", "k per tensor: round = max(1, round(R n)); reference = round(R n) + 1 (authors' code)",
+              choices=("round", "reference"), paper="Greidi & Cohen 2023 (reference code)"),
+    )
+
+    def __init__(self, ctx: PartContext, **params):
+        super().__init__(ctx, **params)
+        self.density = ctx.density
+        self.counts = self.counts_at(self.density)
+
+    def counts_at(self, density: float) -> tuple[int, ...]:
+        """Entries sent per tensor at ``density``."""
+        return tuple(tensor_k(n, density, self.rounding) for n in self.layout.sizes)
+
+
+__all__ = ["Compressor", "MessageCompressor", "Sparsifier", "tensor_k"]

@@ -1,0 +1,132 @@
+"""``dgc``: Deep Gradient Compression's sparsifier (Lin et al., ICLR 2018), on the round's update.
+
+The preset pairs it with the ``dgc`` memory (momentum correction, momentum factor masking, optional
+clipping: memory.py); this module is the selection and its warm-up:
+
+- **Warm-up of densities** over the first ``warmup_rounds`` rounds W (the paper: sparsity 75%, 93.75%,
+  98.4375%, 99.6%, 99.9% over the first epochs). Round r (0-based) sends density
+  ``D^((r+1)/(W+1))`` for r < W and the run's density D = 1 - ``--sparsity`` after, the authors'
+  code's geometric rule (``warmup_coeff = D^(1/(W+1))``); W = 4 at sparsity 0.999 gives the paper's
+  sequence (74.9%, 93.7%, 98.4%, 99.6%, then 99.9%). One FL round (every client, one local epoch
+  in the main job) stands for one of the paper's epochs. W = 0: no warm-up.
+- **Sampled threshold, then refined** (the paper's section 5 and the authors' code): per tensor of n
+  entries sending k = tensor_k(n, density_r), draw s = max(ceil(f n), ceil(2 / density_r)) positions
+  uniformly with replacement (f = ``sample_fraction``; the paper samples 0.1% to 1%; s >= n: all
+  entries, no sampling); thr = the ceil(s k / n)-th largest |v| of the sample; entries with
+  |v| >= thr pass. More than k pass: the exact top-k among them (the hierarchical selection: exactly
+  k sent). Fewer than ``lower_bound`` * k pass: thr <- ``lower_bound`` * thr and count again, at
+  most 10 times (the authors' code's adaptation; 0: never); then all that pass are sent (<= k).
+  ``exact = true``: the exact top-k of every tensor instead.
+- Draws come from ``ctx.generator(row, "dgc")``: the same on every device and on resume.
+
+Payload: a sparse Message (positions with ``position_codec``, default the smallest per message;
+values with ``value_codec``, default fp32); k varies per tensor and round. Bits per message:
+header + positions + 32 bits per sent value (fp32).
+``bound_bits``: sum_t log2 C(n_t, k_t) + 32 sum_t k_t (fp32 values; headers and padding not counted).
+
+Deviations from the paper: the "gradient" is the client's round update d = w_i - w (the memory's
+momentum and clipping act on d); the warm-up counts rounds, not epochs; the paper's learning-rate
+warm-up is not part of the compressor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ...wire.message import Message
+from ..registry import Param, non_negative, register
+from .base import Sparsifier
+from .topk import topk_positions
+
+MAX_ADAPTATION = 10  # the authors' code's max_adaptation_iters
+
+
+def warmup_density(density: float, round_idx: int, warmup_rounds: int) -> float:
+    """Density of round ``round_idx`` (0-based): ``density^((r+1)/(W+1))`` for r < W, ``density`` after."""
+    if round_idx >= warmup_rounds:
+        return density
+    return density ** ((round_idx + 1) / (warmup_rounds + 1))
+
+
+def sample_size(n: int, k: int, density: float, fraction: float) -> tuple[int, int]:
+    """-> (entries sampled s, top entries of the sample k_s) for a tensor of ``n`` entries sending ``k``.
+
+    s = min(n, max(ceil(fraction n), ceil(2 / density))); k_s = min(s, max(1, ceil(s k / n))).
+    s == n means no sampling (the threshold comes from every entry).
+    """
+    s = min(n, max(math.ceil(fraction * n), math.ceil(2.0 / density)))
+    return s, min(s, max(1, math.ceil(s * k / n)))
+
+
+def in_fraction(x) -> bool:
+    return 0 < x <= 1
+
+
+@register
+class DGC(Sparsifier):
+    name = "dgc"
+    summary = "DGC's selection: warm-up densities, top-k threshold from a random sample, refined to k"
+    paper = "Lin et al., ICLR 2018"
+    params = Sparsifier.params + (
+        Param("warmup_rounds", int, 4, "rounds of exponentially decreasing density before the run's sparsity (0: none)",
+              unit="rounds", check=non_negative, rule=">= 0", paper="Lin et al. 2018: 4 epochs, 75% ... 99.9%"),
+        Param("sample_fraction", float, 0.01, "fraction of each tensor sampled to estimate the top-k threshold",
+              check=in_fraction, rule="in (0, 1]", paper="Lin et al. 2018: 0.1% to 1%; authors' code: 1%"),
+        Param("lower_bound", float, 0.8, "fewer than lower_bound * k pass: threshold *= lower_bound, count again "
+              "(10 times at most; 0: never)", check=lambda x: 0 <= x < 1, rule="in [0, 1)", paper="authors' code"),
+        Param("exact", bool, False, "exact top-k per tensor instead of the sampled threshold"),
+    )
+
+    def round_counts(self, round_idx: int) -> tuple[int, ...]:
+        """Entries sent per tensor in round ``round_idx`` (the warm-up's density, then the run's)."""
+        return self.counts_at(self.round_density(round_idx))
+
+    def round_density(self, round_idx: int) -> float:
+        return warmup_density(self.density, round_idx, self.warmup_rounds)
+
+    def threshold(self, block: torch.Tensor, k: int, density: float, g: torch.Generator) -> torch.Tensor | None:
+        """The sampled threshold of one tensor ``block`` ``[n]`` (|v| >= thr pass), or None: no sampling (s == n)."""
+        n = block.numel()
+        s, ks = sample_size(n, k, density, self.sample_fraction)
+        if s >= n:
+            return None
+        idx = torch.randint(n, (s,), generator=g).to(block.device)
+        return block[idx].abs().topk(ks, sorted=False).values.min()
+
+    def select_one(self, block: torch.Tensor, k: int, density: float, g: torch.Generator) -> torch.Tensor:
+        """Sorted int64 positions sent of one tensor ``block`` ``[n]`` (see the module docstring)."""
+        n = block.numel()
+        if self.exact or k >= n:
+            return topk_positions(block[None], k)[0]
+        thr = self.threshold(block, k, density, g)
+        if thr is None:
+            return topk_positions(block[None], k)[0]
+        mag = block.abs()
+        passed = torch.nonzero(mag >= thr, as_tuple=True)[0]
+        for _ in range(MAX_ADAPTATION if self.lower_bound > 0 else 0):
+            if passed.numel() >= self.lower_bound * k:
+                break
+            thr = thr * self.lower_bound
+            passed = torch.nonzero(mag >= thr, as_tuple=True)[0]
+        if passed.numel() > k:  # hierarchical selection: the exact top-k of those that passed
+            passed = passed[mag[passed].topk(k, sorted=False).indices].sort().values
+        return passed
+
+    def compress(self, v, ctx):
+        density = self.round_density(ctx.round_idx)
+        counts = self.counts_at(density)
+        out = []
+        for row in range(v.shape[0]):
+            g = ctx.generator(row, "dgc")
+            idx, val = [], []
+            for seg, k in zip(self.layout.segments, counts):
+                block = v[row, seg.start : seg.stop]
+                pos = self.select_one(block, k, density, g)
+                idx.append(pos)
+                val.append(block[pos])
+            indices = torch.cat(idx).cpu()
+            values = torch.cat(val).detach().float().cpu()
+            out.append(Message.sparse(self.sizes, [p.numel() for p in idx], indices, values))
+        return out
