@@ -104,10 +104,14 @@ def collect_runs(paths: Iterable[str | Path]) -> tuple[list[RunRecord], list[str
 
 
 def _check_record(rec: RunRecord) -> None:
-    need = {"round", "clients", "test_loss", "test_accuracy", "cumulative_uplink_bits", "wall_time_s"}
+    need = {"round", "clients", "test_loss", "test_accuracy", "nnz", "cumulative_uplink_bits", "cumulative_downlink_bits", "wall_time_s"}
     missing = need - set(rec.metrics.columns)
-    if missing or "config" not in rec.meta or "num_params" not in rec.meta:
-        raise ResultsError(f"{rec.path} lacks {', '.join(sorted(missing)) or 'config/num_params in config.json'}")
+    if missing:
+        raise ResultsError(f"run {rec.path}: {METRICS_FILE} lacks the column(s) {', '.join(sorted(missing))}")
+    absent = [k for k in ("method", "sparsity", "dataset", "model", "rounds") if k not in rec.config]
+    absent += ["num_params"] * ("num_params" not in rec.meta)
+    if absent:
+        raise ResultsError(f"run {rec.path}: {CONFIG_FILE} lacks {', '.join(absent)}")
     if rec.metrics.empty:
         raise ResultsError(f"{rec.path} has no metrics rows yet")
 

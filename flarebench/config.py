@@ -101,10 +101,12 @@ def _norm_key(key: str) -> str:
     return key.replace("-", "_")
 
 
-def _unknown(key: str, where: str) -> ConfigError:
+def _unknown(key: str, where: str, written: str | None = None) -> ConfigError:
+    """The error for an unknown key ``key`` (normalised), shown as the user ``written`` it."""
+    shown = written if written is not None else key.replace("_", "-")
     if key in MOVED:
-        return ConfigError(f"'{key.replace('_', '-')}'{where} is gone: {MOVED[key]}")
-    return ConfigError(f"unknown key '{key.replace('_', '-')}'{where}{_did_you_mean(key)}")
+        return ConfigError(f"'{shown}'{where} is gone: {MOVED[key]}")
+    return ConfigError(f"unknown key '{shown}'{where}{_did_you_mean(key)}")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -139,7 +141,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             out.setdefault("params", {})[k] = table
             continue
         if k not in FIELD_NAMES or k == "params":
-            raise _unknown(k, f" in {p}")
+            raise _unknown(k, f" in {p}", key)
         out[k] = value
     return out
 

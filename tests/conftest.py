@@ -12,6 +12,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Ray (the ray tests' head, Flower's simulation engine) on the loopback address only: without this, Ray
+# replaces 127.0.0.1 by the machine's network address; the tests' servers must stay on 127.0.0.1
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

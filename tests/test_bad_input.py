@@ -206,3 +206,17 @@ def test_a_killed_runs_cut_last_row_is_not_damage(two_runs, tmp_path, capsys):
     assert code == 0 and err == "", err
     (line,) = [l for l in out.splitlines() if l.startswith("topk-ef")]
     assert "2/3" in line and "interrupted (killed, resumable)" in line, line
+
+
+def test_a_run_whose_config_lacks_what_compare_needs_is_skipped_with_a_warning(two_runs, tmp_path, capsys):
+    def no_dataset(run_dir):
+        meta = json.loads((run_dir / "config.json").read_text())
+        del meta["config"]["dataset"]
+        (run_dir / "config.json").write_text(json.dumps(meta))
+
+    root, bad = damage(two_runs, tmp_path, no_dataset)
+    code, out, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--format", "none")
+    assert code == 0 and f"flarebench: warning: skipped {bad}: run {bad}: config.json lacks dataset" in err, err
+    code, out, err = cli(capsys, "list", root)
+    assert code == 0 and f"flarebench: warning: run {bad}: cannot be listed (KeyError: 'dataset')" in err, err
+    assert "Traceback" not in err

@@ -125,8 +125,8 @@ def test_run_help_shows_every_default(capsys, monkeypatch):
         assert len(found) == 1, (option, found)
         return found[0]
 
-    for option, default in [("--sparsity", "0.999"), ("--flare-decay", "1.1"), ("--flare-tau0", "0.05"), ("--lr", "0.1"),
-                            ("--flare-percentile", "50th percentile"), ("--batch-size", "50 samples"),
+    for option, default in [("--sparsity", "0.999"), ("--lr", "0.1"), ("--compressor", "the method's"),
+                            ("--memory", "the method's"), ("--batch-size", "50 samples"),
                             ("--rounds", "200 rounds"), ("--method", "flare"), ("--download", "no-download"),
                             ("--samples-per-client", "training set / clients"), ("--checkpoint-every", "auto")]:
         assert f"[default: {default}" in line_of(option), (option, line_of(option))

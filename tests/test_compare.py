@@ -71,7 +71,7 @@ def test_compare_writes_csv_and_figures_with_numbers_from_the_csvs(results, tmp_
     assert table.loc[1, "compression_ratio"] > 100  # sparsity 0.999 sends far less than dense fp32
     # figures: per group, PNG and PDF, not empty, really those formats
     names = sorted(p.name for p in res.figures)
-    for stem in ["accuracy-vs-bits", "accuracy-vs-round", "loss-vs-round", "summary"]:
+    for stem in ["accuracy-vs-bits", "accuracy-vs-round", "loss-vs-round", "summary", "frontier"]:
         png, pdf = out / f"mnist-embedded-mlp-{stem}.png", out / f"mnist-embedded-mlp-{stem}.pdf"
         assert png.name in names and pdf.name in names
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -96,8 +96,8 @@ def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
         assert (human_bits(want["bits_to_target"]) if want["bits_to_target"] is not None else "not reached") in cells, cells
         assert (str(want["rounds_to_target"]) if want["rounds_to_target"] is not None else "-") in cells, cells
     assert sorted(p.name for p in out.iterdir()) == [
-        "compare.csv", "mnist-embedded-mlp-accuracy-vs-bits.png", "mnist-embedded-mlp-loss-vs-bits.png",
-        "mnist-embedded-mlp-summary.png",
+        "compare.csv", "mnist-embedded-mlp-accuracy-vs-bits.png", "mnist-embedded-mlp-frontier.png",
+        "mnist-embedded-mlp-loss-vs-bits.png", "mnist-embedded-mlp-summary.png",
     ]
 
 

@@ -18,7 +18,8 @@ from flarebench.errors import DecodeError
 from flarebench.flat import Layout, Segment
 from flarebench.methods.compressors import tensor_k
 from flarebench.methods.compressors.dgc import DGC, sample_size, warmup_density
-from flarebench.methods.compressors.stc import STC, ternarize
+from flarebench.methods.compressors.stc import STC, select_topk, ternarize
+from flarebench.methods.compressors.topk import topk_positions
 from flarebench.methods.memory import DGCMemory
 from flarebench.methods.registry import PartContext, RoundContext, part_class
 from flarebench.wire.bounds import expected_bits_per_entry
@@ -74,6 +75,31 @@ def test_stc_hand_computed_message_and_bytes():
 def test_ternarize_means_per_tensor():
     out = ternarize(torch.tensor([1.0, -3.0, 0.5, -0.5, 2.0]), (2, 3))
     assert out.tolist() == [2.0, -2.0, 1.0, -1.0, 1.0]
+
+
+@FAST
+@given(st.integers(1, 200_000), st.integers(0, 2**31), st.sampled_from(["normal", "heavy", "ties", "ramp", "aliased"]), st.data())
+def test_stc_prefiltered_topk_is_the_exact_topk(n, seed, kind, data):
+    """select_topk == topk_positions (as sets of magnitudes: entries tied at the k-th may be swapped),
+    also where the strided sample is unrepresentative (aliased: large values exactly at the sampled stride)."""
+    k = data.draw(st.integers(1, max(1, n // 20)))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, n, generator=g)
+    if kind == "heavy":
+        x = x * torch.rand(2, n, generator=g) ** 4
+    elif kind == "ties":
+        x = x.round()
+    elif kind == "ramp":
+        x = torch.arange(2 * n, dtype=torch.float32).view(2, n) * (-1) ** torch.arange(2 * n).view(2, n)
+    elif kind == "aliased":
+        x = x * 1e-3
+        x[:, ::max(1, n // max(1024, 64 * -(-n // k)))] += 10.0
+    got, ref = select_topk(x, k), topk_positions(x, k)
+    assert got.shape == ref.shape == (2, k)
+    assert torch.all(got[:, 1:] > got[:, :-1]) if k > 1 else True
+    for row in range(2):
+        mag = x[row].abs()
+        assert torch.equal(mag[got[row]].sort().values, mag[ref[row]].sort().values)
 
 
 def test_stc_bits_per_entry_formula():
@@ -430,3 +456,25 @@ def test_preset_learns(tiny_config, one_torch_thread, method, params, floor):
     step about 10x and the main job diverges after ~10 rounds (0.90 at round 10, 0.14 at round 200)."""
     res = run(tiny_config(method=method, params=params, samples_per_client=250, rounds=30, eval_every=30, name=method))
     assert res.final_accuracy >= floor, res.final_accuracy
+
+
+def test_stc_resumes_from_state_dict(tiny_config, one_torch_thread):
+    """Run 4 rounds under partial participation, or 2 + save/load (weights_only) + 2: same bits, same model."""
+    import io
+
+    from flarebench import setup
+
+    cfg = tiny_config(method="stc", clients_per_round=2, sparsity=0.99)
+    a = setup(cfg).federation
+    straight = [a.run_round(r) for r in range(4)]
+    b = setup(cfg).federation
+    for r in range(2):
+        b.run_round(r)
+    buf = io.BytesIO()
+    torch.save(b.state_dict(), buf)
+    buf.seek(0)
+    c = setup(cfg).federation
+    c.load_state_dict(torch.load(buf, weights_only=True))
+    resumed = [c.run_round(r) for r in range(2, 4)]
+    assert [s.downlink_bits for s in straight[2:]] == [s.downlink_bits for s in resumed]
+    assert torch.equal(a.w, c.w)

@@ -1,12 +1,11 @@
 """A real Flower federation on 127.0.0.1: a SuperLink and SuperNodes as processes (free ports), flarebench's
 Flower app submitted with ``flwr run``; insecure, with TLS (certificates made here), and with a SuperNode
 killed mid-run. Each SuperNode starts a ClientApp process per message (torch import included), so a round
-costs seconds: the runs are 2 rounds of 2-3 clients."""
+costs seconds: the runs are 2 rounds of 2 clients."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import threading
 import time
@@ -41,16 +40,18 @@ def flower_run_config(cfg, **flower) -> dict:
 
 def _submit_and_check(net: LocalNet, cfg, out: Path, **flower):
     result = net.run(APP_DIR, flower_run_config(cfg, **flower), timeout=RUN_TIMEOUT)
-    assert result.returncode == 0, result.stdout[-3000:]
-    meta = json.loads((out / "flower" / "config.json").read_text())
-    assert meta["status"] == "complete", result.stdout[-3000:]
+    logs = result.stdout[-3000:] + "\n--- supernode0:\n" + net.log("supernode0")[-2000:]
+    assert result.returncode == 0, logs
+    path = out / "flower" / "config.json"
+    assert path.exists(), logs
+    assert json.loads(path.read_text())["status"] == "complete", logs
     return result
 
 
 def test_flwr_run_on_superlink_and_supernodes_matches_local(tmp_path):
-    cfg = tiny(method="topk-ef", clients=3, rounds=2, out=str(tmp_path / "results"))
+    cfg = tiny(method="topk-ef", clients=2, rounds=2, out=str(tmp_path / "results"))
     local = run(cfg.replace(name="local"))
-    with LocalNet(tmp_path / "net", nodes=3) as net:
+    with LocalNet(tmp_path / "net", nodes=2) as net:
         result = _submit_and_check(net, cfg, tmp_path / "results")
     assert "done:" in result.stdout
     assert_same_metrics(local.path, tmp_path / "results" / "flower")
@@ -70,25 +71,25 @@ def test_flwr_run_with_tls(tmp_path):
 
 
 def test_killed_supernode_run_finishes_with_fewer_clients(tmp_path):
-    cfg = tiny(method="topk-ef", clients=3, rounds=2, out=str(tmp_path / "results"))
+    cfg = tiny(method="topk-ef", clients=2, rounds=2, out=str(tmp_path / "results"))
     metrics = tmp_path / "results" / "flower" / "metrics.csv"
-    with LocalNet(tmp_path / "net", nodes=3) as net:
+    with LocalNet(tmp_path / "net", nodes=2) as net:
         killed = threading.Event()
 
         def kill_after_round_1():
             deadline = time.monotonic() + RUN_TIMEOUT
             while time.monotonic() < deadline:
                 if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:  # header, rows 0 and 1
-                    net.kill_node(2)
+                    net.kill_node(1)
                     killed.set()
                     return
                 time.sleep(0.1)
 
         watcher = threading.Thread(target=kill_after_round_1, daemon=True)
         watcher.start()
-        _submit_and_check(net, cfg, tmp_path / "results", **{"straggler-timeout": 10.0})
+        _submit_and_check(net, cfg, tmp_path / "results", **{"straggler-timeout": 6.0})
         watcher.join(timeout=5)
     assert killed.is_set()
     m = pd.read_csv(metrics)
-    assert list(m.clients[:2]) == [0, 3] and m.clients[2] < 3
-    assert re.search(r"round 2: clients (\d+,)*2 did not answer", (metrics.parent / EVENTS_FILE).read_text())
+    assert list(m.clients) == [0, 2, 1]
+    assert "round 2: clients 1 did not answer begin" in (metrics.parent / EVENTS_FILE).read_text()

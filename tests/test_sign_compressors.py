@@ -155,7 +155,7 @@ def values_for(data, n):
     return torch.tensor(data.draw(st.lists(elems, min_size=n, max_size=n)), dtype=torch.float32)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=sizes_st, name=st.sampled_from(sorted(SIGN_FAMILY)), data=st.data())
 def test_sign_family_roundtrip_and_exact_bits(sizes, name, data):
     cls, m = SIGN_FAMILY[name]
@@ -186,7 +186,7 @@ def test_sign_family_roundtrip_and_exact_bits(sizes, name, data):
                 assert abs(got[~nonneg].sum().item() - want[~nonneg].sum().item()) <= tol
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=sizes_st, tau=st.sampled_from([0.0001, 1.0, 100.0, 2000.0]), values=st.sampled_from(["tau", "exact"]),
        codec=st.sampled_from(["auto", "raw32", "minwidth", "bitmap", "elias-gamma", "elias-delta", "golomb"]), data=st.data())
 def test_threshold_roundtrip_and_bits(sizes, tau, values, codec, data):
@@ -317,12 +317,13 @@ def test_error_feedback_invariant(make):
 
 
 # ---------------------------------------------------------------- learning (short runs of the presets)
-LEARNS = {  # preset -> accuracy after 30 rounds of the small setting below (measured: see the module's report)
-    "signsgd": 0.80,
-    "signum": 0.80,
-    "ef-signsgd": 0.85,
-    "onebit": 0.85,
-    "threshold": 0.85,
+LEARNS = {  # preset -> asserted accuracy after 30 rounds of the small setting below (measured: 0.876, 0.893,
+    # 0.902, 0.9015, 0.8965; FedAvg 0.903). The main job (10 clients, 200 rounds) in the module docstrings.
+    "signsgd": 0.84,
+    "signum": 0.85,
+    "ef-signsgd": 0.87,
+    "onebit": 0.87,
+    "threshold": 0.86,
 }
 
 

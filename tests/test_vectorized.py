@@ -33,6 +33,7 @@ from flarebench.engine.sequential import LocalSpec, SequentialEngine
 from flarebench.engine.vectorized import VectorizedEngine
 from flarebench.errors import ConfigError
 from flarebench.flat import Layout
+from flarebench.methods.registry import PartContext
 from flarebench.methods.regularizers import FlareRegularizer, ProxRegularizer, Regularizer
 from flarebench.models import build_model
 
@@ -47,6 +48,11 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- engine level (random data)
+def _ctx(layout: Layout) -> PartContext:
+    """What a part (here: a regularizer) is built with."""
+    return PartContext(layout, num_clients=8)
+
+
 def _problem(model_name: str, sizes: list[int], seed: int = 0):
     torch.manual_seed(seed)
     model = build_model(model_name, (1, 28, 28), 10)
@@ -66,7 +72,7 @@ def test_engine_equal_unequal_clients_partial_batches(reg_name):
     sizes = [21, 30, 5, 40, 3]
     model, layout, w, x, y, idx = _problem("mlp", sizes)
     K, P = len(sizes), layout.num_params
-    reg = {"none": Regularizer(), "flare": FlareRegularizer(layout, steps=3), "prox": ProxRegularizer()}[reg_name]
+    reg = {"none": Regularizer, "flare": FlareRegularizer, "prox": ProxRegularizer}[reg_name](_ctx(layout), **({"steps": 3} if reg_name == "flare" else {}))
     anchor = reg.anchor(w, torch.randn(K, P) * 0.01, 2, K)
     spec = LocalSpec(2, 8, FlatSGD(0.1, 0.9, 1e-3), True, 0)
     m_seq = torch.randn(K, P) * 0.01
@@ -84,7 +90,7 @@ def test_engine_chunks_and_no_momentum():
     """Chunks of 2 clients give the result of all at once; plain SGD (momentum 0) takes no buffer."""
     model, layout, w, x, y, idx = _problem("mlp", [20, 9, 31])
     spec = LocalSpec(1, 8, FlatSGD(0.05), False, 1)
-    reg = Regularizer()
+    reg = Regularizer(_ctx(layout))
     a, _ = SequentialEngine(model, layout, reg).train(w, x, y, idx, [0, 1, 2], None, spec, 0, None)
     b, _ = VectorizedEngine(model, layout, reg, client_chunk=2).train(w, x, y, idx, [0, 1, 2], None, spec, 0, None)
     c, _ = VectorizedEngine(model, layout, reg).train(w, x, y, idx, [0, 1, 2], None, spec, 0, None)
@@ -94,7 +100,7 @@ def test_engine_chunks_and_no_momentum():
 def test_engine_cnn_short():
     """The paper's CNN (grouped-conv batching under vmap): 3 clients, 2-3 steps, FLARE pull on step 0."""
     model, layout, w, x, y, idx = _problem("cnn", [9, 16, 5])
-    reg = FlareRegularizer(layout, steps=1)
+    reg = FlareRegularizer(_ctx(layout), steps=1)
     anchor = reg.anchor(w, torch.randn(3, layout.num_params) * 0.01, 0, 3)
     spec = LocalSpec(1, 8, FlatSGD(0.1, 0.9), True, 0)
     a, _ = SequentialEngine(model, layout, reg).train(w, x, y, idx, [0, 1, 2], anchor, spec, 0, None)
@@ -114,7 +120,7 @@ def test_engine_char_gru():
     w = layout.flatten(model)
     x, y = torch.randint(0, 12, (40, 7)), torch.randint(0, 12, (40, 7))
     idx = [torch.arange(0, 13), torch.arange(13, 21), torch.arange(21, 40)]
-    reg = FlareRegularizer(layout, steps=2)
+    reg = FlareRegularizer(_ctx(layout), steps=2)
     anchor = reg.anchor(w, torch.randn(3, layout.num_params) * 0.01, 0, 3)
     spec = LocalSpec(1, 4, FlatSGD(0.1, 0.9), True, 0)
     assert vectorization_blocker(model) is None
@@ -132,7 +138,7 @@ def test_engine_deterministic_and_dropout():
     x, y = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
     idx = [torch.arange(0, 20), torch.arange(20, 40)]
     spec = LocalSpec(1, 10, FlatSGD(0.1), True, 0)
-    eng = VectorizedEngine(model, layout, Regularizer())
+    eng = VectorizedEngine(model, layout, Regularizer(_ctx(layout)))
     assert eng.randomness == "different"
     runs = []
     for _ in range(2):
@@ -210,7 +216,7 @@ def test_rounds_lockstep_dirichlet(method):
 
 def test_dirichlet_sizes_are_unequal():
     fed = setup(_cfg("none", "sequential", **DIRICHLET)).federation
-    sizes = [len(i) for i in fed.client_indices]
+    sizes = [len(i) for i in fed.clients.client_indices.values()]
     assert len(set(sizes)) > 1 and any(s % 16 for s in sizes)
 
 
@@ -239,7 +245,7 @@ def test_blockers_fall_back_to_sequential(caplog):
     cfg = make_config(engine="vectorized")
     x, y = torch.randn(6, 5, 4), torch.randint(0, 3, (6,))
     with caplog.at_level("INFO", logger="flarebench.engine"):
-        engine, choice = build_engine(cfg, model, layout, Regularizer(), x, y, [torch.arange(6)], LocalSpec(1, 3, FlatSGD(0.1), True, 0))
+        engine, choice = build_engine(cfg, model, layout, Regularizer(_ctx(layout)), x, y, [torch.arange(6)], LocalSpec(1, 3, FlatSGD(0.1), True, 0))
     assert isinstance(engine, SequentialEngine) and choice.engine == "sequential"
     assert choice.reason.startswith("fallback:") and "GRU" in caplog.text
 

@@ -55,7 +55,7 @@ class Federation:
         self.server = ServerSide(cfg, layout, parts, layout.flatten(model), sizes, device)
         self.clients = ClientSide(cfg, model, layout, parts, data.x_train, data.y_train, client_indices, device)
         self.states = ClientStates(self.clients.initial_state(), cfg.clients, device)
-        self.engine, self.engine_choice = self.clients.engine, self.clients.engine_choice
+        self.engine_choice = self.clients.engine_choice
         self.client_sizes = self.server.client_sizes
         self.keep_messages = False  # tests set this to inspect every round's bytes
 
@@ -63,6 +63,21 @@ class Federation:
     def w(self) -> torch.Tensor:
         """The global weights ``[P]``."""
         return self.server.w
+
+    @property
+    def engine(self):
+        """The clients' local-training engine (settable: bench and tests swap it)."""
+        return self.clients.engine
+
+    @engine.setter
+    def engine(self, engine) -> None:
+        self.clients.engine = engine
+
+    # the clients' data, for bench and the engine probe
+    x_train = property(lambda self: self.clients.x)
+    y_train = property(lambda self: self.clients.y)
+    spec = property(lambda self: self.clients.spec)
+    client_indices = property(lambda self: [self.clients.client_indices[i] for i in sorted(self.clients.client_indices)])
 
     def run_round(self, round_idx: int) -> RoundStats:
         """Round ``round_idx`` (0-based): train, compress, encode, decode, aggregate, step."""

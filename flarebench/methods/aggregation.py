@@ -90,13 +90,16 @@ class MajorityVote(Aggregator):
     ``received`` ``[K, P]``: the decoded updates (+-1 from the ``sign`` compressor; any compressor's
     decoded values vote by their sign, a 0 abstains). One vote per client whatever its sample count
     (the paper's); a tie (possible with an even K) gives 0. ``step`` is the server's step in weight
-    units per round (the run's ``server_lr``, 1 by default, multiplies it).
+    units per round (the run's ``server_lr``, 1 by default, multiplies it). The paper's step is for
+    per-minibatch gradients; in the FL setting the sign is of the round's update d, so the default
+    0.003 was chosen on the main job (mlp, mnist-embedded, 10 clients, 200 rounds: signsgd 0.9575 final
+    accuracy; steps 0.0003 / 0.001 / 0.01 gave 0.9335 / 0.9555 / 0.9495; signum 0.947, 0.9505 at 0.001).
     """
 
     name = "majority-vote"
     summary = "step * sign(sum of the clients' signs) per entry; ties give 0 (signSGD with majority vote)"
     paper = "Bernstein et al., ICLR 2019"
-    params = (Param("step", float, 0.001, "the server's step per entry and round (its learning rate)",
+    params = (Param("step", float, 0.003, "the server's step per entry and round (its learning rate)",
                     unit="weight units per round", check=positive, rule="> 0", paper="Bernstein et al. 2018 (value chosen for the main job)"),)
 
     def aggregate(self, received, weights, ids, ctx):
@@ -233,6 +236,12 @@ class FetchSGDAggregator(Aggregator):
     the server: for a constant lr the same run (S_e scales with eta and top-k commutes with scaling).
     The values applied are the sketch's estimates: the paper's optional second round trip for the
     exact values of the k entries is not made. ``S_u``, ``S_e`` are the aggregator's state; clients keep none.
+
+    Setting: the paper sketches per-minibatch gradients; here S_k sketches a round's local update d. On the
+    main job (mlp, 79,510 entries) the defaults learn at ``--sparsity 0.99`` (k = 1% of the model, the
+    paper's CIFAR-10 ratio k / d = 50,000 / 6.5M; 0.932 after 200 rounds) but diverge at 0.999 (k = 80;
+    with rho = 0.9 and with rho = 0): a 5 x 800 sketch of a dense update puts ~100 entries in every cell,
+    top-k picks the estimates collisions inflate, and the accumulated error S_e grows with what is mis-applied.
     """
 
     name = "fetchsgd"

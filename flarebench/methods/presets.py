@@ -62,8 +62,9 @@ preset("flare", "FLARE: top-k EC + L1 pull toward w + accumulator on the first p
        "Greidi & Cohen 2023 (arXiv 2312.13795)", regularizer="flare", compressor="topk", memory="residual")
 preset("threshold", "fixed threshold: send the entries with |v| > tau, with error feedback", "Strom, Interspeech 2015",
        compressor="threshold", memory="residual")
-preset("dgc", "Deep Gradient Compression: momentum correction and factor masking, warm-up densities, sampled top-k threshold",
-       "Lin et al., ICLR 2018", compressor="dgc", memory="dgc")
+preset("dgc", "Deep Gradient Compression: factor masking, warm-up densities, sampled top-k threshold; momentum correction "
+       "off (-p memory.momentum=0.9 is the paper's: on round updates after local momentum it diverges)",
+       "Lin et al., ICLR 2018", compressor="dgc", memory="dgc", params={"memory": {"momentum": 0.0}})
 preset("stc", "Sparse Ternary Compression: top-k, ternary +-mu, Golomb positions, error feedback on both sides, compressed downlink",
        "Sattler et al., IEEE TNNLS 2019", compressor="stc", memory="residual", aggregator="stc")
 preset("qsgd", "QSGD: s levels per bucket, stochastic rounding against the bucket's l2 norm, Elias-coded levels; unbiased",

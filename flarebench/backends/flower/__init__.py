@@ -19,8 +19,18 @@ from pathlib import Path
 
 from ...errors import ConfigError
 
-for _var, _value in (("FLWR_TELEMETRY_ENABLED", "0"), ("FLWR_DISABLE_UPDATE_CHECK", "1"), ("RAY_USAGE_STATS_ENABLED", "0")):
+OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+for _var, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_var, _value)
+
+
+def stay_offline() -> None:
+    """Apply FLWR_TELEMETRY_ENABLED to a Flower imported before this package set its default (flwr reads it once)."""
+    import sys
+
+    telemetry = sys.modules.get("flwr.supercore.telemetry")
+    if telemetry is not None:
+        telemetry.FLWR_TELEMETRY_ENABLED = os.environ.get("FLWR_TELEMETRY_ENABLED", "1")
 
 APP_DIR = Path(__file__).parent / "app"  # the Flower app: `flwr run APP_DIR CONNECTION --run-config ...`
 
@@ -33,4 +43,4 @@ def require_flower() -> None:
         raise ConfigError("the flower backend needs Flower and its simulation engine: pip install 'flarebench[flower]'")
 
 
-__all__ = ["APP_DIR", "require_flower"]
+__all__ = ["APP_DIR", "OFFLINE_ENV", "require_flower", "stay_offline"]

@@ -55,8 +55,9 @@ def hello(msg: Message, context: Context) -> Message:
     except FlarebenchError as e:
         return _reply(msg, error=str(e))
     old = context.state.config_records.get(P.STATE_META)
-    committed = int(old["committed"]) if old is not None and old["key"] == key else P.NONE_COMMITTED
-    if committed == P.NONE_COMMITTED:  # another run's config (or none yet): start from the initial state
+    same_run = old is not None and old["key"] == key  # a server that resumed greets its nodes again
+    committed = int(old["committed"]) if same_run else P.NONE_COMMITTED
+    if not same_run:  # another run's config (or none yet): start from the initial state
         for k in (P.STATE_TENSORS, P.PENDING_META, P.PENDING_TENSORS):
             if k in context.state:
                 del context.state[k]

@@ -108,6 +108,8 @@ class FlowerFederation:
         self.parts = build_parts(cfg, node.layout, node.device)
         self.server = ServerSide(cfg, node.layout, self.parts, node.layout.flatten(node.model), node.client_sizes, node.device)
         self.client_sizes = self.server.client_sizes
+        # whether clients keep state across rounds (memory, optimizer buffers): losing it is worth a log line
+        self.stateful = bool(self.parts.memory.init_state(1)) or bool(cfg.keep_optimizer_state and cfg.momentum)
         requested = cfg.engine
         engine = "sequential" if requested == "auto" else requested
         self.engine_choice = EngineChoice(requested, engine, "flower backend: each node trains its one client"
@@ -279,7 +281,7 @@ class FlowerFederation:
     def _check_states(self, round_idx: int, replies: dict[int, _Reply]) -> None:
         """Log every client whose node does not hold the state the server expects (a restarted SuperNode)."""
         for c, r in replies.items():
-            if bool(r.record["lost"]) and int(self.accepted[c]) != P.NONE_COMMITTED:
+            if self.stateful and bool(r.record["lost"]) and int(self.accepted[c]) != P.NONE_COMMITTED:
                 self._event(round_idx, f"client {c} lost its state (its SuperNode restarted?): it holds round "
                                        f"{int(r.record['committed']) + 1}'s state, not round {int(self.accepted[c]) + 1}'s; "
                                        "it goes on from there (error-feedback memory reset)")

@@ -151,11 +151,6 @@ class LocalNet:
         cmd += ["--root-certificates", str(self.certs.ca_cert)] if self.certs else ["--insecure"]
         return self._spawn(cmd, f"supernode{i}")
 
-    def restart_node(self, i: int) -> None:
-        """Start SuperNode ``i`` again (after :meth:`kill_node`): a new process, with no state."""
-        self.kill_node(i)
-        self.supernodes[i] = self._start_node(i)
-
     def kill_node(self, i: int) -> None:
         """SIGKILL SuperNode ``i`` and its children, as a machine that dies would."""
         proc = self.supernodes[i]
@@ -197,15 +192,8 @@ class LocalNet:
         return subprocess.run(cmd, env=self.env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=timeout, start_new_session=True)
 
-    def submit(self, app_dir: str | Path, run_config: dict | None = None) -> subprocess.Popen:
-        """Like :meth:`run` but returns at once: the ``flwr run --stream`` process (output to ``flwr-run.log``)."""
-        cmd = ["flwr", "run", str(app_dir), self.CONNECTION, "--stream"]
-        if run_config:
-            cmd += ["--run-config", " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())]
-        return self._spawn(cmd, "flwr-run")
-
     def log(self, name: str) -> str:
-        """The output so far of process ``name`` (``superlink``, ``supernode0``, ``flwr-run``, ...)."""
+        """The output so far of process ``name`` (``superlink``, ``supernode0``, ...)."""
         path = self.dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 

@@ -42,9 +42,7 @@ def run_on_grid(grid: Grid, cfg: RunConfig, options: FlowerOptions, *, on_round:
     """
     from ... import runner
 
-    if checkpoint_every not in (None, 1):
-        raise ConfigError("the flower backend saves its state after every round (clients commit a round once the "
-                          "server has saved it); drop --checkpoint-every")
+    check_checkpoint_every(checkpoint_every)
     runner.check_output(cfg, overwrite, resume)
     cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
     run_dir = Path(resume) if resume is not None else Path(cfg.out).expanduser() / cfg.name
@@ -55,6 +53,13 @@ def run_on_grid(grid: Grid, cfg: RunConfig, options: FlowerOptions, *, on_round:
     fed = FlowerFederation(node, grid, options, events)
     prepared = runner.Setup(cfg, node.device, node.data, node.layout, fed)
     return runner.run(cfg, on_round=on_round, overwrite=overwrite, prepared=prepared, resume=resume, checkpoint_every=1)
+
+
+def check_checkpoint_every(every: int | None) -> None:
+    """ConfigError unless ``every`` is None or 1: the flower backend saves after every round."""
+    if every not in (None, 1):
+        raise ConfigError("the flower backend saves its state after every round (clients commit a round once the "
+                          "server has saved it); drop --checkpoint-every")
 
 
 def config_from_run_config(rc) -> tuple[RunConfig, str | None, bool]:
@@ -101,4 +106,4 @@ def _progress(row: dict, cfg: RunConfig) -> str:
     return f"round {row['round']}/{cfg.rounds}: {row['clients']} clients{acc}"
 
 
-__all__ = ["app", "run_on_grid", "config_from_run_config", "EVENTS_FILE"]
+__all__ = ["app", "run_on_grid", "config_from_run_config", "check_checkpoint_every", "EVENTS_FILE"]

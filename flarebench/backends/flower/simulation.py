@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from ...config import RunConfig
-from . import require_flower
+from . import require_flower, stay_offline
 
 
 class _DropDeprecation(logging.Filter):
@@ -48,9 +48,10 @@ def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite
     require_flower()
     from ... import runner
     from .federation import FlowerOptions
-    from .serverapp import run_on_grid
+    from .serverapp import check_checkpoint_every, run_on_grid
 
-    runner.check_output(cfg, overwrite, resume)  # before Ray starts
+    check_checkpoint_every(checkpoint_every)  # bad input: one line before Ray starts
+    runner.check_output(cfg, overwrite, resume)
     threads = torch.get_num_threads()
     options = FlowerOptions(client_threads=threads)
     result: dict = {}
@@ -60,6 +61,7 @@ def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite
 
     from .clientapp import app as client_app
 
+    stay_offline()
     server_app = ServerApp()
 
     @server_app.main()

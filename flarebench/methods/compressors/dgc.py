@@ -9,14 +9,15 @@ clipping: memory.py); this module is the selection and its warm-up:
   code's geometric rule (``warmup_coeff = D^(1/(W+1))``); W = 4 at sparsity 0.999 gives the paper's
   sequence (74.9%, 93.7%, 98.4%, 99.6%, then 99.9%). One FL round (every client, one local epoch
   in the main job) stands for one of the paper's epochs. W = 0: no warm-up.
-- **Sampled threshold, then refined** (the paper's section 5 and the authors' code): per tensor of n
+- **Sampled threshold, then refined** (the paper's implementation notes, the authors' code): per tensor of n
   entries sending k = tensor_k(n, density_r), draw s = max(ceil(f n), ceil(2 / density_r)) positions
   uniformly with replacement (f = ``sample_fraction``; the paper samples 0.1% to 1%; s >= n: all
   entries, no sampling); thr = the ceil(s k / n)-th largest |v| of the sample; entries with
   |v| >= thr pass. More than k pass: the exact top-k among them (the hierarchical selection: exactly
   k sent). Fewer than ``lower_bound`` * k pass: thr <- ``lower_bound`` * thr and count again, at
   most 10 times (the authors' code's adaptation; 0: never); then all that pass are sent (<= k).
-  ``exact = true``: the exact top-k of every tensor instead.
+  (The authors' code refines only above 1.3 k and otherwise cuts to the first k by position.)
+  ``exact = true``: the exact top-k of every tensor instead (stc.select_topk).
 - Draws come from ``ctx.generator(row, "dgc")``: the same on every device and on resume.
 
 Payload: a sparse Message (positions with ``position_codec``, default the smallest per message;
@@ -26,7 +27,10 @@ header + positions + 32 bits per sent value (fp32).
 
 Deviations from the paper: the "gradient" is the client's round update d = w_i - w (the memory's
 momentum and clipping act on d); the warm-up counts rounds, not epochs; the paper's learning-rate
-warm-up is not part of the compressor.
+warm-up is not part of the compressor. With clients that already train with momentum (the main job:
+0.9), d is a sum of velocity steps, i.e. the paper's v += u already happens inside the round; the
+memory's round-level m = 0.9 then adds a second momentum at server step 1 (about 10x the step) and
+the main job diverges after ~10 rounds; ``-p memory.momentum=0`` learns (see the README).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import torch
 from ...wire.message import Message
 from ..registry import Param, non_negative, register
 from .base import Sparsifier
+from .stc import select_topk
 from .topk import topk_positions
 
 MAX_ADAPTATION = 10  # the authors' code's max_adaptation_iters
@@ -99,7 +104,7 @@ class DGC(Sparsifier):
         """Sorted int64 positions sent of one tensor ``block`` ``[n]`` (see the module docstring)."""
         n = block.numel()
         if self.exact or k >= n:
-            return topk_positions(block[None], k)[0]
+            return select_topk(block[None], k)[0]
         thr = self.threshold(block, k, density, g)
         if thr is None:
             return topk_positions(block[None], k)[0]

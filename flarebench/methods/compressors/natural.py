@@ -65,7 +65,8 @@ class Natural(Compressor):
         bits = x.view(np.uint32)
         exponent = (bits >> np.uint32(MANTISSA_BITS)).astype(np.uint8)  # the sign bit falls off
         exponent += (bits << np.uint32(32 - MANTISSA_BITS)) > np.asarray(r, dtype=np.uint32)  # mantissa * 2^9 > r
-        np.minimum(exponent, MAX_EXPONENT, out=exponent)
+        if exponent.size and exponent.max() > MAX_EXPONENT:  # |x| >= 2^127 rounded up (never an update)
+            np.minimum(exponent, MAX_EXPONENT, out=exponent)
         return np.logical_and(x < 0, exponent), exponent
 
     def compress(self, v, ctx):
@@ -107,7 +108,7 @@ class Natural(Compressor):
 
     def bound_bits(self, payload: NaturalPayload) -> float:
         """The empirical entropy of the P 9-bit symbols (sign, exponent)."""
-        symbols = payload.exponent.astype(np.int64) | (payload.negative.astype(np.int64) << 8)
+        symbols = payload.exponent.astype(np.uint16) | (payload.negative.astype(np.uint16) << np.uint16(8))
         return empirical_entropy_bits(np.bincount(symbols, minlength=512))
 
 

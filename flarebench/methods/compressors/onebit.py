@@ -12,6 +12,9 @@ unit is the tensor (flarebench's layout has tensors, not a column convention sha
 Wire: 2-byte tag, ``2 T`` float32 (``mu+_t``, ``mu-_t`` per tensor; ``mu+ >= 0 >= mu-`` checked on
 decode), then P bits, zero-padded to a byte: ``16 + 64 T + 8 ceil(P / 8)`` bits.
 Floor: ``P + 64 T`` bits (1 bit per entry, 32 per reconstruction value).
+
+Main job (mlp, mnist-embedded, 10 clients, 200 rounds), preset ``onebit``: 0.958 final test accuracy
+for 152.2 Mib of uplink (1.0034 bits per entry).
 """
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ entries (``bucket``; a tensor's last bucket may be shorter; buckets never cross 
 bucket ``v`` (n entries) with norm ``||v||`` (``norm = l2``: the 2-norm, as analysed in the paper;
 ``max``: max |v_i|, the normalisation of the paper's experiments) and ``r_i = s |v_i| / ||v||``,
 the level is ``l_i = floor(r_i) + Bernoulli(r_i - floor(r_i))`` in ``0..s`` and the server gets
-``Q(v)_i = ||v|| sign(v_i) l_i / s``. So ``E[Q(v)] = v`` and, for ``l2``, the paper's Lemma 3.1:
-``E||Q(v) - v||^2 <= min(n / s^2, sqrt(n) / s) ||v||^2`` per bucket. No error feedback by default.
+``Q(v)_i = ||v|| sign(v_i) l_i / s``, so ``E[Q(v)] = v`` and, for ``l2``, the paper's Lemma 3.1
+holds: ``E||Q(v) - v||^2 <= min(n / s^2, sqrt(n) / s) ||v||^2`` per bucket. It is computed as
+``sign(v_i) l_i = floor(s v_i / ||v|| + u_i)`` with u_i uniform in [0, 1) (24-bit grid) from a PCG64
+generator seeded by (run seed, round, client). No error feedback by default (memory ``none``).
 
-Defaults: ``levels`` s = 7 and ``bucket`` d = 512, the paper's "4-bit QSGD" (bucket size 512 in its
-experiments; 4 bits per entry in a fixed-width code = 1 sign bit + 3 level bits, so s = 2^3 - 1).
-``levels = 1`` is the paper's 2-bit (ternary) QSGD; ``levels = 127, bucket = 8192`` its 8-bit one.
+Defaults: ``levels`` s = 7 and ``bucket`` d = 512: the paper's "4-bit QSGD" with the bucket size of
+its experiments, reading "b bits" as a fixed-width code of 1 sign bit + b - 1 level bits, so
+s = 2^(b-1) - 1 (``levels = 1``: ternary 2-bit QSGD; ``levels = 127``: 8-bit). The "gradient" is the
+client's round update.
 
 Wire (the paper's Elias coding, Sec. 3.1 / Thm 3.2, with a count per bucket instead of an end
 marker): 2-byte tag; the B bucket norms as float32 (32 bits each, as the paper); then one bit stream:
@@ -21,7 +24,8 @@ negative) and ``omega(l_i)``; zero-padded to a byte. ``omega`` is Elias' recursi
 paper's "Elias(k)": 1 -> ``0``, 2 -> ``10 0``, 4 -> ``10 100 0``, 16 -> ``10 100 10000 0``. Every
 codeword has its textbook length; to decode without a loop over entries the stream holds the gaps'
 codewords layer by layer (all first groups' lead bits, all first groups' low bits, then the second
-groups ...; likewise the levels), which permutes bits but adds none. Bits =
+groups ..., a layer's low bits grouped by their width; likewise the levels), which permutes bits but
+adds none. Bits =
 ``16 + 32 B + 8 ceil((sum_b |omega(c_b + 1)| + sum_i (|omega(gap_i)| + 1 + |omega(l_i)|)) / 8)``.
 
 Floor (``bound_bits``): ``32 B`` for the norms plus ``P H`` where H is the empirical entropy of the
@@ -41,7 +45,7 @@ from ...errors import DecodeError
 from ...wire.bitstream import bit_length, bits_to_bytes, check_end
 from ...wire.bounds import empirical_entropy_bits
 from ...wire.frame import ByteReader, ByteWriter
-from ..registry import Param, PartContext, positive, register
+from ..registry import Param, PartContext, register
 from .base import Compressor
 
 MAX_LEVELS = 2**15 - 1  # signed levels travel in int16 arrays
@@ -62,24 +66,29 @@ def omega_lengths(x: np.ndarray) -> np.ndarray:
         c = np.where(more, n - 1, 1)
 
 
-def _field_bytes(widths: np.ndarray) -> int:
-    """Bytes (1, 2, 4 or 8) of the unsigned type that holds fields of these widths."""
-    w = int(widths.max())
-    return 1 if w <= 8 else 2 if w <= 16 else 4 if w <= 32 else 8
+def _uint_for(width: int) -> type:
+    """The smallest unsigned numpy type that holds a field of ``width`` bits."""
+    return np.uint8 if width <= 8 else np.uint16 if width <= 16 else np.uint32 if width <= 32 else np.uint64
 
 
 def pack_fields(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """The low ``widths[i]`` bits of ``values[i]``, MSB first, back to back -> bits (uint8 0/1) ``[sum widths]``.
-
-    Same output as :func:`~flarebench.wire.bitstream.pack_varwidth`, through a ``[m, 8 b]`` bit matrix
-    (b bytes per field), which is faster when the widths are small.
-    """
+    """The low ``widths[i]`` bits of ``values[i]`` (MSB first) -> bits (uint8 0/1) ``[sum widths]``, the fields
+    grouped by width (ascending), each group in index order (a ``[count, w]`` bit matrix per width, built one
+    column at a time: vectorised, w passes over the group)."""
     widths = np.asarray(widths, dtype=np.int64)
-    if widths.size == 0 or not widths.any():
-        return np.zeros(0, dtype=np.uint8)
-    b = _field_bytes(widths)
-    m = np.unpackbits(np.asarray(values).astype(f">u{b}").view(np.uint8).reshape(-1, b), axis=1)
-    return m[np.arange(8 * b) >= (8 * b - widths)[:, None]]
+    values = np.asarray(values)
+    parts = []
+    present = np.flatnonzero(np.bincount(widths)) if widths.size else []
+    for w in present:
+        if w == 0:
+            continue
+        t = _uint_for(int(w))
+        vals = (values if len(present) == 1 else np.compress(widths == w, values)).astype(t)
+        m = np.empty((vals.size, w), dtype=np.uint8)
+        for k in range(w):
+            m[:, k] = (vals >> t(w - 1 - k)) & t(1)
+        parts.append(m.reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
 
 
 def read_fields(bits: np.ndarray, at: int, widths: np.ndarray, what: str) -> tuple[np.ndarray, int]:
@@ -88,12 +97,23 @@ def read_fields(bits: np.ndarray, at: int, widths: np.ndarray, what: str) -> tup
     total = int(widths.sum())
     if at + total > bits.size:
         raise DecodeError(f"{what}: stream is truncated ({total} bits from bit {at}, stream has {bits.size})")
-    if total == 0:
-        return np.zeros(widths.size, dtype=np.int64), at
-    b = _field_bytes(widths)
-    m = np.zeros((widths.size, 8 * b), dtype=np.uint8)
-    m[np.arange(8 * b) >= (8 * b - widths)[:, None]] = bits[at : at + total]
-    return np.packbits(m, axis=1).view(f">u{b}").reshape(-1).astype(np.int64), at + total
+    out = np.zeros(widths.size, dtype=np.int64)
+    counts = np.bincount(widths) if widths.size else np.zeros(0, np.int64)
+    for w in np.flatnonzero(counts):
+        if w == 0:
+            continue
+        c, t = int(counts[w]), _uint_for(int(w))
+        m = bits[at : at + c * w].reshape(c, w)
+        vals = m[:, 0].astype(t)
+        for k in range(1, w):
+            vals <<= t(1)
+            vals |= m[:, k]
+        if c == widths.size:
+            out[:] = vals
+        else:
+            out[np.flatnonzero(widths == w)] = vals
+        at += c * w
+    return out, at
 
 
 OMEGA_DEPTH_AT = (2, 4, 16, 65536)  # a codeword has a j-th group iff x >= OMEGA_DEPTH_AT[j-1] (then 2^65536)
@@ -147,14 +167,14 @@ def omega_encode(x: np.ndarray) -> np.ndarray:
     for j in range(1, len(OMEGA_DEPTH_AT) + 2):
         more = xs >= (OMEGA_DEPTH_AT[j - 1] if j <= len(OMEGA_DEPTH_AT) else np.iinfo(np.int64).max)
         parts.append(more.view(np.uint8))
-        xs = xs[more]
+        xs = np.compress(more, xs)
         if xs.size == 0:
             break
         group = _groups(xs, j)
         if prev is None:  # layer 1: g_0 = 1, one low bit (group is 2 or 3)
             parts.append((group - 2).astype(np.uint8))
         else:
-            width = prev[more]
+            width = np.compress(more, prev)
             parts.append(pack_fields(group - (np.int64(1) << width), width))
         prev = group
     return np.concatenate(parts)
@@ -163,37 +183,48 @@ def omega_encode(x: np.ndarray) -> np.ndarray:
 def omega_decode(bits: np.ndarray, at: int, count: int, max_value: int, what: str) -> tuple[np.ndarray, int]:
     """Inverse of :func:`omega_encode`: ``count`` codewords from bit ``at`` -> (int64 ``[count]``, next offset).
 
-    DecodeError when the stream is short or a value would exceed ``max_value``; allocates arrays of
-    ``count`` entries only after checking the stream holds at least ``count`` bits.
+    Reads the layers top-down (each layer's widths are the previous layer's groups), then assembles the
+    values bottom-up. DecodeError when the stream is short or a value would exceed ``max_value``; every
+    array is sized by a count of bits that were checked to be in the stream.
     """
     if count == 0:
         return np.zeros(0, dtype=np.int64), at
-    if at + count > bits.size:
-        raise DecodeError(f"{what}: stream is truncated ({count} codewords from bit {at}, stream has {bits.size})")
     max_width = int(bit_length(np.array([max_value]))[0]) - 1  # a group read with width w is >= 2^w
-    out = np.ones(count, dtype=np.int64)
-    open_ = np.flatnonzero(bits[at : at + count])  # layer 1: lead bit 0 -> x = 1
-    at += count
-    if open_.size and max_width < 1:
-        raise DecodeError(f"{what}: Elias-omega value exceeds {max_value}")
-    if at + open_.size > bits.size:
-        raise DecodeError(f"{what}: stream is truncated inside an Elias-omega codeword")
-    n = 2 + bits[at : at + open_.size].astype(np.int64)  # group 1: '1' + one low bit
-    at += open_.size
-    while open_.size:
-        if at + open_.size > bits.size:
+    opened, groups = [], []  # per layer: which of the previous layer's open codewords continue, their group
+    n_open, width = count, None
+    while n_open:
+        if at + n_open > bits.size:
             raise DecodeError(f"{what}: stream is truncated inside an Elias-omega codeword")
-        lead = bits[at : at + open_.size].astype(bool)
-        at += open_.size
-        out[open_[~lead]] = n[~lead]
-        open_, width = open_[lead], n[lead]
-        if open_.size:
-            if width.max() > max_width:
+        idx = np.flatnonzero(bits[at : at + n_open].view(np.bool_))  # bits are 0/1
+        at += n_open
+        if not idx.size:
+            break
+        if width is None:  # layer 1: width g_0 = 1 for all
+            if max_width < 1:
                 raise DecodeError(f"{what}: Elias-omega value exceeds {max_value}")
-            low, at = read_fields(bits, at, width, what)
-            n = (np.int64(1) << width) | low
-    if out.max() > max_value:
-        raise DecodeError(f"{what}: Elias-omega value exceeds {max_value}")
+            if at + idx.size > bits.size:
+                raise DecodeError(f"{what}: stream is truncated inside an Elias-omega codeword")
+            group = 2 + bits[at : at + idx.size].astype(np.int64)
+            at += idx.size
+        else:
+            w = width[idx]
+            if w.max() > max_width:
+                raise DecodeError(f"{what}: Elias-omega value exceeds {max_value}")
+            low, at = read_fields(bits, at, w, what)
+            group = (np.int64(1) << w) | low
+        opened.append(idx)
+        groups.append(group)
+        n_open, width = idx.size, group
+    value, below = None, None  # bottom-up: a codeword's value is its last group
+    for idx, group in zip(reversed(opened), reversed(groups)):
+        if value is not None:
+            group[below] = value  # the codewords that went on to the deeper layer
+        value, below = group, idx
+    out = np.ones(count, dtype=np.int64)  # lead bit 0 in layer 1: x = 1
+    if value is not None:
+        out[below] = value
+        if value.max() > max_value:
+            raise DecodeError(f"{what}: Elias-omega value exceeds {max_value}")
     return out, at
 
 
@@ -204,16 +235,36 @@ def row_chunks(rows: int, entries: int, budget: int = 1 << 24) -> list[range]:
     return [range(a, min(rows, a + step)) for a in range(0, rows, step)]
 
 
-def uniform_bits(seeds: list[int], n: int, bits: int) -> np.ndarray:
+def uniform_bits(seeds: list[int], n: int, bits: int = 32) -> np.ndarray:
     """``[len(seeds), n]`` uint32 uniform in ``[0, 2^bits)`` (bits <= 32), row k the top ``bits`` bits of the raw
     32-bit outputs of a PCG64 generator seeded with ``seeds[k]`` (a :meth:`RoundContext.seed_for` seed, derived
     from run seed, round and client: the same draws on every device and on resume; numpy's PCG64 is 2-6x faster
     than torch's CPU generator for this)."""
-    out = np.empty((len(seeds), n), dtype=np.uint32)
-    for k, seed in enumerate(seeds):
+    rows = []
+    for seed in seeds:
         raw = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
-        np.right_shift(raw, np.uint32(32 - bits), out=out[k])
-    return out
+        if bits < 32:
+            np.right_shift(raw, np.uint32(32 - bits), out=raw)
+        rows.append(raw)
+    return rows[0][None] if len(rows) == 1 else np.stack(rows) if rows else np.zeros((0, n), np.uint32)
+
+
+def uniform_floats(seeds: list[int], n: int) -> np.ndarray:
+    """``[len(seeds), n]`` float32 uniform in [0, 1) on the grid ``k 2^-24`` (see :func:`uniform_bits`)."""
+    u = uniform_bits(seeds, n, 24).astype(np.float32)
+    u *= np.float32(2.0**-24)
+    return u
+
+
+def stochastic_round(y: np.ndarray, u: np.ndarray, limit: float) -> np.ndarray:
+    """``floor(y + u)`` in place (float32), clipped to ``[-limit, limit]``: with u uniform in [0, 1) every
+    entry becomes ``floor(y)`` or ``floor(y) + 1``, the latter with probability ``y - floor(y)``, so
+    ``E = y`` (for both signs). The clip only catches float rounding of ``y + u`` at ``|y| = limit``."""
+    y += u
+    np.floor(y, out=y)
+    if y.size and (y.max() > limit or y.min() < -limit):
+        np.clip(y, -limit, limit, out=y)
+    return y
 
 
 # ---------------------------------------------------------------- payload
@@ -275,46 +326,47 @@ class QSGD(Compressor):
             if seg.numel % d:
                 yield seg.start + full * d, x[:, seg.start + full * d : seg.stop].reshape(K, 1, -1)
 
-    def quantize(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``x`` ``[K, P]`` float32 and uniform integers ``u`` ``[K, P]`` in [0, 2^24) (or both ``[P]``) ->
-        (norms ``[K, B]`` float32, non-zero levels per bucket ``[K, B]`` int64, signed levels ``[K, P]`` int16).
-
-        ``l_i = floor(r_i) + [u_i < 2^24 (r_i - floor(r_i))]``: the level above with probability
-        ``r_i - floor(r_i)`` (exactly, to the 2^-24 resolution of u).
-        """
+    def quantize(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` ``[K, P]`` float32 and uniforms ``u`` ``[K, P]`` in [0, 1) (or both ``[P]``) ->
+        (norms ``[K, B]`` float32, signed levels ``[K, P]`` int16): ``sign(x_i) l_i = floor(s x_i / ||v|| + u_i)``,
+        i.e. |level| is ``floor(r_i)`` or ``floor(r_i) + 1``, the latter with probability ``r_i - floor(r_i)``."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1:
             return tuple(t[0] for t in self.quantize(x[None], np.asarray(u)[None]))
         s, K = self.levels, x.shape[0]
-        u = np.asarray(u).astype(np.float32)  # exact below 2^24
+        u = np.asarray(u, dtype=np.float32)
         out = np.empty(x.shape, dtype=np.int16)
-        norms, counts = [], []
+        norms = []
         for (start, xb), (_, ub) in zip(self._blocks(x), self._blocks(u)):
-            r = np.abs(xb)
-            nrm = r.max(axis=2) if self.norm == "max" else np.sqrt(np.einsum("kbi,kbi->kb", xb, xb, dtype=np.float64)).astype(np.float32)
-            r *= np.divide(np.float32(s), nrm, out=np.zeros_like(nrm), where=nrm > 0)[..., None]
-            level = np.floor(r)
-            r -= level
-            r *= np.float32(1 << 24)
-            level += ub < r
-            np.minimum(level, s, out=level)
-            counts.append(np.count_nonzero(level, axis=2))
-            np.copysign(level, xb, out=level)
-            out[:, start : start + xb.shape[1] * xb.shape[2]] = level.reshape(K, -1)
+            top = np.maximum(xb.max(axis=2), -xb.min(axis=2))  # max |v| per bucket
+            if self.norm == "max":
+                nrm = top
+            else:
+                nrm = np.sqrt(np.einsum("kbi,kbi->kb", xb, xb))
+                low = nrm < top  # squares that underflowed (|v| < 1e-19) or rounding: redo in float64
+                if low.any():
+                    nrm[low] = np.sqrt(np.square(xb[low].astype(np.float64)).sum(axis=-1))
+            with np.errstate(over="ignore"):
+                scale = np.divide(np.float32(s), nrm, out=np.zeros_like(nrm), where=nrm > 0)
+            if np.isfinite(scale).all():
+                y = xb * scale[..., None]
+            else:  # a subnormal norm: s / norm overflows, x / norm does not
+                y = np.divide(xb, nrm[..., None], out=np.zeros_like(xb), where=nrm[..., None] > 0) * np.float32(s)
+            out[:, start : start + xb.shape[1] * xb.shape[2]] = stochastic_round(y, ub, s).reshape(K, -1)
             norms.append(nrm)
-        if not norms:
-            return np.zeros((K, 0), np.float32), np.zeros((K, 0), np.int64), out
-        return np.concatenate(norms, axis=1), np.concatenate(counts, axis=1).astype(np.int64), out
+        return (np.concatenate(norms, axis=1) if norms else np.zeros((K, 0), np.float32)), out
 
     def compress(self, v, ctx):
         x = v.detach().float().cpu().numpy()
+        ends = np.append(self.bucket_starts, self.num_params)
         out = []
         for rows in row_chunks(x.shape[0], self.num_params):
-            u = uniform_bits([ctx.seed_for(k, self.name) for k in rows], self.num_params, 24)
-            norms, counts, levels = self.quantize(x[rows.start : rows.stop], u)
+            u = uniform_floats([ctx.seed_for(k, self.name) for k in rows], self.num_params)
+            norms, levels = self.quantize(x[rows.start : rows.stop], u)
             for i in range(len(rows)):
-                positions = np.flatnonzero(levels[i])
-                out.append(QSGDPayload(norms[i], counts[i], positions, levels[i][positions]))
+                positions = np.flatnonzero(levels[i] != 0)
+                counts = np.diff(np.searchsorted(positions, ends)).astype(np.int64)
+                out.append(QSGDPayload(norms[i], counts, positions, levels[i][positions]))
         return out
 
     # ------------------------------------------------------------ bytes
@@ -355,12 +407,13 @@ class QSGD(Compressor):
         if at + 3 * n > bits.size:  # every entry needs >= 1 gap bit, 1 sign bit, >= 1 level bit
             raise DecodeError(f"qsgd: {n} levels claimed, the stream cannot hold them")
         gaps, at = omega_decode(bits, at, n, self.bucket, "qsgd gaps")
-        signs = bits[at : at + n].astype(bool)
+        signs = bits[at : at + n].view(np.bool_)
         at += n
         mags, at = omega_decode(bits, at, n, self.levels, "qsgd levels")
         check_end(bits, at, "qsgd")
         positions = self._positions(counts, gaps)
-        levels = np.where(signs, -mags, mags).astype(np.int16)
+        neg = signs.view(np.uint8).astype(np.int16)
+        levels = (mags.astype(np.int16) ^ -neg) + neg  # two's complement: -m where the sign bit is 1
         return QSGDPayload(norms, counts, positions, levels)
 
     def _positions(self, counts: np.ndarray, gaps: np.ndarray) -> np.ndarray:
@@ -368,22 +421,22 @@ class QSGD(Compressor):
         if gaps.size == 0:
             return np.zeros(0, dtype=np.int64)
         cs = np.cumsum(gaps)
-        firsts = np.cumsum(counts) - counts
         nonempty = counts > 0
-        base = np.zeros(self.num_buckets, dtype=np.int64)
-        base[nonempty] = cs[firsts[nonempty]] - gaps[firsts[nonempty]]  # cumulative gap before the bucket
-        offset = cs - np.repeat(base, counts) - 1
-        lasts = firsts[nonempty] + counts[nonempty] - 1
-        if np.any(offset[lasts] >= self.bucket_sizes[nonempty]):
+        firsts = (np.cumsum(counts) - counts)[nonempty]
+        shift = np.zeros(self.num_buckets, dtype=np.int64)  # bucket start - 1 - (gaps summed before the bucket)
+        shift[nonempty] = self.bucket_starts[nonempty] - 1 - (cs[firsts] - gaps[firsts])
+        positions = cs + np.repeat(shift, counts)
+        lasts = firsts + counts[nonempty] - 1
+        if np.any(positions[lasts] >= (self.bucket_starts + self.bucket_sizes)[nonempty]):
             raise DecodeError("qsgd: a position falls past the end of its bucket")
-        return np.repeat(self.bucket_starts, counts) + offset
+        return positions
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: QSGDPayload, device=None) -> torch.Tensor:
-        step = torch.from_numpy(payload.norms) / self.levels  # ||v_b|| / s
-        values = torch.from_numpy(payload.levels).float() * torch.repeat_interleave(step, torch.from_numpy(payload.counts))
-        out = torch.zeros(self.num_params, dtype=torch.float32)
-        out[torch.from_numpy(payload.positions)] = values
+        step = payload.norms / np.float32(self.levels)  # ||v_b|| / s per bucket
+        out = np.zeros(self.num_params, dtype=np.float32)
+        out[payload.positions] = payload.levels * np.repeat(step, payload.counts)
+        out = torch.from_numpy(out)
         return out.to(device) if device is not None else out
 
     # ------------------------------------------------------------ accounting
@@ -397,4 +450,5 @@ class QSGD(Compressor):
         return 32.0 * self.num_buckets + empirical_entropy_bits(hist)
 
 
-__all__ = ["QSGD", "QSGDPayload", "omega_encode", "omega_decode", "omega_lengths", "row_chunks", "uniform_bits"]
+__all__ = ["QSGD", "QSGDPayload", "omega_encode", "omega_decode", "omega_lengths", "pack_fields", "read_fields",
+           "row_chunks", "uniform_bits", "uniform_floats", "stochastic_round"]

@@ -11,6 +11,12 @@ Shapes: ``v`` ``[K, P]`` float32; a payload holds ``signs`` (bool ``[P]``, True 
   ``(||v_t||_1 / n_t) * sign(v_t)``: one float32 scale per tensor + one bit per entry.
 
 A zero entry has bit 1 (``v >= 0``), as 1-bit SGD and GRACE: one bit cannot say 0.
+In the FL setting the sign is that of the client's round update d (plus memory), not of a minibatch
+gradient. The server's answer in signSGD is itself a sign (1 bit down); flarebench's downlink stays
+the run's ``--downlink`` (the dense model by default), as for every other method.
+
+Main job (mlp, mnist-embedded, 10 clients, 200 rounds) at the defaults, final test accuracy and uplink:
+signsgd 0.9575, signum 0.947, ef-signsgd 0.958, all 151.7-151.9 Mib (FedAvg: 0.9595 for 4.74 Gib).
 
 Wire (payload via :mod:`flarebench.wire.frame`): 2-byte tag, the ``m * T`` float32 scales (tensor
 by tensor), then P sign bits (1 = ``v >= 0``), MSB first, zero-padded to a byte. Sizes come from the

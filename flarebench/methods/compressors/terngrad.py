@@ -2,7 +2,9 @@
 
 Quantizer (the paper's layer-wise ternarizing, Eq. 5-6): per tensor t with scale
 ``s_t = max |v_t|``, every entry becomes ``s_t sign(v_i) b_i`` with ``b_i ~ Bernoulli(|v_i| / s_t)``,
-so ``E = v`` (unbiased). The "gradient" is the client's round update.
+so ``E = v`` (unbiased), computed as ``floor(v_i / s_t + u_i)`` with u_i uniform in [0, 1) (24-bit
+grid) from a PCG64 generator seeded by (run seed, round, client). The "gradient" is the client's
+round update.
 
 Option ``clip`` (the paper's gradient clipping, Sec. 3.3): with ``clip = c > 0`` each tensor is first
 clipped to ``[-c sigma_t, c sigma_t]`` (sigma_t: the standard deviation of its entries) and
@@ -34,7 +36,7 @@ from ...wire.bounds import empirical_entropy_bits
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param, PartContext, non_negative, register
 from .base import Compressor
-from .qsgd import row_chunks, uniform_bits
+from .qsgd import row_chunks, stochastic_round, uniform_floats
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint8)
 _BASE3_TABLE = ((np.arange(243)[:, None] // _POW3.astype(np.int64)) % 3 - 1).astype(np.int8)  # byte -> 5 trits
@@ -78,25 +80,28 @@ class TernGrad(Compressor):
 
     # ------------------------------------------------------------ client side
     def ternarize(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``x`` ``[K, P]`` float32, uniform integers ``u`` ``[K, P]`` in [0, 2^24) (or both ``[P]``) ->
-        (scales ``[K, T]`` float32, trits ``[K, P]`` int8); ``b_i = [u_i < 2^24 |v_i| / s_t]``."""
+        """``x`` ``[K, P]`` float32, uniforms ``u`` ``[K, P]`` in [0, 1) (or both ``[P]``) ->
+        (scales ``[K, T]`` float32, trits ``[K, P]`` int8): ``sign(v_i) b_i = floor(v_i / s_t + u_i)``
+        (``|v_i| / s_t <= 1``, so the trit is 0 or sign(v_i), the latter with probability |v_i| / s_t)."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1:
             return tuple(t[0] for t in self.ternarize(x[None], np.asarray(u)[None]))
+        u = np.asarray(u, dtype=np.float32)
         trits = np.empty(x.shape, dtype=np.int8)
         scales = np.zeros((x.shape[0], self.num_tensors), dtype=np.float32)
         for t, seg in enumerate(self.layout.segments):
             xt = x[:, seg.start : seg.stop]
-            a = np.abs(xt)
             if self.clip > 0:
                 bound = (self.clip * xt.std(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
-                np.minimum(a, bound, out=a)
-            scale = a.max(axis=1)
-            a *= np.divide(np.float32(1 << 24), scale, out=np.zeros_like(scale), where=scale > 0)[:, None]
-            keep = u[:, seg.start : seg.stop].astype(np.float32) < a  # P = |v| / s_t (u exact below 2^24)
-            tt = trits[:, seg.start : seg.stop]
-            tt[...] = keep
-            np.negative(tt, out=tt, where=xt < 0)
+                xt = np.clip(xt, -bound, bound)
+            scale = np.maximum(xt.max(axis=1), -xt.min(axis=1))  # max |v|
+            with np.errstate(over="ignore"):
+                inv = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale > 0)
+            if np.isfinite(inv).all():
+                y = xt * inv[:, None]
+            else:  # a subnormal scale: 1 / scale overflows, x / scale does not
+                y = np.divide(xt, scale[:, None], out=np.zeros_like(xt), where=scale[:, None] > 0)
+            trits[:, seg.start : seg.stop] = stochastic_round(y, u[:, seg.start : seg.stop], 1)
             scales[:, t] = scale
         return scales, trits
 
@@ -104,7 +109,7 @@ class TernGrad(Compressor):
         x = v.detach().float().cpu().numpy()
         out = []
         for rows in row_chunks(x.shape[0], self.num_params):
-            u = uniform_bits([ctx.seed_for(k, self.name) for k in rows], self.num_params, 24)
+            u = uniform_floats([ctx.seed_for(k, self.name) for k in rows], self.num_params)
             scales, trits = self.ternarize(x[rows.start : rows.stop], u)
             out += [TernPayload(scales[i], trits[i]) for i in range(len(rows))]
         return out
@@ -150,9 +155,9 @@ class TernGrad(Compressor):
         if trits[self.num_params :].any():
             raise DecodeError("terngrad: padding trits are not zero")
         trits = trits[: self.num_params].copy()
-        nonzero = np.add.reduceat(trits != 0, [s.start for s in self.layout.segments]) if self.num_tensors else []
-        if np.any((np.asarray(nonzero) > 0) & (scales == 0)):
-            raise DecodeError("terngrad: non-zero trits in a tensor of scale 0")
+        for seg, scale in zip(self.layout.segments, scales.tolist()):
+            if scale == 0 and trits[seg.start : seg.stop].any():
+                raise DecodeError("terngrad: non-zero trits in a tensor of scale 0")
         return TernPayload(scales, trits)
 
     # ------------------------------------------------------------ server side
