@@ -10,7 +10,6 @@ when a directory mixes datasets or models.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 from .errors import ResultsError
@@ -47,23 +46,21 @@ def paper_figures(
     sweep's out) or a results directory; returns (paths written, warnings about runs left out)."""
     import matplotlib.pyplot as plt
 
-    from .compare import group_of
-    from .plots import STYLE, figure_legend, group_slug, plot_panel
+    from .methods.presets import uses_sparsity
+    from .plots import STYLE, by_group, figure_legend, group_slug, plot_panel
 
     experiment, title, records, default_out, warnings = _records_of(Path(target), None if runs is None else Path(runs))
     out = Path(out_dir) if out_dir is not None else default_out
     out.mkdir(parents=True, exist_ok=True)
-    by_group: dict[str, list[RunRecord]] = defaultdict(list)
-    for r in records:
-        by_group[group_of(r)].append(r)
+    groups = by_group(records)
     paths: list[Path] = []
     with plt.rc_context(STYLE):
-        for group, runs in sorted(by_group.items()):
-            dense = [r for r in runs if r.config["method"] == "none"]
-            sparsities = sorted({r.config["sparsity"] for r in runs if r.config["method"] != "none"})
-            prefix = experiment if len(by_group) == 1 else f"{experiment}-{group_slug(group)}"
+        for group, runs in groups:
+            every = [r for r in runs if not uses_sparsity(r.config)]  # FedAvg (and other non-sparsifiers): in every figure
+            sparsities = sorted({r.config["sparsity"] for r in runs if uses_sparsity(r.config)})
+            prefix = experiment if len(groups) == 1 else f"{experiment}-{group_slug(group)}"
             for s in sparsities or [None]:
-                chosen = dense + [r for r in runs if r.config["method"] != "none" and r.config["sparsity"] == s]
+                chosen = every + [r for r in runs if uses_sparsity(r.config) and r.config["sparsity"] == s]
                 stem = f"{prefix}-dense" if s is None else f"{prefix}-s{s:.10g}"
                 fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.0), layout="constrained")
                 plot_panel(axes[0], chosen, "accuracy", "round")

@@ -192,6 +192,14 @@ def group_slug(group: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", group).strip("-")
 
 
+def by_group(records: Sequence[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
+    """``[(group, its runs)]`` sorted by group (``dataset/model``): one set of figures each."""
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[group_of(r)].append(r)
+    return sorted(groups.items())
+
+
 def pareto_front(bits: Sequence[float], acc: Sequence[float]) -> list[int]:
     """Indices of the non-dominated points, by increasing bits: no other point has at most as many bits
     and at least as high an accuracy with one of the two strictly better."""
@@ -241,12 +249,9 @@ def save_frontier(records: Sequence[RunRecord], out_dir: str | Path, formats: Se
     """``G-frontier.{fmt}`` per group: accuracy vs uplink bits, one point per run, the Pareto frontier drawn."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for r in records:
-        groups[group_of(r)].append(r)
     paths: list[Path] = []
     with plt.rc_context(STYLE):
-        for group, runs in sorted(groups.items()):
+        for group, runs in by_group(records):
             fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
             plot_frontier(ax, runs, (targets or {}).get(group))
             ax.set_title(f"{group}: accuracy per uplink bit")
@@ -274,12 +279,9 @@ def save_figures(
     xs = normalize_x(x)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for r in records:
-        groups[group_of(r)].append(r)
     paths: list[Path] = []
     with plt.rc_context(STYLE):
-        for group, runs in sorted(groups.items()):
+        for group, runs in by_group(records):
             slug, panels = group_slug(group), panels_for(xs)
             for metric, ax_x in panels:
                 fig, ax = plt.subplots(figsize=(3.5, 3.0), layout="constrained")

@@ -1,6 +1,7 @@
 """Print the reference-results table (Markdown) from the runs under results/reference/.
 
-    python results/reference/table.py      # from the repository root
+    python results/reference/table.py      # from the repository root: the FLARE-paper experiments
+    python results/reference/table.py zoo  # the compressor zoo (baselines/zoo/)
 
 One row per (experiment, method, sparsity), aggregated over the seeds that were run: final test
 accuracy (mean and min-max over seeds), the mean over all evaluations after round 0 (a proxy for
@@ -20,11 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from flarebench.compare import method_index, summarize  # noqa: E402
+from flarebench.methods.presets import uses_sparsity  # noqa: E402
 from flarebench.results import load_run  # noqa: E402
 from flarebench.sweep import load_sweep, run_dirs  # noqa: E402
 from flarebench.units import human_bits  # noqa: E402
 
-ORDER = ["flare", "topk-ef", "ef21", "fedprox-ef", "none"]
+ORDER = ["flare", "topk-ef", "ef21", "fedprox-ef", "none"]  # the paper's order; other methods after, in preset order
 REFERENCE_SPARSITY = 0.99999  # the reference numbers are for R = 0.001% (and FedAvg)
 
 
@@ -38,8 +41,9 @@ def rows():
         groups = defaultdict(list)
         for rec in (load_run(d) for d in run_dirs(sweep)):
             c = rec.config
-            groups[(c["method"], None if c["method"] == "none" else c["sparsity"])].append(rec)
-        for (method, sparsity), recs in sorted(groups.items(), key=lambda kv: (-(kv[0][1] or 0), ORDER.index(kv[0][0]))):
+            groups[(c["method"], c["sparsity"] if uses_sparsity(c) else None)].append(rec)
+        order = lambda m: ORDER.index(m) if m in ORDER else len(ORDER) + method_index(m)  # noqa: E731
+        for (method, sparsity), recs in sorted(groups.items(), key=lambda kv: (-(kv[0][1] or 0), order(kv[0][0]))):
             finals = [r.metrics["test_accuracy"].dropna().iloc[-1] for r in recs]
             means = [r.metrics["test_accuracy"].dropna().iloc[1:].mean() for r in recs]
             bits = statistics.mean(r.metrics["cumulative_uplink_bits"].iloc[-1] for r in recs)
@@ -67,5 +71,21 @@ def main() -> None:
               f"| {r['auc']} | {r['uplink']} | {r['paper']} | {r['device']} |")
 
 
+def zoo(config: Path = ROOT / "baselines" / "zoo" / "mnist_mlp.toml") -> None:
+    """The zoo table: one row per run, in preset order; bits to target = cumulative uplink bits at the first
+    evaluation reaching 95% of the uncompressed run's best accuracy (compare's default target)."""
+    sweep = load_sweep(config, out=ROOT / "results" / "reference" / f"zoo_{config.stem}")
+    table = summarize([load_run(d) for d in run_dirs(sweep)])
+    target = table["target_accuracy"].iloc[0]
+    print(f"| method | sparsity | final test acc | uplink | bits to target ({target:.4f}) | rounds to target | downlink |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in table.itertuples(index=False):
+        sparsity = "-" if r.sparsity is None or r.sparsity != r.sparsity else f"{r.sparsity:g}"
+        reached = r.bits_to_target is not None and r.bits_to_target == r.bits_to_target
+        print(f"| {r.method} | {sparsity} | {r.final_accuracy:.4f} | {human_bits(r.total_uplink_bits)} "
+              f"| {human_bits(int(r.bits_to_target)) if reached else 'not reached'} "
+              f"| {int(r.rounds_to_target) if reached else '-'} | {human_bits(r.total_downlink_bits)} |")
+
+
 if __name__ == "__main__":
-    main()
+    zoo() if sys.argv[1:] == ["zoo"] else main()
