@@ -217,26 +217,35 @@ def plot_frontier(ax, records: Sequence[RunRecord], target: float | None = None)
     frontier (the best accuracy any run reached for at most that many bits) as a staircase through the best."""
     from .compare import evaluated, method_label
 
+    from .methods.presets import method_label as part_label
+
     pts = []
     for rec in sorted(records, key=sort_key):
         ev = evaluated(rec.metrics)
         bits = float(rec.metrics["cumulative_uplink_bits"].iloc[-1])
         if ev.empty or bits <= 0:
             continue
-        pts.append((bits, 100.0 * float(ev["test_accuracy"].iloc[-1]), method_label(rec), rec.config["method"]))
+        pts.append((bits, 100.0 * float(ev["test_accuracy"].iloc[-1]), method_label(rec), rec.config["method"], part_label(rec.config)))
     if not pts:
         return
+    sparsities = sorted({lab.split(" s=")[1] for _, _, lab, _, _ in pts if " s=" in lab}, key=float)
+    markers = "o^sDv"  # by sparsity (circle: the smallest, or a compressor that ignores it)
     seen = set()
-    for bits, acc, label, method in pts:
-        ax.scatter([bits], [acc], s=16, color=method_color(method), label=None if label in seen else label, zorder=3,
+    for bits, acc, label, method, name in pts:
+        m = markers[sparsities.index(label.split(" s=")[1]) % len(markers)] if " s=" in label else "o"
+        ax.scatter([bits], [acc], s=18, marker=m, color=method_color(method), label=None if name in seen else name, zorder=3,
                    edgecolors="white", linewidths=0.4)
-        seen.add(label)
+        seen.add(name)
     front = pareto_front([p[0] for p in pts], [p[1] for p in pts])
     fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
     ax.step(fx + [max(p[0] for p in pts) * 1.5], fy + [fy[-1]], where="post", color="0.35", linewidth=1.0, zorder=2,
             label="Pareto frontier")
-    for i in front:
-        ax.annotate(pts[i][2], (pts[i][0], pts[i][1]), textcoords="offset points", xytext=(3, -8), fontsize=6, color="0.25")
+    for j, i in enumerate(front):  # labels of the frontier's runs, alternately below and above it
+        ax.annotate(pts[i][2], (pts[i][0], pts[i][1]), textcoords="offset points", xytext=(4, -9 if j % 2 == 0 else 5),
+                    fontsize=5.5, color="0.2")
+    if sparsities:
+        for k, sp in enumerate(sparsities):
+            ax.scatter([], [], marker=markers[k % len(markers)], color="0.5", s=18, label=f"sparsity {sp}")
     if target is not None and np.isfinite(target):
         ax.axhline(100.0 * target, color="0.45", linestyle=(0, (1, 2)), linewidth=1.0, label=f"target {100.0 * target:.1f}%", zorder=0)
     ax.set_xscale("log")
@@ -252,12 +261,13 @@ def save_frontier(records: Sequence[RunRecord], out_dir: str | Path, formats: Se
     paths: list[Path] = []
     with plt.rc_context(STYLE):
         for group, runs in by_group(records):
-            fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+            fig, ax = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
             plot_frontier(ax, runs, (targets or {}).get(group))
-            ax.set_title(f"{group}: accuracy per uplink bit")
+            ax.set_title(f"{group}: final accuracy per uplink bit (one point per run)")
             handles, names = ax.get_legend_handles_labels()
             if handles:
-                ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=6.5)
+                ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=6.5,
+                          ncols=2 if len(names) > 14 else 1)
             paths += _save(fig, out / f"{group_slug(group)}-frontier", normalize_formats(formats))
     return paths
 

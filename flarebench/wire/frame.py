@@ -110,8 +110,9 @@ class ByteReader:
         self.at += 8
         return int.from_bytes(self.buf[self.at - 8 : self.at], "little")
 
-    def f32(self, count: int, finite: bool = True) -> np.ndarray:
-        """``count`` float32 values (a copy); DecodeError on NaN/inf when ``finite``."""
+    def f32(self, count: int, finite: bool = False) -> np.ndarray:
+        """``count`` float32 values (a copy); DecodeError on NaN/inf when ``finite`` (values are data: a
+        diverged client honestly sends NaN, and the run shows it; nothing is sized by them)."""
         self.need(4 * count)
         out = np.frombuffer(self.buf[self.at : self.at + 4 * count], dtype="<f4").astype(np.float32)
         self.at += 4 * count
@@ -119,7 +120,7 @@ class ByteReader:
             raise DecodeError(f"{self.what}: non-finite value in the message")
         return out
 
-    def f16(self, count: int, finite: bool = True) -> np.ndarray:
+    def f16(self, count: int, finite: bool = False) -> np.ndarray:
         self.need(2 * count)
         out = np.frombuffer(self.buf[self.at : self.at + 2 * count], dtype="<f2").astype(np.float32)
         self.at += 2 * count

@@ -74,14 +74,16 @@ def main() -> None:
 def zoo(config: Path = ROOT / "baselines" / "zoo" / "mnist_mlp.toml") -> None:
     """The zoo table: one row per run, in preset order; bits to target = cumulative uplink bits at the first
     evaluation reaching 95% of the uncompressed run's best accuracy (compare's default target)."""
+    import pandas as pd
+
     sweep = load_sweep(config, out=ROOT / "results" / "reference" / f"zoo_{config.stem}")
     table = summarize([load_run(d) for d in run_dirs(sweep)])
     target = table["target_accuracy"].iloc[0]
     print(f"| method | sparsity | final test acc | uplink | bits to target ({target:.4f}) | rounds to target | downlink |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in table.itertuples(index=False):
-        sparsity = "-" if r.sparsity is None or r.sparsity != r.sparsity else f"{r.sparsity:g}"
-        reached = r.bits_to_target is not None and r.bits_to_target == r.bits_to_target
+        sparsity = "-" if pd.isna(r.sparsity) else f"{r.sparsity:g}"
+        reached = not pd.isna(r.bits_to_target)
         print(f"| {r.method} | {sparsity} | {r.final_accuracy:.4f} | {human_bits(r.total_uplink_bits)} "
               f"| {human_bits(int(r.bits_to_target)) if reached else 'not reached'} "
               f"| {int(r.rounds_to_target) if reached else '-'} | {human_bits(r.total_downlink_bits)} |")
