@@ -10,7 +10,7 @@ encoded bytes, untouched. Message flow and the commit rule: protocol.py.
 from __future__ import annotations
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ...errors import FlarebenchError
