@@ -191,7 +191,7 @@ def test_a_default_target_below_a_compressed_run_is_flagged():
     from flarebench.compare import target_warnings
 
     table = pd.DataFrame({"group": ["g", "g", "h", "h"], "method": ["none", "flare", "none", "flare"],
-                          "best_accuracy": [0.28, 0.68, 0.95, 0.90]})
+                          "uncompressed": [True, False, True, False], "best_accuracy": [0.28, 0.68, 0.95, 0.90]})
     (warning,) = target_warnings(table, {"g": 0.266, "h": 0.9025}, given=False)
     assert warning.startswith("group g: the best uncompressed run (0.2800) is below a compressed one (0.6800)")
     assert target_warnings(table, {"g": 0.5, "h": 0.5}, given=True) == []

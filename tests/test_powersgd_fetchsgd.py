@@ -425,7 +425,7 @@ def test_count_sketch_decode_fuzz_raises_decode_error_only(data, cut, flips):
             table = cs.decode(blob)
         except DecodeError:
             continue
-        assert table.shape == (3, 4) and torch.isfinite(table).all()
+        assert table.shape == (3, 4)  # cells may be any float32, NaN included (values are data)
 
 
 def fetchsgd_reference(A, k, rho, reset, sketches, weights, rows, columns):
