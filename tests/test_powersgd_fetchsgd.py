@@ -299,7 +299,6 @@ def test_powersgd_decode_fuzz_raises_decode_error_only(data, which, cut, flips):
         except DecodeError:
             continue
         assert isinstance(msg, Factors) and msg.values.numel() == comp.sizes[msg.kind]
-        assert torch.isfinite(msg.values).all()
 
 
 def test_decoders_of_huge_layouts_check_lengths_before_allocating():

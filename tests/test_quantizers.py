@@ -305,7 +305,7 @@ def test_mutated_and_truncated_messages_raise_decode_error_only(which, data):
     except DecodeError:
         return
     assert same_payload(comp.decode(comp.encode(p)), p)  # what decodes is a valid, canonical payload
-    assert torch.isfinite(comp.decompress(p)).all()
+    assert comp.decompress(p).shape == (comp.ctx.num_params,)  # norms/scales are data: NaN decodes as sent
 
 
 def test_huge_claims_allocate_nothing_from_them():

@@ -8,6 +8,9 @@ reconstructs each client's dense contribution (``compressor.contribution``) and 
 - ``weighted-mean``: FedAvg's sample-weighted mean of what the clients sent.
 - ``ef21``: the server's copy of EF21's ``g_i``: ``g_i <- g_i + c_i`` for the participants, then
   the sample-weighted mean of their ``g_i`` (stateful, ``[C, P]``).
+- ``majority-vote``: ``step * sign(sum_k sign(s_k))`` (signSGD with majority vote).
+- ``stc``: STC's server: its own residual, the update compressed again for the downlink, catch-up bits.
+- ``fetchsgd``: sums count sketches; momentum and error accumulation in sketch space; top-k unsketched.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .registry import Part, register
+from ..wire.codecs import POSITION_CODECS
+from .registry import Param, Part, in_unit_interval, positive, register
 
 
 class Aggregator(Part):
@@ -80,7 +84,6 @@ class EF21Aggregator(Aggregator):
         self.g.copy_(state["g"])
 
 
-from .registry import Param, positive  # noqa: E402  (majority-vote's declaration)
 
 
 @register
@@ -106,8 +109,6 @@ class MajorityVote(Aggregator):
         return self.step * torch.sign(torch.sign(received).sum(0))
 
 
-from ..wire.codecs import POSITION_CODECS as _POSITION_CODECS  # noqa: E402  (stc's declaration)
-from .registry import Param  # noqa: E402,F811  (stc's declaration; self-contained)
 
 
 @register
@@ -132,7 +133,7 @@ class STCAggregator(Aggregator):
     summary = "server residual R: update = STC(mean + R), R <- mean + R - update; clients that sat out download the missed updates"
     paper = "Sattler et al., IEEE TNNLS 2019"
     params = (Param("position_codec", str, "golomb", "positions of the downlink and of the catch-up sums (auto: the smallest)",
-                    choices=("auto", *_POSITION_CODECS),
+                    choices=("auto", *POSITION_CODECS),
                     paper="Sattler et al. 2019: Golomb"),
               Param("sparsity", float, 0.0, "downlink sparsity, fraction of entries NOT sent (0: the run's --sparsity)",
                     check=lambda x: 0 <= x < 1, rule="in [0, 1)", paper="Sattler et al. 2019: p_down"))
@@ -215,7 +216,6 @@ class STCAggregator(Aggregator):
 
 
 # ------------------------------------------------------------------ FetchSGD (Rothchild et al., ICML 2020)
-from .registry import Param as _Param, in_unit_interval as _in_unit_interval  # noqa: E402
 
 
 @register
@@ -248,9 +248,9 @@ class FetchSGDAggregator(Aggregator):
     summary = "FetchSGD: sum sketches, momentum and error accumulation in sketch space, apply the top-k heavy hitters"
     paper = "Rothchild et al., ICML 2020"
     params = (
-        _Param("rho", float, 0.9, "momentum of the sketched updates (S_u <- rho S_u + S)", check=_in_unit_interval,
+        Param("rho", float, 0.9, "momentum of the sketched updates (S_u <- rho S_u + S)", check=in_unit_interval,
                rule="in [0, 1)", paper="Rothchild et al. 2020"),
-        _Param("reset", str, "zero", "what applying Delta does to S_u and S_e: zero = zero both where S(Delta) != 0 "
+        Param("reset", str, "zero", "what applying Delta does to S_u and S_e: zero = zero both where S(Delta) != 0 "
                "(authors' code); subtract = S_e -= S(Delta) (paper's Algorithm 1)", choices=("zero", "subtract"),
                paper="Rothchild et al. 2020"),
     )
@@ -297,4 +297,4 @@ class FetchSGDAggregator(Aggregator):
             self.e = state["e"].float().clone()
 
 
-__all__ = ["Aggregator", "EF21Aggregator"]
+__all__ = ["Aggregator", "EF21Aggregator", "MajorityVote", "STCAggregator", "FetchSGDAggregator"]
