@@ -75,8 +75,9 @@ class Setup:
         }
 
 
-def setup(cfg: RunConfig) -> Setup:
-    """Load data, build the model, the method's parts and the federation (seeded by ``cfg.seed``)."""
+def build_world(cfg: RunConfig) -> tuple[torch.device, Dataset, list[torch.Tensor], torch.nn.Module]:
+    """The device, the data (on it), every client's sample rows and the model with its seeded initial
+    weights, in the one order every backend builds them (so a Flower node builds what a local run does)."""
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
@@ -88,6 +89,12 @@ def setup(cfg: RunConfig) -> Setup:
     data = data.to(device)
     torch.manual_seed(derive(cfg.seed, "init"))
     model = build_model(cfg.model, data.input_shape, data.num_classes, ModelOptions.from_config(cfg)).to(device)
+    return device, data, clients, model
+
+
+def setup(cfg: RunConfig) -> Setup:
+    """Load data, build the model, the method's parts and the federation (seeded by ``cfg.seed``)."""
+    device, data, clients, model = build_world(cfg)
     layout = Layout.of(model)
     parts = build_parts(cfg, layout, device)
     fed = Federation(cfg, model, layout, parts, data, clients, device)

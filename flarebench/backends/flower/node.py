@@ -1,7 +1,7 @@
 """What a Flower node builds from a run's config: the data, its partition, the model and the parts.
 
 Every node (the ServerApp and each ClientApp) builds them itself from the shared config and seed,
-with the same calls in the same order as the local backend's ``runner.setup``, so the partition a
+with the local backend's own ``runner.build_world``, so the partition a
 node trains on and the initial weights are the local backend's. The config travels as the JSON of
 ``RunConfig.to_dict()`` and is rebuilt with ``make_config`` (as ``--resume`` does).
 """
@@ -15,13 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from ...config import RunConfig, make_config
-from ...data import load_dataset, partition
 from ...engine.client import ClientSide
-from ...engine.seeds import derive
 from ...errors import ConfigError
 from ...flat import Layout
 from ...methods.presets import build_parts
-from ...models import ModelOptions, build_model
 
 
 def config_json(cfg: RunConfig) -> str:
@@ -69,19 +66,9 @@ class NodeSetup:
 
 def node_setup(cfg: RunConfig) -> NodeSetup:
     """Data, partition, model (initial weights seeded as the local backend seeds them) for ``cfg``."""
-    from ...runner import resolve_device
+    from ...runner import build_world
 
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
-    clients = partition(
-        data.y_train, cfg.partition, cfg.clients, cfg.seed, cfg.samples_per_client, cfg.dirichlet_alpha, data.natural_clients
-    )
-    data = data.to(device)
-    torch.manual_seed(derive(cfg.seed, "init"))
-    model = build_model(cfg.model, data.input_shape, data.num_classes, ModelOptions.from_config(cfg)).to(device)
+    device, data, clients, model = build_world(cfg)
     return NodeSetup(cfg, device, data, clients, model, Layout.of(model))
 
 
