@@ -44,6 +44,19 @@ class Layout:
             start += p.numel()
         return cls(segs)
 
+    @classmethod
+    def from_shapes(cls, shapes) -> "Layout":
+        """A layout of tensors ``t0, t1, ...`` with these shapes (an int is a vector's length): for tests and tools."""
+        segs, start = [], 0
+        for i, shape in enumerate(shapes):
+            shape = (shape,) if isinstance(shape, int) else tuple(shape)
+            n = 1
+            for d in shape:
+                n *= int(d)
+            segs.append(Segment(f"t{i}", shape, start, n))
+            start += n
+        return cls(segs)
+
     @property
     def sizes(self) -> list[int]:
         """Entries per tensor, in layout order."""

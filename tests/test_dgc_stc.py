@@ -31,11 +31,7 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def layout_of(sizes) -> Layout:
-    segs, start = [], 0
-    for i, n in enumerate(sizes):
-        segs.append(Segment(f"t{i}", (n,), start, n))
-        start += n
-    return Layout(segs)
+    return Layout.from_shapes(sizes)
 
 
 def part_ctx(sizes, sparsity=0.99, clients=4) -> PartContext:

@@ -16,11 +16,7 @@ from flarebench.methods.regularizers import FlareRegularizer, ProxRegularizer, p
 
 
 def layout_of(*sizes):
-    segs, start = [], 0
-    for i, n in enumerate(sizes):
-        segs.append(Segment(f"t{i}", (n,), start, n))
-        start += n
-    return Layout(segs)
+    return Layout.from_shapes(sizes)
 
 
 def ctx_of(layout, density=1.0, clients=1):

@@ -28,12 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def layout_of(*shapes) -> Layout:
-    segs, start = [], 0
-    for i, shape in enumerate(shapes):
-        n = math.prod(shape)
-        segs.append(Segment(f"t{i}", tuple(shape), start, n))
-        start += n
-    return Layout(segs)
+    return Layout.from_shapes(shapes)
 
 
 def ctx_of(layout, density=1.0, clients=4, seed=0) -> PartContext:

@@ -31,11 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 2 shared cores: one 
 
 # ---------------------------------------------------------------- helpers
 def layout_of(sizes) -> Layout:
-    segs, start = [], 0
-    for i, n in enumerate(sizes):
-        segs.append(Segment(f"t{i}", (n,), start, n))
-        start += n
-    return Layout(segs)
+    return Layout.from_shapes(sizes)
 
 
 def build(name: str, sizes, clients: int = 1, **params):

@@ -29,11 +29,7 @@ TAG = 0xFC  # frame.PAYLOAD_MAGIC
 
 
 def layout_of(*sizes):
-    segs, start = [], 0
-    for i, n in enumerate(sizes):
-        segs.append(Segment(f"t{i}", (n,), start, n))
-        start += n
-    return Layout(segs)
+    return Layout.from_shapes(sizes)
 
 
 def ctx_of(layout, clients=1):
