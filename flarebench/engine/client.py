@@ -39,6 +39,7 @@ class ClientRound:
     uplink: list[list[bytes]] = field(default_factory=list)  # [phase][k] bytes sent
     broadcasts: list[Any] = field(default_factory=list)  # [phase] decoded server broadcast before that phase (or None)
     train_loss: float = 0.0  # mean local cross-entropy over the round's local steps (no regularizer term)
+    loss_sums: list = field(default_factory=list)  # per client: (sum of step loss x batch size, samples)
 
 
 class ClientSide:
@@ -93,7 +94,8 @@ class ClientSide:
             w, self.x, self.y, [self.client_indices[i] for i in ids], list(ids), anchor, self.spec, round_idx, momentum
         )
         v = parts.memory.compensate(theta - w, memory_state, ctx)
-        rnd = ClientRound(round_idx, list(ids), v, train_loss=train_loss)
+        sums = list(getattr(self.engine, "last_loss_sums", None) or [])
+        rnd = ClientRound(round_idx, list(ids), v, train_loss=train_loss, loss_sums=sums)
         rnd.uplink.append(self._send(rnd, 0, broadcast))
         return rnd
 

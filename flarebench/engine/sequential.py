@@ -43,6 +43,12 @@ def data_loss(model: nn.Module, layout: Layout, theta: torch.Tensor, x: torch.Te
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def mean_loss(sums: list[tuple[float, int]]) -> float:
+    """The round's mean local loss from per-client ``(loss sum, samples)``, added client by client in
+    order: the same expression on every backend (a Flower server receives the same per-client sums)."""
+    return sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1)
+
+
 class SequentialEngine:
     """Local training of K clients, one at a time."""
 
@@ -70,9 +76,10 @@ class SequentialEngine:
         """
         K = len(client_ids)
         out = torch.empty(K, w.numel(), dtype=w.dtype, device=w.device)
-        loss_sum, loss_count = 0.0, 0
+        sums: list[tuple[float, int]] = []  # per client: (sum of step loss x batch size, samples)
         self.model.train()
         for k, (cid, idx) in enumerate(zip(client_ids, client_indices)):
+            loss_sum, loss_count = 0.0, 0
             theta = w.clone().requires_grad_(True)
             buf = momentum[k] if momentum is not None else torch.zeros_like(w)
             row = anchor.rows(k) if anchor is not None else None
@@ -92,7 +99,9 @@ class SequentialEngine:
                     loss_count += len(rows)
                     step += 1
             out[k] = theta.detach()
-        return out, loss_sum / max(loss_count, 1)
+            sums.append((loss_sum, loss_count))
+        self.last_loss_sums = sums
+        return out, mean_loss(sums)
 
 
 @torch.no_grad()

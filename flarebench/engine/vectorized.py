@@ -27,7 +27,7 @@ from torch.func import grad_and_value, vmap
 
 from ..flat import Layout
 from ..methods.regularizers import Anchor, Regularizer
-from .sequential import LocalSpec, batch_order, data_loss
+from .sequential import LocalSpec, batch_order, data_loss, mean_loss
 
 
 @dataclass
@@ -117,13 +117,16 @@ class VectorizedEngine:
             out.index_copy_(0, sel, theta)
             for j, k in enumerate(ks):
                 losses[k] = step_losses[j, : len(plans[k].sizes)]
-        # the sequential engine's sum, in its order: client by client, step by step, in Python floats
-        loss_sum, loss_count = 0.0, 0
+        # the sequential engine's sums, in its order: client by client, step by step, in Python floats
+        sums = []
         for k in range(K):
+            loss_sum, loss_count = 0.0, 0
             for value, size in zip(losses[k].tolist(), plans[k].sizes):
                 loss_sum += value * size
                 loss_count += size
-        return out, loss_sum / max(loss_count, 1)
+            sums.append((loss_sum, loss_count))
+        self.last_loss_sums = sums
+        return out, mean_loss(sums)
 
     def _train_chunk(self, w, x, y, plans: list[_Plan], ks: list[int], anchor: Anchor | None, spec: LocalSpec, momentum):
         """Train the clients ``ks`` (sorted by step count, descending). Returns ``theta`` ``[n, P]``, losses ``[n, S]``."""

@@ -130,8 +130,8 @@ def begin(msg: Message, context: Context) -> Message:
     broadcast = fb.get("broadcast")
     rnd = side.begin(w, r, [cid], rows, None if broadcast is None else bytes(broadcast))
     _save_pending(context, rnd, [None if broadcast is None else bytes(broadcast)], rows)
-    samples = cfg.local_epochs * len(side.client_indices[cid])
-    return _reply(msg, uplink=rnd.uplink[0][0], **{"train-loss": float(rnd.train_loss), "samples": samples,
+    loss_sum, samples = rnd.loss_sums[0] if rnd.loss_sums else (float(rnd.train_loss), 1)
+    return _reply(msg, uplink=rnd.uplink[0][0], **{"train-loss-sum": float(loss_sum), "samples": int(samples),
                                                    "committed": committed, "lost": committed != ack})
 
 

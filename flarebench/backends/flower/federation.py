@@ -31,7 +31,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from ...engine.round import RoundStats
 from ...engine.select import EngineChoice
-from ...engine.sequential import evaluate
+from ...engine.sequential import evaluate, mean_loss
 from ...engine.server import ServerSide
 from ...errors import ConfigError, FlarebenchError
 from ...methods.presets import build_parts
@@ -142,7 +142,7 @@ class FlowerFederation:
         self._check_states(round_idx, replies)
         ids = [c for c in reachable if c in replies]
         broadcast = server.receive(0, ids, [replies[c].uplink for c in ids])
-        losses = {c: (float(replies[c].record["train-loss"]), int(replies[c].record["samples"])) for c in ids}
+        losses = {c: (float(replies[c].record["train-loss-sum"]), int(replies[c].record["samples"])) for c in ids}
         for phase in range(1, phases):
             ids = list(server.round.ids)
             more = self._exchange(round_idx, {c: self._phase_message(round_idx, phase, c, broadcast) for c in ids}, f"phase {phase}")
@@ -156,8 +156,7 @@ class FlowerFederation:
             )
         stats = server.finish()
         self.accepted[stats.ids] = round_idx
-        n = sum(losses[c][1] for c in stats.ids)
-        train_loss = sum(losses[c][0] * losses[c][1] for c in stats.ids) / n
+        train_loss = mean_loss([losses[c] for c in stats.ids])  # the local backend's expression, same order
         return FlowerRoundStats(
             round=round_idx + 1, clients=stats.ids, train_loss=train_loss, nnz=stats.nnz, uplink_bits=stats.uplink_bits,
             downlink_bits=stats.downlink_bits, uplink_bound_bits=stats.uplink_bound_bits, codecs=stats.codecs,
