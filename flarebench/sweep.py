@@ -189,6 +189,19 @@ def action_for(cfg: RunConfig, overwrite: bool = False) -> str:
     return "run"
 
 
+def pending(sweep: Sweep, overwrite: bool = False, on_event=None) -> list[tuple[RunConfig, str]]:
+    """The grid points to execute, ``(cfg, action)`` from :func:`plan`; complete runs are announced to
+    ``on_event("skip", cfg, None)`` and left out. Local and Ray sweeps start from this list."""
+    todo = []
+    for cfg, action in plan(sweep, overwrite):
+        if action == "skip":
+            if on_event:
+                on_event("skip", cfg, None)
+        else:
+            todo.append((cfg, action))
+    return todo
+
+
 def run_sweep(
     sweep: Sweep,
     jobs: int = 1,
@@ -202,13 +215,7 @@ def run_sweep(
     """
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
-    todo = []
-    for cfg, action in plan(sweep, overwrite):
-        if action == "skip":
-            if on_event:
-                on_event("skip", cfg, None)
-        else:
-            todo.append((cfg, action))
+    todo = pending(sweep, overwrite, on_event)
     done: list[dict] = []
     if jobs == 1 or len(todo) <= 1:
         for cfg, action in todo:

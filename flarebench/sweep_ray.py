@@ -1,6 +1,6 @@
 """Sweeps on a Ray cluster (``flarebench sweep CONFIG --ray ADDRESS``): every run of the grid is one Ray task.
 
-The driver plans the grid with :func:`flarebench.sweep.plan` (the local sweep's skip / resume /
+The driver plans the grid with :func:`flarebench.sweep.pending` (the local sweep's skip / resume /
 restart / run, and its refusal of a run made with another config, before anything starts), submits
 one task per run to do, reports progress and returns the runs' summaries; the caller compares them.
 
@@ -31,7 +31,7 @@ from typing import Callable
 
 from .config import RunConfig
 from .errors import ConfigError, ResultsError
-from .sweep import Sweep, action_for, execute, plan
+from .sweep import Sweep, action_for, execute, pending
 
 MAX_RETRIES = 3  # retries of a run whose worker died; each resumes from the run's checkpoint
 POLL_S = 0.2  # seconds between progress checks of the driver
@@ -168,13 +168,7 @@ def run_sweep_ray(
     if gpus_per_run is not None and not gpus_per_run >= 0:
         raise ConfigError(f"--gpus-per-run must be >= 0, got {gpus_per_run!r}")
     ray = import_ray()
-    todo = []
-    for cfg, action in plan(sweep, overwrite):
-        if action == "skip":
-            if on_event:
-                on_event("skip", cfg, None)
-        else:
-            todo.append((cfg, action))
+    todo = pending(sweep, overwrite, on_event)
     if not todo:
         return []
     own = connect(ray, address)
