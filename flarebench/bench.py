@@ -153,10 +153,13 @@ def _prepare(cfg: RunConfig, engine: str):
     """(setup, warm-up seconds) for ``engine``: one untimed round (kernel choice, vmap / compile set-up), state restored."""
     from .runner import setup
 
-    s = setup(cfg.replace(engine="vectorized" if engine.startswith("vectorized") else engine))
+    base = engine.split("+")[0]
+    s = setup(cfg.replace(engine=base))
     fed = s.federation
     if engine.endswith("+compile") and isinstance(fed.engine, VectorizedEngine):
         fed.engine = VectorizedEngine(fed.model, fed.layout, fed.parts.regularizer, fed.engine.client_chunk, compile=True)
+    elif engine.endswith("+compile") and isinstance(fed.engine, SequentialEngine):
+        fed.engine = SequentialEngine(fed.model, fed.layout, fed.parts.regularizer, compile=True)
     state0 = _clone(fed.state_dict())
     select._sync(s.device)
     t0 = time.perf_counter()
@@ -204,14 +207,14 @@ def bench(
 ) -> BenchReport:
     """Time ``rounds`` rounds of each engine per (clients, batch size); see the module docstring.
 
-    ``compile``: also time the vectorized engine with ``torch.compile`` (warm-up round = compile time,
-    not counted). ``progress(str)``: called before each measurement. ``lr``: client lr (None: the run default).
+    ``compile``: also time both engines with their step under ``torch.compile`` (warm-up round = compile
+    time, not counted). ``progress(str)``: called before each measurement. ``lr``: client lr (None: the run default).
     """
     from .runner import resolve_device
 
     dev = resolve_device(device)
     report = BenchReport(device_peak(dev))
-    engines = ["sequential", "vectorized"] + (["vectorized+compile"] if compile else [])
+    engines = ["sequential", "vectorized"] + (["sequential+compile", "vectorized+compile"] if compile else [])
     for K in clients:
         for B in batch_sizes:
             cfg = make_config(

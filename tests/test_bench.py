@@ -68,3 +68,13 @@ def test_auto_regret_from_injected_rows():
     report = BenchReport(Peak("cpu", 1e9, "test"), rows, {(10, 32): {"sequential": 1.0, "vectorized": 0.9}})
     assert auto_regret(report)[(10, 32)] == pytest.approx(0.05)
     assert torch.tensor(auto_regret(report)[(10, 32)]) <= 0.10
+
+
+def test_bench_compile_rows_match_the_eager_engines():
+    """``--compile``: both engines' steps under torch.compile (inductor, FLARE's penalized first step and the
+    plain steps), the same round up to float rounding."""
+    report = bench("mlp", [2], [8], "cpu", 2, method="flare", samples_per_client=16, compile=True)  # round 1: a live pull
+    assert [r.engine for r in report.rows] == ["sequential", "vectorized", "sequential+compile", "vectorized+compile"]
+    for row in report.rows[2:]:
+        assert row.same_bits and row.max_abs_diff < 1e-5 and row.warmup_s > 0
+    assert sum(r.auto_pick for r in report.rows) == 1 and not report.rows[2].auto_pick

@@ -65,7 +65,7 @@ def bench_command(
     local_epochs: int = typer.Option(1, help="Local epochs per round."),
     lr: Optional[float] = typer.Option(None, help="Client learning rate (default: flarebench run's; the CNN diverges at lr 0.1 with B=32, which makes max|Δw| meaningless)."),
     client_chunk: Optional[int] = typer.Option(None, help="Vectorized engine: clients per vmapped batch (default: auto)."),
-    compile: bool = typer.Option(False, "--compile", help="Also time the vectorized engine under torch.compile (warm-up round = compile time, not counted)."),
+    compile: bool = typer.Option(False, "--compile", help="Also time both engines with their step under torch.compile (warm-up round = compile time, not counted)."),
 ) -> None:
     """Time one round of the sequential and the vectorized engine on the same config (one process, after a warm-up round)."""
     from rich.console import Console

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad_and_value
 
 from ..flat import Layout
 from ..methods.regularizers import Anchor, Regularizer
@@ -43,6 +43,20 @@ def data_loss(model: nn.Module, layout: Layout, theta: torch.Tensor, x: torch.Te
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+def step_objective(model: nn.Module, layout: Layout, regularizer: Regularizer, penalized: bool):
+    """``(theta [P], x, y, target, weight, tau) -> (total, data loss)``: one local step's objective, data
+    loss plus the regularizer's penalty when ``penalized``, as a pure function for ``torch.func``."""
+    penalty = regularizer.penalty
+
+    def total(theta, xb, yb, target, weight, tau):
+        loss = data_loss(model, layout, theta, xb, yb)
+        if penalized:
+            return loss + penalty(theta, target, weight, tau), loss
+        return loss, loss
+
+    return total
+
+
 def mean_loss(sums: list[tuple[float, int]]) -> float:
     """The round's mean local loss from per-client ``(loss sum, samples)``, added client by client in
     order: the same expression on every backend (a Flower server receives the same per-client sums)."""
@@ -50,12 +64,25 @@ def mean_loss(sums: list[tuple[float, int]]) -> float:
 
 
 class SequentialEngine:
-    """Local training of K clients, one at a time."""
+    """Local training of K clients, one at a time.
+
+    ``compile``: run each step's gradient through ``torch.compile(grad_and_value(objective))`` instead of
+    eager autograd (``flarebench bench --compile`` only: on CPU it did not pay, see the README).
+    """
 
     name = "sequential"
 
-    def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer):
+    def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer, compile: bool = False):
         self.model, self.layout, self.regularizer = model, layout, regularizer
+        self.compile = compile
+        self._step_fns: dict[bool, object] = {}
+
+    def _compiled_step(self, penalized: bool):
+        """``(theta [P], x, y, target, weight, tau) -> (grad [P], (total, data loss))``, compiled once per flag."""
+        if penalized not in self._step_fns:
+            fn = grad_and_value(step_objective(self.model, self.layout, self.regularizer, penalized), has_aux=True)
+            self._step_fns[penalized] = torch.compile(fn, dynamic=None)
+        return self._step_fns[penalized]
 
     def train(
         self,
@@ -89,11 +116,16 @@ class SequentialEngine:
                 for start in range(0, len(idx), spec.batch_size):
                     rows = idx[order[start : start + spec.batch_size]]
                     xb, yb = x[rows], y[rows]
-                    loss = data_loss(self.model, self.layout, theta, xb, yb)
-                    total = loss
-                    if row is not None and row.active(step):
-                        total = loss + self.regularizer.penalty(theta, row.target, row.weight, row.tau)
-                    (grad,) = torch.autograd.grad(total, theta)
+                    penalized = row is not None and row.active(step)
+                    if self.compile:
+                        args = (row.target, row.weight, row.tau) if penalized else (None, None, 0.0)
+                        grad, (_, loss) = self._compiled_step(penalized)(theta.detach(), xb, yb, *args)
+                    else:
+                        loss = data_loss(self.model, self.layout, theta, xb, yb)
+                        total = loss
+                        if penalized:
+                            total = loss + self.regularizer.penalty(theta, row.target, row.weight, row.tau)
+                        (grad,) = torch.autograd.grad(total, theta)
                     spec.optimizer.step(theta.data, grad, buf if spec.optimizer.momentum else None)
                     loss_sum += loss.item() * len(rows)
                     loss_count += len(rows)

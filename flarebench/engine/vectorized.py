@@ -27,7 +27,7 @@ from torch.func import grad_and_value, vmap
 
 from ..flat import Layout
 from ..methods.regularizers import Anchor, Regularizer
-from .sequential import LocalSpec, batch_order, data_loss, mean_loss
+from .sequential import LocalSpec, batch_order, mean_loss, step_objective
 
 
 @dataclass
@@ -71,14 +71,7 @@ class VectorizedEngine:
         key = (penalized, weighted)
         if key in self._step_fns:
             return self._step_fns[key]
-        model, layout, penalty = self.model, self.layout, self.regularizer.penalty
-
-        def total(theta, xb, yb, target, weight, tau):
-            loss = data_loss(model, layout, theta, xb, yb)
-            if penalized:
-                return loss + penalty(theta, target, weight, tau), loss
-            return loss, loss
-
+        total = step_objective(self.model, self.layout, self.regularizer, penalized)
         in_dims = (0, 0, 0, 0 if penalized else None, 0 if weighted else None, None)
         fn = vmap(grad_and_value(total, has_aux=True), in_dims=in_dims, randomness=self.randomness)
         if self.compile:
