@@ -267,6 +267,7 @@ def upgrade_config(config: dict) -> dict:
         names, resolved = resolve(config["method"], overrides, params)
     except ConfigError:
         return config
+    out.setdefault("backend", "local")  # the only backend before parts existed
     return {**out, **names, "params": resolved}
 
 

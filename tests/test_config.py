@@ -122,3 +122,21 @@ def test_unknown_keys_suggest_the_closest(tmp_path):
         load_toml(path)
     with pytest.raises(ConfigError, match=r"unknown key 'zzz'$"):
         make_config(zzz=1)
+
+
+def test_an_earlier_versions_config_json_reads_as_this_versions():
+    """The committed full-scale FLARE seed 0 was written before parts existed (flat ``ef``, ``flare_tau0``,
+    no ``backend``); read back it equals seed 1's config.json, written by this version, but for seed and name."""
+    import json
+    from pathlib import Path
+
+    from flarebench.rundir import read_meta
+
+    runs = Path(__file__).resolve().parents[1] / "results" / "reference" / "unavail_cnn_k7"
+    old, new = runs / "flare-s0.99999-seed0", runs / "flare-s0.99999-seed1"
+    if not (old / "config.json").is_file() or not (new / "config.json").is_file():
+        pytest.skip("reference runs not in this checkout")
+    raw = json.loads((old / "config.json").read_text())["config"]
+    assert "flare_tau0" in raw and "params" not in raw and "backend" not in raw  # really the old form
+    a, b = read_meta(old)["config"], read_meta(new)["config"]
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {"seed", "name", "out"}
