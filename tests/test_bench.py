@@ -70,9 +70,11 @@ def test_auto_regret_from_injected_rows():
     assert torch.tensor(auto_regret(report)[(10, 32)]) <= 0.10
 
 
-def test_bench_compile_rows_match_the_eager_engines():
+def test_bench_compile_rows_match_the_eager_engines(tmp_path, monkeypatch):
     """``--compile``: both engines' steps under torch.compile (inductor, FLARE's penalized first step and the
-    plain steps), the same round up to float rounding."""
+    plain steps), the same round up to float rounding. A private inductor cache: torch 2.14's shared one
+    (/tmp/torchinductor_USER) served kernels compiled under another ATEN_CPU_CAPABILITY that gave NaN."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     report = bench("mlp", [2], [8], "cpu", 2, method="flare", samples_per_client=16, compile=True)  # round 1: a live pull
     assert [r.engine for r in report.rows] == ["sequential", "vectorized", "sequential+compile", "vectorized+compile"]
     for row in report.rows[2:]:
