@@ -75,12 +75,13 @@ class SequentialEngine:
     def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer, compile: bool = False):
         self.model, self.layout, self.regularizer = model, layout, regularizer
         self.compile = compile
+        self._objectives = {p: step_objective(model, layout, regularizer, p) for p in (False, True)}
         self._step_fns: dict[bool, object] = {}
 
     def _compiled_step(self, penalized: bool):
         """``(theta [P], x, y, target, weight, tau) -> (grad [P], (total, data loss))``, compiled once per flag."""
         if penalized not in self._step_fns:
-            fn = grad_and_value(step_objective(self.model, self.layout, self.regularizer, penalized), has_aux=True)
+            fn = grad_and_value(self._objectives[penalized], has_aux=True)
             self._step_fns[penalized] = torch.compile(fn, dynamic=None)
         return self._step_fns[penalized]
 
@@ -117,14 +118,11 @@ class SequentialEngine:
                     rows = idx[order[start : start + spec.batch_size]]
                     xb, yb = x[rows], y[rows]
                     penalized = row is not None and row.active(step)
+                    args = (row.target, row.weight, row.tau) if penalized else (None, None, 0.0)
                     if self.compile:
-                        args = (row.target, row.weight, row.tau) if penalized else (None, None, 0.0)
                         grad, (_, loss) = self._compiled_step(penalized)(theta.detach(), xb, yb, *args)
                     else:
-                        loss = data_loss(self.model, self.layout, theta, xb, yb)
-                        total = loss
-                        if penalized:
-                            total = loss + self.regularizer.penalty(theta, row.target, row.weight, row.tau)
+                        total, loss = self._objectives[penalized](theta, xb, yb, *args)
                         (grad,) = torch.autograd.grad(total, theta)
                     spec.optimizer.step(theta.data, grad, buf if spec.optimizer.momentum else None)
                     loss_sum += loss.item() * len(rows)
