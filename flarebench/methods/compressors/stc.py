@@ -10,8 +10,8 @@ downlink, catch-up of clients that sat rounds out: aggregation.py).
 Wire: a sparse Message; positions with ``position_codec`` (default golomb, the paper's: Golomb-Rice
 with b = 2^m, m = 1 + floor(log2(ln(phi - 1) / ln(1 - k/n))) per tensor, 6 bits of m per tensor);
 values with the ``sign+scale`` codec: one fp32 mu per tensor with k > 0, then one sign bit per sent
-entry. Bits per message: header (5 + varints) + length varint + positions + 32 T' + sum_t k_t
-(T' = tensors with k_t > 0), padded to bytes.
+entry. Bits per message (lean frame, wire/encoder.py: k_t is known to both sides): 8 (frame byte) +
+positions + 32 T' + sum_t k_t (T' = tensors with k_t > 0), positions and signs each padded to a byte.
 ``bound_bits``: sum_t log2 C(n_t, k_t) + sum_t k_t + 32 T' (the positions' floor, one bit per sign,
 the scales).
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ...errors import DecodeError
-from ...wire.codecs import POSITION_CODECS, VALUE_CODECS
+from ...wire.codecs import POSITION_CODECS
 from ...wire.message import Message
 from ..registry import Param, register
 from .base import Sparsifier
@@ -103,12 +103,8 @@ class STC(Sparsifier):
         return self.select(v, self.counts)
 
     def decode(self, data: bytes) -> Message:
-        """A sparse sign+scale message (DecodeError for any other kind, value codec or position codec)."""
-        if len(data) >= 5 and data[4] != VALUE_CODECS[VALUE_CODEC].id:
-            raise DecodeError("stc: values are not sign+scale")
-        msg = self.wire.decode(data)
-        if msg.is_dense or msg.indices is None:
-            raise DecodeError("stc: not a sparse message")
+        """A sparse sign+scale message (DecodeError for any other kind or position codec)."""
+        msg = self.wire.decode(data)  # sparse only, values sign+scale (the wire's)
         if self.position_codec != "auto" and msg.position_codec != self.position_codec:
             raise DecodeError(f"stc: positions are not {self.position_codec}")
         return msg
