@@ -194,3 +194,29 @@ def test_non_zero_padding_is_rejected(name):
                 codec.decode(bytes(data), (n,), (7,))
             return
     pytest.fail("no draw with padding")
+
+
+# ---------------------------------------------------------------- the quantizers' entropy coder (wire/entropy.py)
+@FAST
+@given(st.integers(1, 600), st.integers(0, 3000), st.integers(0, 2**31), st.floats(0.0, 1.0))
+def test_entropy_coder_round_trip_and_floor(alphabet, count, seed, skew):
+    """Any alphabet (blocks of 1-8 symbols) and count: exact round trip; bits >= the empirical-entropy floor,
+    and within 1% + the table + 64 bits of it."""
+    from flarebench.wire.bounds import empirical_entropy_bits
+    from flarebench.wire.entropy import decode_symbols, encode_symbols
+    from flarebench.wire.frame import ByteReader, ByteWriter
+
+    rng = np.random.default_rng(seed)
+    p = rng.random(alphabet) ** (1 + 20 * skew)
+    symbols = rng.choice(alphabet, size=count, p=p / p.sum())
+    w = ByteWriter()
+    encode_symbols(w, torch.from_numpy(symbols), alphabet)
+    data = w.getvalue()
+    out = decode_symbols(ByteReader(data, "t"), count, alphabet)
+    np.testing.assert_array_equal(out, symbols)
+    hist = np.bincount(symbols, minlength=alphabet)
+    floor = empirical_entropy_bits(hist)
+    table = 8 * ((alphabet + 7) // 8) + sum(8 * (int(c).bit_length() // 7 + 1) for c in hist[hist > 0])
+    assert floor <= 8 * len(data) <= 1.01 * floor + table + 64
+    with pytest.raises(DecodeError):
+        decode_symbols(ByteReader(data + b"\x00" * 4, "t"), count, alphabet)

@@ -51,7 +51,7 @@ def assert_same_message(a, b):
 # ---------------------------------------------------------------- STC: the paper's definition by hand
 def test_stc_hand_computed_message_and_bytes():
     """n = 8, k = 3 (sparsity 0.625): top-3 of |v| at 1, 3, 5 (-3, 2, -1); mu = 2; ternary -2, +2, -2."""
-    comp = STC(part_ctx([8], sparsity=0.625))
+    comp = STC(part_ctx([8], sparsity=0.625), position_codec="golomb")  # the paper's position code
     v = torch.tensor([[0.1, -3.0, 0.2, 2.0, 0.0, -1.0, 0.05, 0.5]])
     (msg,) = comp.compress(v, rctx())
     assert msg.counts == (3,) and msg.indices.tolist() == [1, 3, 5] and msg.values.tolist() == [-2.0, 2.0, -2.0]
@@ -103,7 +103,7 @@ def test_stc_bits_per_entry_formula():
     at n = 1e6, k = 1000 the positions match the exact golomb expectation within 2%."""
     torch.manual_seed(0)
     sizes = [10**6, 5000, 37]
-    comp = STC(part_ctx(sizes, sparsity=0.999))
+    comp = STC(part_ctx(sizes, sparsity=0.999), position_codec="golomb")
     v = torch.randn(1, sum(sizes))
     (msg,) = comp.compress(v, rctx())
     data = comp.encode(msg)
@@ -120,7 +120,7 @@ def test_stc_bits_per_entry_formula():
 
 def test_stc_decoder_refuses_other_value_or_position_codecs():
     sizes = [50, 20]
-    comp = STC(part_ctx(sizes, sparsity=0.9))
+    comp = STC(part_ctx(sizes, sparsity=0.9), position_codec="golomb")
     (msg,) = comp.compress(torch.randn(1, 70), rctx())
     with pytest.raises(DecodeError):
         comp.decode(WireFormat(sizes, "golomb", "fp32").encode(msg).data)
