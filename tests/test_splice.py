@@ -108,3 +108,15 @@ def test_a_large_forged_qsgd_message_stays_within_a_small_multiple_of_its_size(c
     finally:
         tracemalloc.stop()
     assert peak < 3 * len(data), peak
+
+
+def test_payload_tags_are_unique_at_registration():
+    from flarebench.methods.registry import register
+    from flarebench.wire.frame import PAYLOAD_TAGS
+
+    assert PAYLOAD_TAGS[0x30] == "qsgd" and PAYLOAD_TAGS[0x50] == "powersgd" and PAYLOAD_TAGS[0x43] == "count-sketch"
+    assert len(PAYLOAD_TAGS) == 12  # sign, scaled-sign, onebit, threshold, qsgd, terngrad, natural, count-sketch, powersgd x 4
+    clash = type("Clash", (REGISTRY["compressor"]["qsgd"],), {"name": "clash-test", "payload_id": 0x31})
+    with pytest.raises(TypeError, match="already terngrad's"):
+        register(clash)
+    assert "clash-test" not in REGISTRY["compressor"]

@@ -50,6 +50,13 @@ class Compressor(Part):
     phases: int = 1  # uplink transfers per round
     uses_sparsity: bool = False  # whether the run's --sparsity sets how much is sent
     unbiased: bool = False  # E[decompress(compress(v))] = v over the compressor's own randomness
+    payload_tags: tuple[int, ...] = ()  # the frame.py payload ids it writes besides ``payload_id``
+
+    @classmethod
+    def wire_tags(cls) -> tuple[int, ...]:
+        """Every payload id (wire/frame.py tag) this compressor writes: checked unique at registration."""
+        own = getattr(cls, "payload_id", -1)
+        return tuple(cls.payload_tags) + ((own,) if own >= 0 else ())
 
     # ------------------------------------------------------------ client side
     def compress(self, v: torch.Tensor, ctx: RoundContext) -> list[Any]:

@@ -59,6 +59,7 @@ class CountSketch(Compressor):
     summary = "count sketch [rows, columns] of the whole update (shared seeded hashes); linear, so sketches add up"
     paper = "Rothchild et al., ICML 2020 (FetchSGD); Charikar et al. 2002 (count sketch)"
     uses_sparsity = True
+    payload_tags = (TAG,)
     params = (
         Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows)", unit="rows",
               check=positive, rule="> 0", paper="Rothchild et al. 2020 (authors' code: 5)"),
