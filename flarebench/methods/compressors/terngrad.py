@@ -16,7 +16,7 @@ more exchange per round), a systems device for integer all-reduce; each client s
 Wire (via :mod:`flarebench.wire.frame`): 2-byte tag, the T scales as float32, then the P trits:
 ``coder = ans`` (default): entropy-coded against the message's trit histogram (wire/entropy.py: 5 trits
 per ANS step, the 3-symbol table travels), about ``P H`` bits (H: the trits' empirical entropy; mostly 0s,
-so far below log2 3). ``coder = fixed``: today's fixed-rate packing, ``packing = base3``: 5 trits per byte,
+so far below log2 3). ``coder = fixed``: the fixed-rate packing, ``packing = base3``: 5 trits per byte,
 ``byte = sum_k 3^(4-k) (t_k + 1)`` (<= 242), ``ceil(P / 5)`` bytes, i.e. 1.6 bits per entry, the last
 byte padded with trits 0; ``packing = 2bit``: 2 bits per entry as the paper counts it (00 = 0, 01 = +1,
 10 = -1), ``ceil(P / 4)`` bytes. Bits = ``16 + 32 T`` + the coded trits.
