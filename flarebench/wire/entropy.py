@@ -9,9 +9,9 @@ Coding: ``b = block_size(alphabet)`` consecutive symbols (the most whose combina
 2 QSGD levels at s = 7, 1 exponent) form one block symbol ``sum_j x_j alphabet^(b-1-j)``; the blocks go
 through an ANS coder (``constriction``'s AnsCoder) under the product of the per-symbol histogram's
 probabilities (the same cross-entropy as coding every symbol, b times fewer coder steps; quantized to 24-bit
-probabilities, leaky: a combination that does not occur costs nothing measurable). The blocks are formed
-where the symbols are (the update's device), so one byte per block crosses to the host. The last block is
-padded with the most frequent symbol.
+probabilities, leaky: a combination that does not occur costs nothing measurable). The blocks and their
+histogram (hence the symbols') are formed where the symbols are (the update's device), so one byte per
+block crosses to the host. The last block is padded with symbol 0.
 
 Layout (after the compressor's own fields): one bit per alphabet symbol (present or not, MSB first, padded
 to a byte), the varint count of every present symbol but the last (it follows from ``count``), then the
@@ -27,6 +27,8 @@ the message.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -36,17 +38,42 @@ from .frame import ByteReader, ByteWriter
 
 
 def block_size(alphabet: int) -> int:
-    """Symbols per coded block: the most b with alphabet^b <= 256 (1 for alphabets above 16)."""
+    """Symbols per coded block: the most b <= 8 with alphabet^b <= 256 (1 for alphabets above 16 or below 2)."""
     b = 1
-    while alphabet ** (b + 1) <= 256:
+    while b < 8 and alphabet ** (b + 1) <= 256:
         b += 1
     return b
 
 
+@functools.lru_cache(maxsize=16)
 def _digits(alphabet: int, b: int) -> np.ndarray:
     """uint8 ``[alphabet^b, b]``: block symbol -> its b symbols (most significant first)."""
     codes = np.arange(alphabet**b, dtype=np.int64)[:, None]
     return (codes // alphabet ** np.arange(b - 1, -1, -1, dtype=np.int64) % alphabet).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _occurrences(alphabet: int, b: int) -> np.ndarray:
+    """int64 ``[alphabet^b, alphabet]``: how often each symbol occurs in each block symbol."""
+    d = _digits(alphabet, b).astype(np.int64)
+    return np.stack([(d == a).sum(axis=1) for a in range(alphabet)], axis=1)
+
+
+def histogram(symbols: torch.Tensor, alphabet: int) -> np.ndarray:
+    """int64 ``[alphabet]``: how often each symbol occurs (counted where the symbols are; uint8 without a copy)."""
+    x = symbols.reshape(-1)
+    if x.dtype not in (torch.uint8, torch.int32, torch.int64):
+        x = x.to(torch.int64)
+    return torch.bincount(x, minlength=alphabet).cpu().numpy()
+
+
+def _symbol_histogram(blocks: torch.Tensor, alphabet: int, b: int, extra: int) -> np.ndarray:
+    """The symbols' histogram from their blocks' (``extra`` padding symbols 0 removed)."""
+    if b == 1:
+        return histogram(blocks, alphabet)
+    hist = histogram(blocks, alphabet**b) @ _occurrences(alphabet, b)
+    hist[0] -= extra
+    return hist
 
 
 def _block_model(hist: np.ndarray, b: int):
@@ -59,16 +86,16 @@ def _block_model(hist: np.ndarray, b: int):
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
-def blocks_of(symbols: torch.Tensor, alphabet: int, pad: int) -> torch.Tensor:
+def blocks_of(symbols: torch.Tensor, alphabet: int) -> torch.Tensor:
     """int symbols ``[count]`` (any device) -> block symbols ``[ceil(count / b)]`` (uint8 if they fit, else int32),
-    on the same device; the last block padded with ``pad``."""
+    on the same device; the last block padded with symbol 0."""
     b = block_size(alphabet)
     if b == 1:
         return symbols.to(torch.uint8 if alphabet <= 256 else torch.int32)
     extra = -symbols.numel() % b
     x = symbols.to(torch.int32)
     if extra:
-        x = torch.cat([x, torch.full((extra,), pad, dtype=torch.int32, device=x.device)])
+        x = torch.cat([x, torch.zeros(extra, dtype=torch.int32, device=x.device)])
     x = x.view(-1, b)
     out = x[:, 0].clone()
     for j in range(1, b):
@@ -80,16 +107,17 @@ def encode_symbols(w: ByteWriter, symbols: torch.Tensor, alphabet: int) -> None:
     """Append ``symbols`` (an int tensor ``[count]`` in ``[0, alphabet)``, any device) to ``w``."""
     import constriction
 
-    hist = torch.bincount(symbols.reshape(-1).to(torch.int64), minlength=alphabet).cpu().numpy()
+    b = block_size(alphabet)
+    blocks = blocks_of(symbols.reshape(-1), alphabet)
+    hist = _symbol_histogram(blocks, alphabet, b, -symbols.numel() % b)
     present = hist > 0
     w.bits(present.astype(np.uint8))
     for c in hist[present][:-1].tolist():
         w.varint(c)
     if int(present.sum()) <= 1:
         return  # every symbol is the one present
-    blocks = blocks_of(symbols.reshape(-1), alphabet, int(hist.argmax())).cpu().numpy()
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(blocks.astype(np.int32), _block_model(hist, block_size(alphabet)))
+    coder.encode_reverse(blocks.cpu().numpy().astype(np.int32), _block_model(hist, b))
     w.raw(coder.get_compressed().astype("<u4").tobytes())
 
 
@@ -130,13 +158,14 @@ def decode_symbols(r: ByteReader, count: int, alphabet: int) -> np.ndarray:
         raise DecodeError(f"{r.what}: the ANS stream is corrupt ({type(e).__name__})") from None
     if not empty:
         raise DecodeError(f"{r.what}: words left in the ANS stream after the last symbol")
-    symbols = _digits(alphabet, b)[blocks].reshape(-1) if b > 1 else blocks.astype(dtype)
-    if symbols.size > count and np.any(symbols[count:] != hist.argmax()):
-        raise DecodeError(f"{r.what}: the last block's padding is not the pad symbol")
-    symbols = symbols[:count]
-    if not np.array_equal(np.bincount(symbols, minlength=alphabet), hist):
+    extra = nblocks * b - count
+    if extra and np.any(_digits(alphabet, b)[blocks[-1], b - extra :]):
+        raise DecodeError(f"{r.what}: the last block's padding is not symbol 0")
+    if not np.array_equal(_symbol_histogram(torch.from_numpy(blocks), alphabet, b, extra), hist):
         raise DecodeError(f"{r.what}: the decoded symbols do not match the table")
-    return symbols
+    if b == 1:
+        return blocks.astype(dtype)
+    return _digits(alphabet, b)[blocks].reshape(-1)[:count]
 
 
-__all__ = ["block_size", "blocks_of", "encode_symbols", "decode_symbols"]
+__all__ = ["block_size", "blocks_of", "histogram", "encode_symbols", "decode_symbols"]

@@ -49,7 +49,7 @@ import torch
 from ...errors import DecodeError
 from ...wire.bitstream import bits_to_bytes, check_end
 from ...wire.bounds import empirical_entropy_bits
-from ...wire.entropy import decode_symbols, encode_symbols
+from ...wire.entropy import decode_symbols, encode_symbols, histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ...wire.omega import omega_decode, omega_encode, omega_lengths
 from ..registry import Param, PartContext, register
@@ -102,7 +102,6 @@ class QSGD(Quantizer):
         self.num_buckets = int(self.bucket_starts.size)
         self.alphabet = 2 * self.levels + 1
         self.symbol_dtype = torch.uint8 if self.alphabet <= 256 else torch.int16
-        self._repeats: dict = {}
 
     # ------------------------------------------------------------ client side
     def _blocks(self, x: torch.Tensor):
@@ -237,16 +236,14 @@ class QSGD(Quantizer):
         return positions
 
     # ------------------------------------------------------------ server side
-    def _bucket_repeats(self, device) -> torch.Tensor:
-        reps = self._repeats.get(device)
-        if reps is None:
-            reps = self._repeats[device] = torch.from_numpy(self.bucket_sizes).to(device)
-        return reps
-
     def decompress(self, payload: QSGDPayload, device=None) -> torch.Tensor:
         step = torch.from_numpy(payload.norms / np.float32(self.levels)).to(device)  # ||v_b|| / s per bucket
-        levels = payload.symbols.to(device).to(torch.float32) - self.levels
-        return levels.mul_(torch.repeat_interleave(step, self._bucket_repeats(step.device)))
+        out = payload.symbols.to(device).to(torch.float32).sub_(self.levels)
+        b = 0
+        for _, block in self._blocks(out):  # [m, d] views, in bucket order
+            block.mul_(step[b : b + block.shape[0], None])
+            b += block.shape[0]
+        return out
 
     # ------------------------------------------------------------ accounting
     def nnz(self, payload: QSGDPayload) -> int:
@@ -254,8 +251,7 @@ class QSGD(Quantizer):
 
     def bound_bits(self, payload: QSGDPayload) -> float:
         """32 bits per bucket norm + the empirical entropy of the P signed levels (zeros included)."""
-        hist = torch.bincount(payload.symbols.to(torch.int64), minlength=self.alphabet).cpu().numpy()
-        return 32.0 * self.num_buckets + empirical_entropy_bits(hist)
+        return 32.0 * self.num_buckets + empirical_entropy_bits(histogram(payload.symbols, self.alphabet))
 
 
 __all__ = ["QSGD", "QSGDPayload"]

@@ -35,7 +35,7 @@ import torch
 
 from ...errors import DecodeError
 from ...wire.bounds import empirical_entropy_bits
-from ...wire.entropy import decode_symbols, encode_symbols
+from ...wire.entropy import decode_symbols, encode_symbols, histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param, PartContext, non_negative, register
 from .quantizer import Quantizer, coder_param, scaled, stochastic_round_, uniforms
@@ -116,7 +116,7 @@ class TernGrad(Quantizer):
     def encode(self, payload: TernPayload) -> bytes:
         w = ByteWriter().tag(self.payload_id).f32(payload.scales)
         if self.entropy_coded:
-            encode_symbols(w, (payload.trits + 1).to(torch.uint8), 3)
+            encode_symbols(w, (payload.trits + 1).view(torch.uint8), 3)
             return w.getvalue()
         per = 5 if self.packing == "base3" else 4
         t = np.zeros(self._packed_bytes() * per, dtype=np.int8)
@@ -177,8 +177,7 @@ class TernGrad(Quantizer):
 
     def bound_bits(self, payload: TernPayload) -> float:
         """32 bits per scale + the empirical entropy of the P trits."""
-        hist = torch.bincount(payload.trits.to(torch.int64) + 1, minlength=3).cpu().numpy()
-        return 32.0 * self.num_tensors + empirical_entropy_bits(hist)
+        return 32.0 * self.num_tensors + empirical_entropy_bits(histogram((payload.trits + 1).view(torch.uint8), 3))
 
 
 __all__ = ["TernGrad", "TernPayload"]
