@@ -247,6 +247,10 @@ def resume_config(run_dir: str | Path, **overrides) -> "RunConfig":
     if changed:
         diffs = ", ".join(f"{k.replace('_', '-')} {overrides[k]!r} (run has {stored[k]!r})" for k in changed)
         raise ConfigError(f"--resume continues a run with its own config; these options differ: {diffs}")
+    if rounds is not None and rounds > cfg.rounds:  # what the parts' values imply over the longer run (e.g. a schedule)
+        from .methods.presets import check_combination
+
+        check_combination(cfg.replace(rounds=rounds))
     return cfg.replace(rounds=max(cfg.rounds, rounds or 0), **pinned_engine(meta))
 
 

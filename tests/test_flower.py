@@ -305,3 +305,24 @@ def test_cli_backend_flower_end_to_end(tmp_path, capsys):
     assert rc == 0, err
     table = pd.read_csv(tmp_path / "compare" / "compare.csv").set_index("run")
     assert table.loc["flower", "total_uplink_bits"] == table.loc["local", "total_uplink_bits"]
+
+
+def test_bad_device_and_bad_part_values_are_one_line_before_ray_starts(capsys, tmp_path, monkeypatch):
+    """``--device cuda`` without CUDA, and a part value that would crash round 1 on the clients, are one
+    line and exit 2 before Flower's simulation (Ray) starts; nothing is written."""
+    import flwr.simulation
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("Flower's simulation started")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", no_simulation)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, whatever this one has
+    base = ["run", "--backend", "flower", "--model", "mlp", "--clients", "3", "--rounds", "2", "--samples-per-client", "100",
+            "--out", tmp_path / "r", "--quiet"]
+    for extra, fragment in [(["--device", "cuda"], "device cuda requested but no CUDA device is available"),
+                            (["--method", "threshold", "-p", "compressor.tau=1e308"], "compressor.tau must be in"),
+                            (["--method", "flare", "-p", "regularizer.decay=1e-200"], "must stay finite over the run's 2 rounds")]:
+        rc, out, err = cli(capsys, *base, *extra)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()
