@@ -72,7 +72,7 @@ def schedule_problem(tau0: float, decay: float, rounds: int) -> str | None:
 
 
 _TAU0 = "regularizer weight tau_0 before decay"
-_DECAY = "decay c of tau_r = tau_0 / c^(r+1), r counted from 0"
+_DECAY = "decay c of tau_r = tau_0 / c^(r+1), r counted from 0; tau_r must stay finite (float32) over the run's rounds"
 
 
 class Regularizer(Part):
