@@ -26,7 +26,7 @@ import flarebench.backends.flower as flower_backend  # noqa: E402  (before flwr:
 
 flwr = pytest.importorskip("flwr", reason="the flower extra is not installed")
 flower_backend.stay_offline()
-from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from flarebench import ConfigError, make_config, run  # noqa: E402
@@ -70,12 +70,13 @@ def task_identity():
 class FakeGrid:
     """Flower's Grid in this process: each pushed message is handled by flarebench's ClientApp at once,
     on the node's own persistent Context. ``dead``: nodes that no longer answer (nor are listed);
-    ``drop``: nodes whose replies are lost; ``crash_at``: a round (group id) whose push raises after the
+    ``drop``: nodes whose replies are lost; ``fail``: nodes whose ClientApp raises after the hello (the reply
+    is the error Flower's runtimes send); ``crash_at`: a round (group id) whose push raises after the
     clients handled it (the server dies mid-round)."""
 
     def __init__(self, clients: int):
         self.contexts: dict[int, Context] = {}
-        self.dead, self.drop, self.crash_at = set(), set(), None
+        self.dead, self.drop, self.crash_at, self.fail = set(), set(), None, set()
         self._replies: dict[str, Message] = {}
         self._next = 100
         for c in range(clients):
@@ -106,7 +107,8 @@ class FakeGrid:
             ids.append(m.metadata.message_id)
             n = m.metadata.dst_node_id
             if n in self.contexts and n not in self.dead:
-                reply = client_app(m, self.contexts[n])
+                reply = client_app(m, self.contexts[n]) if n not in self.fail or m.metadata.message_type == "query.hello" else \
+                    Message(Error(code=2, reason="<class 'ZeroDivisionError'>:<'float division by zero'>"), reply_to=m)
                 if n not in self.drop:
                     self._replies[m.metadata.message_id] = reply
         if self.crash_at is not None and any(m.metadata.group_id == self.crash_at for m in messages):
@@ -223,6 +225,20 @@ def test_too_few_clients_stop_the_run_resumably(tmp_path, task_identity):
         run_on_grid(grid, cfg, FlowerOptions(reply_timeout=0.5, node_timeout=0.0, min_clients=4, poll_s=0.01))
     assert json.loads((tmp_path / "f" / "config.json").read_text())["status"] == "failed"
     assert "clients 1 have no node" in _events(tmp_path / "f")
+
+
+def test_clients_that_raise_are_named_in_the_line_that_stops_the_run(tmp_path, task_identity):
+    """Every client's ClientApp raises: the run stops in round 1 with the first error in its line, not only
+    "0 of 4 clients answered within ... s" (which read as a network problem)."""
+    cfg = tiny(method="topk-ef", out=str(tmp_path), name="f", backend="flower")
+    grid = FakeGrid(cfg.clients)
+    grid.fail = set(grid.contexts)
+    with pytest.raises(FederationError) as stopped:
+        run_on_grid(grid, cfg, FAST)
+    line = str(stopped.value)
+    assert line.startswith("round 1: 0 of 4 clients answered within 0.5 s, 4 replied with an error (the first: client 0 (begin): "
+                           "<class 'ZeroDivisionError'>:<'float division by zero'> (code 2))"), line
+    assert line.endswith("resume it when the error is fixed") and "\n" not in line
 
 
 def test_transport_bits_are_the_serialized_objects(task_identity):
