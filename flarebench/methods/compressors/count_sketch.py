@@ -9,10 +9,18 @@ sketch space (aggregation.FetchSGDAggregator, the ``fetchsgd`` aggregator).
 
 Unsketch ``U(S)``: entry i is estimated as ``median_j s_j(i) S[j, h_j(i)]``; the heavy hitters are the
 ``k`` entries with the largest ``|estimate|``, ``k = max(1, round(density P))`` from the run's
-``--sparsity`` over the whole model (FetchSGD's top-k is global, not per tensor). ``columns =
-ceil(columns_per_k k)``. Defaults: ``rows = 5``, ``columns_per_k = 10``: the authors' code
-(CommEfficient: ``--num_rows 5 --num_cols 500000 --k 50000``). With another aggregator (e.g.
-``weighted-mean``), :meth:`decompress` is the client's own heavy hitters, top-k of ``U(S)``.
+``--sparsity`` over the whole model (FetchSGD's top-k is global, not per tensor).
+
+Size: ``columns = max(ceil(columns_per_k k), ceil(columns_per_entry P))``. The authors' code sizes the
+sketch in absolute terms (CommEfficient: ``--num_rows 5 --num_cols 500000 --k 50000`` for the 6.5M
+entries of ResNet-9 on CIFAR-10): 10 columns per heavy hitter and 0.077 columns per entry (13 entries
+per cell). Their k was never below 0.77% of the model, so the two ratios agree there; at a smaller k
+(``--sparsity 0.999``) 10 k columns alone would put ~100 entries in every cell and the heavy hitters
+drown in collisions, so the default keeps the paper's entries per cell as a floor (``columns_per_entry
+= 0`` sizes from k alone). Defaults ``rows = 5``, ``columns_per_k = 10``, ``columns_per_entry = 0.077``.
+A sketch over ``MAX_CELLS`` cells is refused (ConfigError, one line) when the part is built, before
+anything is written. With another aggregator (e.g. ``weighted-mean``),
+:meth:`decompress` is the client's own heavy hitters, top-k of ``U(S)``.
 
 Wire: a 2-byte tag + ``rows * columns`` float32 cells (row-major): ``32 rows columns + 16`` bits per
 client and round, whatever the update; the sketch's size comes from the layout and the parameters, so
@@ -31,12 +39,13 @@ import math
 import torch
 
 from ...engine.seeds import generator
-from ...errors import DecodeError
+from ...errors import ConfigError, DecodeError
 from ...wire.frame import ByteReader, ByteWriter
-from ..registry import Param, PartContext, positive, register
+from ..registry import Param, PartContext, non_negative, positive, register
 from .base import Compressor
 
 TAG = 0x43
+MAX_CELLS = 2**28  # cells per sketch: 1 GiB of fp32 per client (and per server state S_u, S_e)
 
 
 def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -53,6 +62,11 @@ def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
     return x[(n - 1) // 2]
 
 
+def sketch_columns(num_params: int, k: int, columns_per_k: float, columns_per_entry: float) -> int:
+    """Columns of the sketch: ``max(ceil(columns_per_k k), ceil(columns_per_entry num_params), 1)``."""
+    return max(1, math.ceil(columns_per_k * k), math.ceil(columns_per_entry * num_params))
+
+
 @register
 class CountSketch(Compressor):
     name = "count-sketch"
@@ -65,6 +79,9 @@ class CountSketch(Compressor):
         Param("columns_per_k", float, 10.0, "columns = ceil(columns_per_k * k), k = heavy hitters from --sparsity",
               unit="columns per heavy hitter", check=positive, rule="> 0",
               paper="Rothchild et al. 2020 (authors' code: 500,000 columns for k = 50,000)"),
+        Param("columns_per_entry", float, 0.077, "columns >= ceil(columns_per_entry * P), P = the model's entries "
+              "(0: sized from k alone)", unit="columns per model entry", check=non_negative, rule=">= 0",
+              paper="Rothchild et al. 2020 (authors' code: 500,000 columns for ResNet-9's 6.5M entries)"),
     )
 
     def __init__(self, ctx: PartContext, **params):
@@ -72,7 +89,11 @@ class CountSketch(Compressor):
         self.num_params = ctx.num_params
         self.seed = ctx.seed
         self.k = min(self.num_params, max(1, int(round(ctx.density * self.num_params))))
-        self.columns = max(1, math.ceil(self.columns_per_k * self.k))
+        self.columns = sketch_columns(self.num_params, self.k, self.columns_per_k, self.columns_per_entry)
+        if self.rows * self.columns > MAX_CELLS:
+            raise ConfigError(
+                f"count-sketch: a {self.rows} x {self.columns:,} sketch is over {MAX_CELLS:,} cells (1 GiB per client): "
+                f"lower compressor.rows, columns_per_k or columns_per_entry")
         self._codes: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------ hashes
