@@ -241,8 +241,8 @@ class FetchSGDAggregator(Aggregator):
     (the authors' code asserts ``local_momentum == 0`` with the error kept at the server), and ``rho = 0.9`` is the only
     momentum. Here S_k sketches a round's local update, which local momentum SGD (the run's
     ``--momentum``) already produced: ``rho = 0.9`` on top of it is momentum twice, as DGC's correction
-    was, and on the main job it diverges at ``--sparsity 0.999`` whatever the sketch's size (0.15 with a
-    5 x 6,080 sketch; 0.94 with ``rho = 0``). The ``fetchsgd`` preset therefore sets ``rho = 0``;
+    was, and on the main job it diverges at ``--sparsity 0.999`` whatever the sketch's size (0.1495 with a
+    5 x 6,080 sketch; 0.937 with ``rho = 0``). The ``fetchsgd`` preset therefore sets ``rho = 0``;
     ``-p aggregator.rho=0.9`` is the paper's.
     """
 

@@ -76,7 +76,7 @@ class CountSketch(Compressor):
     params = (
         Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows)", unit="rows",
               check=positive, rule="> 0", paper="Rothchild et al. 2020 (authors' code: 5)"),
-        Param("columns_per_k", float, 10.0, "columns = ceil(columns_per_k * k), k = heavy hitters from --sparsity",
+        Param("columns_per_k", float, 10.0, "columns >= ceil(columns_per_k * k), k = heavy hitters from --sparsity",
               unit="columns per heavy hitter", check=positive, rule="> 0",
               paper="Rothchild et al. 2020 (authors' code: 500,000 columns for k = 50,000)"),
         Param("columns_per_entry", float, 0.077, "columns >= ceil(columns_per_entry * P), P = the model's entries "
