@@ -78,7 +78,7 @@ class CountSketch(Compressor):
     uses_sparsity = True
     params = (
         Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows); "
-              f"hash codes + sketch at most {MAX_MODELS} times the model's memory", unit="rows",
+              f"hash codes + sketch at most {MAX_MODELS} times the model's memory or 64 MiB", unit="rows",
               check=positive, rule="> 0", paper="Rothchild et al. 2020 (authors' code: 5)"),
         Param("columns_per_k", float, 10.0, "columns >= ceil(columns_per_k * k), k = heavy hitters from --sparsity",
               unit="columns per heavy hitter", check=lambda x: 0 < x <= MAX_COLUMNS, rule=f"in (0, {MAX_COLUMNS}]",
