@@ -37,7 +37,7 @@ from ...errors import DecodeError
 from ...wire.bounds import empirical_entropy_bits
 from ...wire.entropy import decode_symbols, encode_symbols, histogram
 from ...wire.frame import ByteReader, ByteWriter
-from ..registry import Param, PartContext, non_negative, register
+from ..registry import FLOAT32_MAX, Param, PartContext, float32_or_zero, register
 from .quantizer import Quantizer, coder_param, scaled, stochastic_round_, uniforms
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint8)
@@ -66,7 +66,7 @@ class TernGrad(Quantizer):
     params = (
         Param("clip", float, 0.0, "c: clip each tensor to +-c std before ternarizing (the paper's experiments: 2.5); "
               "0 = off (unbiased)", unit="standard deviations", paper="Wen et al. 2017, Sec. 3.3",
-              check=non_negative, rule=">= 0"),
+              check=float32_or_zero, rule=f"in [0, {FLOAT32_MAX:.3g}] (a float32)"),
         coder_param("fixed", "fixed-rate packing (see packing)"),
         Param("packing", str, "base3", "coder = fixed: base3 = 5 trits per byte (1.6 bits/entry), 2bit = 2 bits/entry "
               "(the paper's count)", choices=("base3", "2bit")),
