@@ -56,6 +56,7 @@ def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
 @register
 class CountSketch(Compressor):
     name = "count-sketch"
+    family = "low-rank/sketch"
     summary = "count sketch [rows, columns] of the whole update (shared seeded hashes); linear, so sketches add up"
     paper = "Rothchild et al., ICML 2020 (FetchSGD); Charikar et al. 2002 (count sketch)"
     uses_sparsity = True
