@@ -14,9 +14,11 @@ from .app import app
 
 
 def _console():
-    from ..tables import console_for
+    """``list`` and ``show``: the terminal's width; pipes/CI: wide, so their lines do not fold."""
+    from rich.console import Console
 
-    return console_for()
+    c = Console()
+    return c if c.is_terminal else Console(width=max(c.width, 180))
 
 
 def _warn(message: str) -> None:
@@ -86,7 +88,7 @@ def compare_command(
     print_table(result.table, fmt)
     wrote = f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else "")
     if fmt == "table":
-        _console().print(wrote, highlight=False)
+        typer.echo(wrote)
     else:  # stdout is the CSV / Markdown alone
         typer.echo(wrote, err=True)
 
