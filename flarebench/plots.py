@@ -344,36 +344,44 @@ def _legend_entries(exps: Sequence[Experiment], target: float | None) -> tuple[l
 
 def panel_figure(exps: Sequence[Experiment], panels: Sequence[tuple[str, str]], title: str, target: float | None = None,
                  letters: bool = False):
-    """A figure of ``panels`` ((metric, x) each) side by side, one row per family (:func:`facet_rows`),
-    each row's legend to its right, a note under it; returns the figure."""
+    """A figure of ``panels`` ((metric, x) each) side by side per family (:func:`facet_rows`), each
+    family's legend to the right of its panels, a note under them; the families one under the other
+    (a single panel: two families a row). The figure grows with the families; returns it."""
     rows = facet_rows(exps)
-    heights = [max(_ROW_H, _ENTRY_H * (len(r) + 2) + 0.9) for _, r in rows]
-    fig = plt.figure(figsize=(_PANEL_W * len(panels) + 2.2, sum(heights) + 0.6), layout="constrained")
-    axes = np.array(fig.subplots(len(rows), len(panels), squeeze=False, gridspec_kw={"height_ratios": heights}))
+    per = 2 if len(panels) == 1 and len(rows) > 2 else 1  # families side by side in one grid row
+    grid_rows = [rows[i:i + per] for i in range(0, len(rows), per)]
+    heights = [max(max(_ROW_H, _ENTRY_H * (len(r) + 2) + 0.9) for _, r in g) for g in grid_rows]
+    width = per * (_PANEL_W * len(panels) + 2.2)
+    fig = plt.figure(figsize=(width, sum(heights) + 0.6), layout="constrained")
+    grid = np.array(fig.subplots(len(grid_rows), per * len(panels), squeeze=False, gridspec_kw={"height_ratios": heights}))
     note = Note()
     limits = {x: loss_limits_of(exps, x) for metric, x in panels if metric == "loss"}
-    for r, (row_title, row_exps) in enumerate(rows):
+    columns: dict[int, list] = defaultdict(list)  # panel index -> its axes in every family
+    for k, (row_title, row_exps) in enumerate(rows):
+        g, off = divmod(k, per)
         for c, (metric, x) in enumerate(panels):
-            ax = axes[r, c]
+            ax = grid[g, off * len(panels) + c]
+            columns[c].append(ax)
             plot_panel(ax, row_exps, metric, x, target, note, limits.get(x))
-            head = [f"({chr(ord('a') + c)})"] * (letters and r == 0) + ([row_title] if row_title and c == 0 else [])
+            head = [f"({chr(ord('a') + c)})"] * (letters and k == 0) + ([row_title] if row_title and c == 0 else [])
             if head:
                 ax.set_title(" ".join(head), loc="left", fontsize=9, fontweight="bold" if row_title and c == 0 else "normal")
-            if r < len(rows) - 1 and len(rows) > 1:
+            if g < len(grid_rows) - 1:
                 ax.set_xlabel("")
         handles, names = _legend_entries(row_exps, target)
-        axes[r, -1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0.0,
-                           ncols=1 if len(names) <= 24 else 2, handlelength=2.6)
-    _share_limits(axes, panels)
+        grid[g, off * len(panels) + len(panels) - 1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.03, 1.0),
+                                                            borderaxespad=0.0, ncols=1 if len(names) <= 24 else 2, handlelength=2.6)
+    for ax in grid.flat[len(rows) * len(panels):]:  # an odd family out leaves its cell empty
+        fig.delaxes(ax)
+    _share_limits(columns, panels)
     fig.suptitle(title, fontsize=9)
     note.draw(fig)
     return fig
 
 
-def _share_limits(axes, panels) -> None:
-    """The rows of one column share their limits, so families can be compared across rows."""
-    for c in range(axes.shape[1]):
-        col = axes[:, c]
+def _share_limits(columns: Mapping[int, list], panels) -> None:
+    """The families' axes of one panel share their limits, so families can be compared."""
+    for c, col in columns.items():
         if len(col) > 1:
             lo = min(a.get_xlim()[0] for a in col), max(a.get_xlim()[1] for a in col)
             ylo = min(a.get_ylim()[0] for a in col), max(a.get_ylim()[1] for a in col)
@@ -429,7 +437,7 @@ def frontier_points(exps: Sequence[Experiment]) -> list[FrontierPoint]:
 def plot_frontier(ax, records_or_exps, target: float | None = None, note: Note | None = None) -> list[FrontierPoint]:
     """Each experiment a point at (total uplink bits, final test accuracy), in its method's style (seeds:
     the mean, min-max bars, each seed a dot); the Pareto frontier through the points as a staircase;
-    accuracy limits from :func:`robust_limits` (the frontier's points kept), points beyond drawn at the
+    accuracy limits from :func:`robust_limits` (the frontier's points and the target kept), points beyond drawn at the
     edge and put in ``note``. Returns the points (labels come after the layout: :func:`label_frontier`)."""
     exps = records_or_exps if records_or_exps and isinstance(records_or_exps[0], Experiment) else experiments(records_or_exps)
     note = note if note is not None else Note()
@@ -437,7 +445,8 @@ def plot_frontier(ax, records_or_exps, target: float | None = None, note: Note |
     if not pts:
         return []
     front = pareto_front([p.bits for p in pts], [p.acc for p in pts])
-    lo, hi = robust_limits([p.acc for p in pts], keep=[pts[i].acc for i in front], floor=ACC_FLOOR)
+    goal = [100.0 * target] if target is not None and np.isfinite(target) else []
+    lo, hi = robust_limits([p.acc for p in pts], keep=[pts[i].acc for i in front] + goal, floor=ACC_FLOOR)
     hi = min(hi, 100.0 + 0.06 * (hi - lo))
     for p in pts:
         kw = p.exp.line_kwargs()
@@ -445,8 +454,13 @@ def plot_frontier(ax, records_or_exps, target: float | None = None, note: Note |
         if p.acc < lo or p.acc > hi:
             p.edge = "below" if p.acc < lo else "above"
             handle = _edge_marker(ax, p.exp, p.bits, lo if p.acc < lo else hi, below=p.acc < lo)
-            note.add(f"frontier:{p.exp.label}", handle, f"{p.exp.label}: final accuracy {p.acc:.1f}% ({p.edge} the axis)")
+            diverged = f", diverged at round {min(p.exp.diverged.values())}" if p.exp.diverged else ""
+            note.add(f"frontier:{p.exp.label}", handle, f"{p.exp.label}: final accuracy {p.acc:.1f}% ({p.edge} the axis{diverged})")
             continue
+        if p.exp.diverged:  # on the axes but diverged: an x over its marker, and a line in the note
+            ax.plot([p.bits], [p.acc], marker="x", color="0.1", markersize=6.5, markeredgewidth=1.0, linestyle="none", zorder=3.5)
+            note.add(f"frontier-diverged:{p.exp.label}", _diverged_marker(p.exp),
+                     f"{p.exp.label}: diverged at round {min(p.exp.diverged.values())}")
         if len(p.seeds) > 1:
             ax.errorbar([p.bits], [p.acc], yerr=[[p.acc - p.acc_min], [p.acc_max - p.acc]], color=p.exp.style.color,
                         linewidth=0.8, capsize=1.5, zorder=2.5)
