@@ -52,6 +52,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.transforms import ScaledTranslation  # noqa: E402
 
 from .compare import evaluated, experiment_key, group_of, labels, sort_key  # noqa: E402
 from .errors import ConfigError  # noqa: E402
@@ -252,8 +253,12 @@ class Note:
 
 
 def _edge_marker(ax, e: Experiment, x: float, y_edge: float, below: bool) -> Line2D:
-    kw = dict(marker="v" if below else "^", color=e.style.color, markersize=5, linestyle="none", clip_on=False, zorder=4)
+    """The run's own marker on the axis edge, an arrow inside pointing at it (the run lies beyond)."""
+    kw = {**e.line_kwargs(), "linestyle": "none", "markersize": 5.5, "clip_on": False, "zorder": 4}
     ax.plot([x], [y_edge], **kw)
+    shift = ScaledTranslation(0, (8 if below else -8) / 72, ax.figure.dpi_scale_trans)
+    ax.text(x, y_edge, "\u2193" if below else "\u2191", transform=ax.transData + shift, ha="center", va="center",
+            fontsize=7, color=e.style.color, clip_on=False, zorder=4)
     return Line2D([], [], **kw)
 
 
@@ -515,6 +520,13 @@ def label_frontier(ax, pts: Sequence[FrontierPoint]) -> list:
         if p.edge is None:
             shown.setdefault((p.bits, p.acc), []).append(p.exp.label)
     seeds = [s for p in pts if p.edge is None and len(p.seeds) > 1 for s in p.seeds]
+    lo, hi = ax.get_ylim()
+    up = ax.figure.dpi * 8 / 72  # the edge markers' arrows: 8 points inside the axes
+    for p in pts:
+        if p.edge:
+            y = lo if p.edge == "below" else hi
+            at = ax.transData.transform((p.bits, y))
+            seeds += [(p.bits, y), tuple(ax.transData.inverted().transform(at + (0, up if p.edge == "below" else -up)))]
     front = [line for line in ax.get_lines() if line.get_gid() == "pareto-frontier"]
     return place_labels(ax, list(shown), [" = ".join(names) for names in shown.values()], fontsize=5.5,
                         marker_pt=5.5, obstacles=seeds, lines=front)
