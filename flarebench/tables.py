@@ -8,7 +8,8 @@
 in full: where two runs of different directories share a name, the path from their common directory
 tells them apart; a name too long for its column is wrapped, never cut. On a terminal the table takes
 its width; piped or redirected (or ``width`` given), it is the compact form: no vertical rules, at most
-:data:`COMPACT_WIDTH` columns. Columns are specs (:data:`COLUMNS`), so a table of seed groups (mean
+:data:`COMPACT_WIDTH` columns. Where even that is too wide, the least telling columns are left out
+(:data:`DROP_ORDER`), then names are folded; a number is never cut. Columns are specs (:data:`COLUMNS`), so a table of seed groups (mean
 and interval per experiment) can add its own.
 """
 
@@ -143,32 +144,52 @@ def to_csv(table: pd.DataFrame) -> str:
     return buf.getvalue()
 
 
-def rich_tables(table: pd.DataFrame, compact: bool):
-    """One rich Table per dataset/model group (title: the group and its run count)."""
+DROP_ORDER = ["wall", "downlink", "sent", "rounds to target", "vs dense", "x dense", "best acc", "best", "rounds",
+              "to target @round", "bits to target", "uplink"]  # first left out; run, method and final accuracy stay
+
+
+def _rich_table(title: str, rows, cols: list[Column], compact: bool, name_width: int):
     from rich import box
     from rich.table import Table
 
+    tab = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+                pad_edge=not compact, collapse_padding=compact,
+                caption=None if compact else "sent: entries sent / dense entries, whole run; uplink: encoded bits, all "
+                "clients; vs dense: 32-bit dense uplink / uplink; downlink: as --downlink counts it", caption_justify="left")
+    for c in cols:  # names: whole where they fit, folded anywhere (never cut) if not; numbers: never folded
+        tab.add_column(c.header, justify=c.justify, overflow="fold", no_wrap=not c.wrap, min_width=_least(c, rows, name_width))
+    for r in rows:
+        tab.add_row(*(c.cell(r) for c in cols))
+    return tab
+
+
+def _least(c: Column, rows, name_width: int) -> int:
+    longest = max(len(str(c.cell(r))) for r in rows)
+    return min(longest, name_width) if c.wrap else max(longest, len(c.header))
+
+
+def _needs(cols: list[Column], rows, name_width: int) -> int:
+    """Characters the table needs at least: its columns' least widths, a space each side of every cell."""
+    return sum(_least(c, rows, name_width) + 2 for c in cols) + 1
+
+
+def rich_tables(table: pd.DataFrame, compact: bool, width: int | None = None):
+    """One rich Table per dataset/model group (title: the group and its run count). With ``width``
+    (characters), columns are left out, least telling first (DROP_ORDER), until the table fits."""
     t = _rows(table)
     cols = COMPACT if compact else COLUMNS
     if compact and (t["rounds_done"] == t["rounds_planned"]).all():
         cols = [c for c in cols if c is not _ROUNDS]
     out = []
     for g, sub in t.groupby("group", sort=False):
-        n = len(sub)
-        tab = Table(title=f"{g}: {n} run{'s' * (n != 1)}", title_justify="left", header_style="bold",
-                    box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact, collapse_padding=compact,
-                    caption=None if compact else "sent: entries sent / dense entries, whole run; uplink: encoded bits, all "
-                    "clients; vs dense: 32-bit dense uplink / uplink; downlink: as --downlink counts it", caption_justify="left")
-        longest = {c.header: max(len(str(c.cell(r))) for r in sub.itertuples(index=False)) for c in cols}
-        for c in cols:
-            if c.wrap:  # whole names where they fit (min_width), folded anywhere if even that is too wide
-                tab.add_column(c.header, justify=c.justify, overflow="fold", min_width=min(longest[c.header], 28))
-            else:
-                tab.add_column(c.header, justify=c.justify, no_wrap=False, overflow="fold",
-                               min_width=longest[c.header])
-        for r in sub.itertuples(index=False):
-            tab.add_row(*(c.cell(r) for c in cols))
-        out.append(tab)
+        rows, kept = list(sub.itertuples(index=False)), list(cols)
+        title = f"{g}: {len(rows)} run{'s' * (len(rows) != 1)}"
+        for name_width in (28, 16, 8):
+            while width and _needs(kept, rows, name_width) > width and any(c.header in DROP_ORDER for c in kept):
+                kept.remove(min((c for c in kept if c.header in DROP_ORDER), key=lambda c: DROP_ORDER.index(c.header)))
+            if not width or _needs(kept, rows, name_width) <= width:
+                break
+        out.append(_rich_table(title, rows, kept, compact, name_width))
     return out
 
 
@@ -195,7 +216,7 @@ def render(table: pd.DataFrame, fmt: str = "table", console=None) -> None:
         console.file.write(to_markdown(table))
         return
     compact = not console.is_terminal or console.width <= COMPACT_WIDTH + 20
-    for tab in rich_tables(table, compact):
+    for tab in rich_tables(table, compact, console.width):
         console.print(tab)
     for line in _targets(table):
         console.print(line, highlight=False)

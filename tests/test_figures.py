@@ -220,3 +220,24 @@ def test_compare_prints_csv_and_markdown(tmp_path, capsys, synthetic):
     assert code == 2 and err.count("\n") == 1 and "--format takes table, csv, markdown" in err and not (tmp_path / "c3").exists()
     code, _, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c4", "--format", "none")  # the old meaning: figures
     assert code == 0 and "use --figures none" in err and sorted(p.name for p in (tmp_path / "c4").iterdir()) == ["compare.csv"]
+
+
+def test_the_table_fits_any_terminal_width_and_never_cuts_a_number(synthetic):
+    from rich.console import Console
+
+    from flarebench.compare import summarize
+    from flarebench.tables import render
+
+    records, _ = collect_runs([ZOO])
+    table = summarize(records)
+    finals = [f"{v:.4f}" for v in table["final_accuracy"]]
+    for width in (200, 100, 60, 40):
+        console = Console(force_terminal=True, width=width, color_system=None)
+        with console.capture() as cap:
+            render(table, "table", console)
+        lines = cap.get().splitlines()
+        assert max(map(len, lines)) <= width, width
+        body = [l for l in lines if any(f in l.split() for f in finals)]
+        assert len(body) == len(finals) and all(f in l.split() for f, l in zip(finals, body)), width  # a row per run, in order
+        if width >= 100:  # whole names on one line each
+            assert [l.replace("│", " ").split()[0] for l in body] == list(table["run"]), width
