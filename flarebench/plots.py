@@ -129,7 +129,7 @@ class Experiment:
 
     ``label``: legend text (method, sparsity, any differing option); ``method``: the style's key
     (``presets.method_label``: ``flare``, ``flare+stc``); ``fill``: marker fill of this variant of
-    its method; ``diverged``: ``{run name: round}`` of the runs that diverged."""
+    its method; ``diverged``: ``{run directory: round}`` of the runs that diverged."""
 
     label: str
     method: str
@@ -173,7 +173,7 @@ def experiments(records: Sequence[RunRecord]) -> list[Experiment]:
     out = []
     for key, runs in by_key.items():
         c = runs[0].config
-        div = {r.path.name: d for r in runs if (d := diverged_round(r)) is not None}
+        div = {str(r.path): d for r in runs if (d := diverged_round(r)) is not None}
         out.append(Experiment(label_of[key], presets.method_label(c), family_of(c), presets.is_uncompressed(c), runs, diverged=div))
     styles = method_styles(e.method for e in out)
     seen: dict[str, int] = defaultdict(int)  # experiments drawn so far per method -> marker fill
@@ -317,14 +317,14 @@ def _robust_loss_axis(ax, drawn, x: str, note: Note, limits: tuple[float, float]
             handle = _edge_marker(ax, e, xs[i], hi, below=False)
             note.add(f"above:{e.label}", handle, f"{e.label}: test loss above the axis from {_at(x, xs[i])} (max {np.max(mean):.3g})")
         for run, rnd in e.diverged.items():
-            r = next(r for r in e.runs if r.path.name == run)
+            r = next(r for r in e.runs if str(r.path) == run)
             xv = _x_at_round(r, rnd, x)
             ev = evaluated(r.metrics)
             loss = float(ev.loc[ev["round"] == rnd, "test_loss"].iloc[0])
             y = min(loss, hi) if np.isfinite(loss) else hi
             ax.plot([xv], [y], marker="x", color=e.style.color, markersize=6, markeredgewidth=1.4, linestyle="none", clip_on=False, zorder=4)
             note.add(f"diverged:{run}", _diverged_marker(e),
-                     f"{run}: diverged at round {rnd} (test loss {loss:.3g}{'' if np.isfinite(loss) else ''})")
+                     f"{r.path.name}: diverged at round {rnd} (test loss {loss:.3g})")
 
 
 def _x_at_round(rec: RunRecord, rnd: int, x: str) -> float:

@@ -20,8 +20,7 @@ from matplotlib.text import Annotation, Text
 
 from flarebench.compare import collect_runs
 from flarebench.methods.presets import method_names
-from flarebench.plots import (STYLE, describe, experiments, frontier_figure, frontier_points, panel_figure, panels_for,
-                              save_figures)
+from flarebench.plots import STYLE, describe, experiments, frontier_figure, panel_figure, panels_for, save_figures
 from flarebench.styles import POOL_SIZE, method_styles, style_at
 from conftest import cli
 
@@ -115,6 +114,7 @@ def test_frontier_labels_name_their_own_point_and_do_not_overlap(which, syntheti
         boxes = [Text.get_window_extent(a, r) for a in anns]  # the text alone (an Annotation's own extent includes its leader)
         legends = [leg.get_window_extent(r) for leg in fig.legends + [ax.get_legend()] if leg is not None]
         area = ax.get_window_extent(r)
+        assert legends and not any(overlap(leg, area) for leg in legends), "the legend and the note stay off the data area"
         for a, box in zip(anns, boxes):
             names = a.get_text().split(" = ")
             for n in names:  # the label's xy is its own point
