@@ -73,6 +73,7 @@ def sketch_columns(num_params: int, k: int, columns_per_k: float, columns_per_en
 @register
 class CountSketch(Compressor):
     name = "count-sketch"
+    family = "low-rank/sketch"
     summary = "count sketch [rows, columns] of the whole update (shared seeded hashes); linear, so sketches add up"
     paper = "Rothchild et al., ICML 2020 (FetchSGD); Charikar et al. 2002 (count sketch)"
     uses_sparsity = True
