@@ -17,7 +17,7 @@ clipping: memory.py); this module is the selection and its warm-up:
   k sent). Fewer than ``lower_bound`` * k pass: thr <- ``lower_bound`` * thr and count again, at
   most 10 times (the authors' code's adaptation; 0: never); then all that pass are sent (<= k).
   (The authors' code refines only above 1.3 k and otherwise cuts to the first k by position.)
-  ``exact = true``: the exact top-k of every tensor instead (stc.select_topk).
+  ``exact = true``: the exact top-k of every tensor instead (topk.topk_positions).
 - Draws come from ``ctx.generator(row, "dgc")``: the same on every device and on resume.
 
 Payload: a sparse Message (positions with ``position_codec``, default the smallest per message;
@@ -42,7 +42,6 @@ import torch
 from ...wire.message import Message
 from ..registry import Param, non_negative, register
 from .base import Sparsifier
-from .stc import select_topk
 from .topk import topk_positions
 
 MAX_ADAPTATION = 10  # the authors' code's max_adaptation_iters
@@ -104,7 +103,7 @@ class DGC(Sparsifier):
         """Sorted int64 positions sent of one tensor ``block`` ``[n]`` (see the module docstring)."""
         n = block.numel()
         if self.exact or k >= n:
-            return select_topk(block[None], k)[0]
+            return topk_positions(block[None], k)[0]
         thr = self.threshold(block, k, density, g)
         if thr is None:
             return topk_positions(block[None], k)[0]
