@@ -98,6 +98,13 @@ class Compressor(Part):
         """The stated floor of this payload in bits (README, 'Wire formats'); headers and padding not counted."""
         raise NotImplementedError
 
+    def host_bytes_bound(self, payload: Any) -> int:
+        """The most bytes that may leave the update's device for the host in the compress + encode that built
+        ``payload`` (``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``, ``.to('cpu')``, ``bool()`` ...): the
+        payload itself, never the dense float update unless the compressor sends it densely (README,
+        'Where compressors compute'; tests/test_host_bytes.py holds every compressor to it)."""
+        raise NotImplementedError
+
     def label(self, payload: Any) -> str:
         """What kind of payload this is, for metrics.csv's ``position_codecs`` column (e.g. ``golomb``, ``qsgd``)."""
         return self.name
@@ -156,6 +163,13 @@ class MessageCompressor(Compressor):
 
     def bound_bits(self, payload: Message) -> float:
         return message_bound_bits(payload, self.wire.values)
+
+    def host_bytes_bound(self, payload: Message) -> int:
+        """4 bytes per entry for a dense message (float32 values); 8 (int64 position) + 4 (float32 value) per
+        sent entry of a sparse one, 4 per value of a seeded one (the positions are drawn on both sides);
+        + 8 bytes per tensor (counts, the selection's one-byte checks)."""
+        per_entry = 12 if payload.indices is not None else 4
+        return per_entry * payload.nnz + 8 * len(self.sizes)
 
     def label(self, payload: Message) -> str:
         if payload.is_dense:

@@ -170,5 +170,9 @@ class CountSketch(Compressor):
     def bound_bits(self, payload: torch.Tensor) -> float:
         return 32.0 * payload.numel()
 
+    def host_bytes_bound(self, payload: torch.Tensor) -> int:
+        """The sketch: 4 bytes per cell (``rows * columns`` float32), whatever P."""
+        return 4 * self.rows * self.columns
+
 
 __all__ = ["CountSketch"]

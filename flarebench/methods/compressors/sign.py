@@ -119,6 +119,10 @@ class SignFamily(Compressor):
         """1 bit per entry + 32 bits per float32 scale."""
         return float(self.num_params + 32 * self.scales_per_tensor * self.num_tensors)
 
+    def host_bytes_bound(self, payload) -> int:
+        """One byte per entry (its sign, bool) + 4 bytes per float32 scale."""
+        return self.num_params + 4 * self.scales_per_tensor * self.num_tensors
+
 
 @register
 class Sign(SignFamily):
