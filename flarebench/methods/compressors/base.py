@@ -151,10 +151,9 @@ class MessageCompressor(Compressor):
         return msg.values.to(device=device, dtype=torch.float32)
 
     def decompress(self, payload: Message, device=None) -> torch.Tensor:
-        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
         if payload.is_dense:
-            out.copy_(self.values_of(payload, device))
-            return out
+            return torch.empty(self.layout.num_params, dtype=torch.float32, device=device).copy_(self.values_of(payload, device))
+        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
         out[self.flat_positions(payload, device)] = self.values_of(payload, device)
         return out
 

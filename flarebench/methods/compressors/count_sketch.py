@@ -35,15 +35,24 @@ from ...errors import DecodeError
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param, PartContext, positive, register
 from .base import Compressor
+from .topk import prefilter_threshold
 
 TAG = 0x43
 
 
 def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
     """Entry-wise median of ``len(rows)`` tensors of one shape (the lower median for an even count, as
-    torch.median): an odd-even transposition sorting network of min/max for up to 9 rows (much faster
-    than ``torch.median(dim=0)`` on CPU), torch.median above."""
+    torch.median), with min/max only (much faster than ``torch.median(dim=0)`` on CPU): a median selection
+    network for 3 and 5 rows (4 and 10 min/max), an odd-even transposition sort for the others up to 9,
+    torch.median above. Each picks one of its inputs, so every way gives the same value."""
     n = len(rows)
+    if n == 3:
+        return _median3(*rows)
+    if n == 5:  # the median of 5 is the median of e and the 2nd smallest / 2nd largest of the pairs (a, b), (c, d)
+        a, b, c, d, e = rows
+        lo_ab, hi_ab = torch.minimum(a, b), torch.maximum(a, b)
+        lo_cd, hi_cd = torch.minimum(c, d), torch.maximum(c, d)
+        return _median3(e, torch.maximum(lo_ab, lo_cd), torch.minimum(hi_ab, hi_cd))
     if n > 9:
         return torch.stack(rows).median(dim=0).values
     x = list(rows)
@@ -51,6 +60,13 @@ def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
         for i in range(p % 2, n - 1, 2):
             x[i], x[i + 1] = torch.minimum(x[i], x[i + 1]), torch.maximum(x[i], x[i + 1])
     return x[(n - 1) // 2]
+
+
+def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
+
+
+CHUNK = 1 << 20  # entries per step of the unsketch: its buffers stay small (reused, cache-sized), only U(S) is [P]
 
 
 @register
@@ -119,21 +135,39 @@ class CountSketch(Compressor):
         return out.scatter_add_(1, h, s * values.float())
 
     def estimate(self, table: torch.Tensor) -> torch.Tensor:
-        """``U(S)``: float32 ``[P]``, entry i = ``median_j s_j(i) S[j, h_j(i)]`` (lower median for even rows)."""
+        """``U(S)``: float32 ``[P]``, entry i = ``median_j s_j(i) S[j, h_j(i)]`` (lower median for even rows),
+        computed ``CHUNK`` entries at a time on ``table``'s device."""
         codes = self.codes(table.device)
         signed = torch.stack([table, -table], dim=-1).reshape(self.rows, -1)  # [rows, 2 columns]: cell 2h + bit
-        return median_of([signed[j].index_select(0, codes[j]) for j in range(self.rows)])
+        est = torch.empty(self.num_params, dtype=torch.float32, device=table.device)
+        cells = torch.empty(self.rows, min(CHUNK, self.num_params), dtype=torch.float32, device=table.device)
+        for a in range(0, self.num_params, CHUNK):
+            b = min(a + CHUNK, self.num_params)
+            for j in range(self.rows):
+                torch.index_select(signed[j], 0, codes[j, a:b], out=cells[j, : b - a])
+            est[a:b] = median_of(list(cells[:, : b - a]))
+        return est
 
     def heavy_hitters(self, table: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` (default ``self.k``) entries of largest ``|U(S)|``: sorted int64 positions ``[k]``, values ``[k]``.
-        Ties (common: entries whose medians come from the same cells) go to the lowest positions, on every device."""
+        Ties (common: entries whose medians come from the same cells) go to the lowest positions, on every device.
+        The k-th largest |U(S)| is found among the entries above a sampled threshold (topk.prefilter_threshold),
+        or among all where fewer than k pass."""
         est = self.estimate(table)
         k = k or self.k
         mag = est.abs()
-        kth = mag.topk(k, sorted=False).values.min()
-        above = torch.nonzero(mag > kth).flatten()
-        tied = torch.nonzero(mag == kth).flatten()[: k - above.numel()]
+        cand = None
+        if 16 * k <= self.num_params:
+            cand = torch.nonzero(mag >= prefilter_threshold(mag[None], k)[0]).flatten()  # ascending positions
+            if cand.numel() < k:
+                cand = None
+        cand_mag = mag if cand is None else mag[cand]
+        kth = cand_mag.topk(k, sorted=False).values.min()
+        above = torch.nonzero(cand_mag > kth).flatten()
+        tied = torch.nonzero(cand_mag == kth).flatten()[: k - above.numel()]
         idx = torch.cat([above, tied]).sort().values
+        if cand is not None:
+            idx = cand[idx]
         return idx, est[idx]
 
     # ------------------------------------------------------------ the contract

@@ -86,7 +86,7 @@ class SignFamily(Compressor):
         w = ByteWriter().tag(self.payload_id)
         if self.scales_per_tensor:
             w.f32(payload.scales.numpy())
-        return w.bits(payload.signs.numpy()).getvalue()
+        return w.bits(payload.signs.numpy().view(np.uint8)).getvalue()
 
     def decode(self, data: bytes) -> SignPayload:
         r = ByteReader(data, self.name)
@@ -96,19 +96,23 @@ class SignFamily(Compressor):
         self.check_scales(scales)
         signs = r.bits(self.num_params)
         r.end()
-        return SignPayload(torch.from_numpy(signs.astype(bool)), torch.from_numpy(scales))
+        return SignPayload(torch.from_numpy(signs.view(bool)), torch.from_numpy(scales))
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: SignPayload, device=None) -> torch.Tensor:
-        """float32 ``[P]``: +-1 (m = 0); +-scale_t (m = 1); mu+_t where the bit is 1, mu-_t where 0 (m = 2)."""
+        """float32 ``[P]``: +-1 (m = 0); +-scale_t (m = 1); mu+_t where the bit is 1, mu-_t where 0 (m = 2);
+        one pass (torch.where per tensor)."""
         signs = payload.signs.to(device)
-        out = signs.float().mul_(2.0).sub_(1.0)  # +1 / -1
-        if self.scales_per_tensor == 1:
-            for block, (scale,) in zip(self.blocks(out), payload.scales.tolist()):
-                block.mul_(scale)
-        elif self.scales_per_tensor == 2:
-            for block, bits, (pos, neg) in zip(self.blocks(out), self.blocks(signs), payload.scales.tolist()):
-                block.fill_(neg).masked_fill_(bits, pos)
+        out = torch.empty(self.num_params, dtype=torch.float32, device=device)
+        if self.scales_per_tensor == 0:
+            values = torch.tensor([[1.0, -1.0]], device=device).expand(self.num_tensors, 2)
+        elif self.scales_per_tensor == 1:
+            scale = payload.scales.to(device=device, dtype=torch.float32)
+            values = torch.cat([scale, -scale], dim=1)
+        else:
+            values = payload.scales.to(device=device, dtype=torch.float32)
+        for block, bits, (pos, neg) in zip(self.blocks(out), self.blocks(signs), values):
+            torch.where(bits, pos, neg, out=block)
         return out
 
     # ------------------------------------------------------------ accounting
