@@ -66,7 +66,7 @@ def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
 
 
-CHUNK = 1 << 20  # entries per step of the unsketch: its buffers stay small (reused, cache-sized), only U(S) is [P]
+CHUNK = 1 << 18  # entries per step of the unsketch: its buffers stay small (reused, in cache), only U(S) is [P]
 
 
 @register
@@ -155,13 +155,14 @@ class CountSketch(Compressor):
         or among all where fewer than k pass."""
         est = self.estimate(table)
         k = k or self.k
-        mag = est.abs()
         cand = None
         if 16 * k <= self.num_params:
-            cand = torch.nonzero(mag >= prefilter_threshold(mag[None], k)[0]).flatten()  # ascending positions
+            thr = prefilter_threshold(est[None], k)[0]
+            cand = torch.cat([torch.nonzero(est[a : a + CHUNK].abs() >= thr).flatten() + a  # ascending positions
+                              for a in range(0, self.num_params, CHUNK)])
             if cand.numel() < k:
                 cand = None
-        cand_mag = mag if cand is None else mag[cand]
+        cand_mag = est.abs() if cand is None else est[cand].abs()
         kth = cand_mag.topk(k, sorted=False).values.min()
         above = torch.nonzero(cand_mag > kth).flatten()
         tied = torch.nonzero(cand_mag == kth).flatten()[: k - above.numel()]

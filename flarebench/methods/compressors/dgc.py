@@ -18,7 +18,9 @@ clipping: memory.py); this module is the selection and its warm-up:
   most 10 times (the authors' code's adaptation; 0: never); then all that pass are sent (<= k).
   (The authors' code refines only above 1.3 k and otherwise cuts to the first k by position.)
   ``exact = true``: the exact top-k of every tensor instead (topk.topk_positions).
-- Draws come from ``ctx.generator(row, "dgc")``: the same on every device and on resume.
+- Draws come from ``ctx.generator(row, "dgc", v.device)``, on the update's device: the same on every run on
+  that device and on resume (the server never repeats them). Everything runs on the update's device; the
+  positions (int64) and values (float32) sent cross to the host.
 
 Payload: a sparse Message (positions with ``position_codec``, default the smallest per message;
 values with ``value_codec``, default fp32); k varies per tensor and round. Bits per message:
@@ -96,7 +98,7 @@ class DGC(Sparsifier):
         s, ks = sample_size(n, k, density, self.sample_fraction)
         if s >= n:
             return None
-        idx = torch.randint(n, (s,), generator=g).to(block.device)
+        idx = torch.randint(n, (s,), generator=g, device=block.device)
         return block[idx].abs().topk(ks, sorted=False).values.min()
 
     def select_one(self, block: torch.Tensor, k: int, density: float, g: torch.Generator) -> torch.Tensor:
@@ -123,7 +125,7 @@ class DGC(Sparsifier):
         counts = self.counts_at(density)
         out = []
         for row in range(v.shape[0]):
-            g = ctx.generator(row, "dgc")
+            g = ctx.generator(row, "dgc", v.device)
             idx, val = [], []
             for seg, k in zip(self.layout.segments, counts):
                 block = v[row, seg.start : seg.stop]

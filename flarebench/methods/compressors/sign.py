@@ -67,8 +67,8 @@ class SignFamily(Compressor):
         """``x`` ``[..., P]`` -> its per-tensor views ``[..., n_t]`` (a loop over tensors, never entries)."""
         return [x[..., s.start : s.stop] for s in self.layout.segments]
 
-    def scales_of(self, v: torch.Tensor) -> torch.Tensor:
-        """``[K, T, m]`` float32 reconstruction values (m = 0: none)."""
+    def scales_of(self, v: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        """``[K, T, m]`` float32 reconstruction values (m = 0: none) of ``v`` ``[K, P]`` with ``signs = v >= 0``."""
         return torch.zeros(v.shape[0], self.num_tensors, 0, dtype=torch.float32)
 
     def check_scales(self, scales: np.ndarray) -> None:
@@ -77,8 +77,9 @@ class SignFamily(Compressor):
     # ------------------------------------------------------------ client side
     def compress(self, v, ctx):
         v = v.detach()
-        signs = (v >= 0).cpu()
-        scales = self.scales_of(v).float().cpu()
+        signs = v >= 0
+        scales = self.scales_of(v, signs).float().cpu()
+        signs = signs.cpu()
         return [SignPayload(signs[k], scales[k]) for k in range(v.shape[0])]
 
     # ------------------------------------------------------------ bytes
@@ -152,7 +153,7 @@ class ScaledSign(SignFamily):
     payload_id = 0x21
     scales_per_tensor = 1
 
-    def scales_of(self, v):
+    def scales_of(self, v, signs):
         l1 = torch.stack([torch.linalg.vector_norm(b, 1, dim=1, dtype=torch.float64) for b in self.blocks(v)], dim=1)
         n = torch.tensor(self.sizes, dtype=torch.float64, device=v.device)
         return (l1 / n).float().unsqueeze(2).cpu()

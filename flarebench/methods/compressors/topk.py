@@ -19,12 +19,12 @@ def full_topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
     return block.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values
 
 
-def prefilter_threshold(mag: torch.Tensor, k: int) -> torch.Tensor:
-    """``mag`` ``[K, n]`` magnitudes -> ``[K, 1]`` thresholds about 2k entries per row reach: the
-    ceil(2 s k / n)-th largest of a strided sample of s >= 64 n / k entries (s >= 1024)."""
-    n = mag.shape[1]
+def prefilter_threshold(block: torch.Tensor, k: int) -> torch.Tensor:
+    """``block`` ``[K, n]`` -> ``[K, 1]`` thresholds of |block| that about 2k entries per row reach: the
+    ceil(2 s k / n)-th largest |x| of a strided sample of s >= 64 n / k entries (s >= 1024)."""
+    n = block.shape[1]
     stride = max(1, n // max(1024, 64 * -(-n // k)))
-    sample = mag[:, ::stride]
+    sample = block[:, ::stride].abs()
     rank = min(sample.shape[1], -(-2 * sample.shape[1] * k // n))
     return sample.topk(rank, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
 
@@ -43,7 +43,7 @@ def topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
     if 16 * k > n:
         return full_topk_positions(block, k)
     mag = block.abs()
-    passed = ~(mag < prefilter_threshold(mag, k))  # NaN passes (torch.topk ranks it first)
+    passed = ~(mag < prefilter_threshold(block, k))  # NaN passes (torch.topk ranks it first)
     out = []
     for row in range(K):
         idx = torch.nonzero(passed[row], as_tuple=True)[0]
