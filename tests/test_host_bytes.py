@@ -133,6 +133,8 @@ def cases():
     for name in sorted(REGISTRY["compressor"]):
         for params, round_idx in SETTINGS.get(name, [({}, 0)]):
             marks = ()
+            if name in QUANTIZERS:  # they still copy the whole float update to the host (numpy); issue 21a moves them
+                marks = pytest.mark.xfail(strict=False, reason="issue-21a: qsgd/terngrad/natural compute on the host")
             yield pytest.param(name, params, round_idx, marks=marks, id=f"{name}-{params}-r{round_idx}")
 
 

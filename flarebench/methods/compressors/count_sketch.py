@@ -35,7 +35,7 @@ from ...errors import DecodeError
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param, PartContext, positive, register
 from .base import Compressor
-from .topk import prefilter_threshold
+from .topk import CHUNK, positions_where, prefilter_threshold
 
 TAG = 0x43
 
@@ -64,9 +64,6 @@ def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
 
 def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
-
-
-CHUNK = 1 << 18  # entries per step of the unsketch: its buffers stay small (reused, in cache), only U(S) is [P]
 
 
 @register
@@ -136,7 +133,7 @@ class CountSketch(Compressor):
 
     def estimate(self, table: torch.Tensor) -> torch.Tensor:
         """``U(S)``: float32 ``[P]``, entry i = ``median_j s_j(i) S[j, h_j(i)]`` (lower median for even rows),
-        computed ``CHUNK`` entries at a time on ``table``'s device."""
+        computed ``CHUNK`` entries at a time on ``table``'s device (its buffers stay small and are reused)."""
         codes = self.codes(table.device)
         signed = torch.stack([table, -table], dim=-1).reshape(self.rows, -1)  # [rows, 2 columns]: cell 2h + bit
         est = torch.empty(self.num_params, dtype=torch.float32, device=table.device)
@@ -158,8 +155,7 @@ class CountSketch(Compressor):
         cand = None
         if 16 * k <= self.num_params:
             thr = prefilter_threshold(est[None], k)[0]
-            cand = torch.cat([torch.nonzero(est[a : a + CHUNK].abs() >= thr).flatten() + a  # ascending positions
-                              for a in range(0, self.num_params, CHUNK)])
+            cand = positions_where(est, lambda m: m >= thr)  # ascending
             if cand.numel() < k:
                 cand = None
         cand_mag = est.abs() if cand is None else est[cand].abs()

@@ -44,7 +44,7 @@ import torch
 from ...wire.message import Message
 from ..registry import Param, non_negative, register
 from .base import Sparsifier
-from .topk import topk_positions
+from .topk import positions_where, topk_positions
 
 MAX_ADAPTATION = 10  # the authors' code's max_adaptation_iters
 
@@ -109,15 +109,14 @@ class DGC(Sparsifier):
         thr = self.threshold(block, k, density, g)
         if thr is None:
             return topk_positions(block[None], k)[0]
-        mag = block.abs()
-        passed = torch.nonzero(mag >= thr, as_tuple=True)[0]
+        passed = positions_where(block, lambda m: m >= thr)
         for _ in range(MAX_ADAPTATION if self.lower_bound > 0 else 0):
             if passed.numel() >= self.lower_bound * k:
                 break
             thr = thr * self.lower_bound
-            passed = torch.nonzero(mag >= thr, as_tuple=True)[0]
+            passed = positions_where(block, lambda m: m >= thr)
         if passed.numel() > k:  # hierarchical selection: the exact top-k of those that passed
-            passed = passed[mag[passed].topk(k, sorted=False).indices].sort().values
+            passed = passed[block[passed].abs().topk(k, sorted=False).indices].sort().values
         return passed
 
     def compress(self, v, ctx):

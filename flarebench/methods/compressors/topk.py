@@ -6,11 +6,24 @@ count-sketch's heavy hitters use it): it runs on the device of the block it is g
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ...wire.message import Message
 from ..registry import register
 from .base import Sparsifier
+
+
+CHUNK = 1 << 18  # entries per step of a scan: its temporaries stay in cache and are reused
+
+
+def positions_where(x: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``x`` ``[n]`` -> int64 ascending positions i where ``keep(|x_i|)`` (a bool tensor of ``|x|``), on ``x``'s
+    device, ``CHUNK`` entries at a time (no full-size float temporary: a mask and a nonzero per chunk)."""
+    n = x.shape[0]
+    parts = [torch.nonzero(keep(x[a : a + CHUNK].abs())).flatten() + a for a in range(0, n, CHUNK)]
+    return torch.cat(parts) if len(parts) != 1 else parts[0]
 
 
 def full_topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
@@ -42,13 +55,12 @@ def topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
     K, n = block.shape
     if 16 * k > n:
         return full_topk_positions(block, k)
-    mag = block.abs()
-    passed = ~(mag < prefilter_threshold(block, k))  # NaN passes (torch.topk ranks it first)
+    thr = prefilter_threshold(block, k)
     out = []
     for row in range(K):
-        idx = torch.nonzero(passed[row], as_tuple=True)[0]
+        idx = positions_where(block[row], lambda m: ~(m < thr[row]))  # NaN passes (torch.topk ranks it first)
         if idx.numel() >= k:
-            cand = mag[row, idx]
+            cand = block[row, idx].abs()
             top = cand.topk(k, sorted=False)
             kth = top.values.min()
             # exact unless an entry equal to the k-th magnitude was left out, or the k-th is NaN (1 byte to the host)
