@@ -20,6 +20,9 @@ the default tau = 0.05 against N(0, 1) noise it would send 96% of the entries, a
 The training step = forward + backward + SGD step on a batch of 32 3x32x32 images, same threads. The
 step and the compressor are timed alternately (``--reps`` each), so load on the machine weighs on both
 alike; a share is median(compressor) / median(step), the table's step the median over all rows.
+Times are the process's CPU time (``--clock cpu``, time.process_time: user + system), so on a shared
+machine the time spent waiting for a core does not count; ``--clock wall`` for wall-clock time (use it
+with ``--threads`` > 1, where CPU time adds up the threads).
 """
 
 from __future__ import annotations
@@ -73,7 +76,9 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.999, help="for the compressors that use it")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="process CPU time or wall-clock time")
     args = ap.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(args.model)
@@ -89,15 +94,15 @@ def main() -> None:
         t_step, t_comp = [], []
         for _ in range(args.reps):
             for fn, out in ((step, t_step), (lambda: one_client_round(comp, v, ctx), t_comp)):
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn()
-                out.append(1e3 * (time.perf_counter() - t0))
+                out.append(1e3 * (clock() - t0))
         steps += t_step
         ms, share = statistics.median(t_comp), statistics.median(t_comp) / statistics.median(t_step)
         lines.append(f"| {label} | {setting} | {nbytes / 1024:,.1f} | {8 * nbytes / layout.num_params:.4g} | "
                      f"{ms:,.1f} | {100 * share:.1f}% |")
     print(f"{args.model}: {layout.num_params:,} entries in {len(layout)} tensors; one training step (batch 32, "
-          f"{args.threads} thread(s)): {statistics.median(steps):.0f} ms (median of {len(steps)}); "
+          f"{args.threads} thread(s)): {statistics.median(steps):.0f} ms {args.clock} time (median of {len(steps)}); "
           f"sparsity {args.sparsity} for the sparsifiers")
     print("| compressor | setting | uplink KiB | bits/entry | compress+encode+decode+reconstruct ms | share of a step |")
     print("|---|---|---:|---:|---:|---:|")

@@ -116,7 +116,11 @@ class DGC(Sparsifier):
             thr = thr * self.lower_bound
             passed = positions_where(block, lambda m: m >= thr)
         if passed.numel() > k:  # hierarchical selection: the exact top-k of those that passed
-            passed = passed[block[passed].abs().topk(k, sorted=False).indices].sort().values
+            mag = block[passed].abs()
+            keep = mag >= mag.kthvalue(passed.numel() - k + 1).values  # >= the k-th largest: ascending, no sort
+            if int(keep.sum()) == k:
+                return passed[keep]
+            passed = passed[mag.topk(k, sorted=False).indices].sort().values  # ties at the k-th: torch.topk's choice
         return passed
 
     def compress(self, v, ctx):
