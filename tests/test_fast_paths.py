@@ -18,6 +18,7 @@ from flarebench.engine.seeds import randperm_prefix
 from flarebench.flat import Layout
 from flarebench.methods.compressors import count_sketch
 from flarebench.methods.compressors.count_sketch import CountSketch, median_of
+from flarebench.methods.compressors.topk import positions_where, sparse_nonzero
 from flarebench.methods.registry import PartContext, RoundContext, part_class
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -29,6 +30,17 @@ def test_randperm_prefix_is_torch_randperm(n, seed, data):
     k = data.draw(st.sampled_from([1, n, min(n, 3), max(1, n // 100), max(1, int(n**0.5))]))
     want = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
     assert torch.equal(randperm_prefix(seed, n, k), want)
+
+
+@FAST
+@given(st.integers(0, 5000), st.sampled_from([0.0, 0.001, 0.02, 0.3, 1.0]), st.integers(0, 2**31))
+def test_sparse_nonzero_and_positions_where_are_nonzero(c, p, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(c, generator=g)
+    mask = torch.rand(c, generator=g) < p
+    assert torch.equal(sparse_nonzero(mask), torch.nonzero(mask).flatten())
+    assert torch.equal(sparse_nonzero(mask[3:]), torch.nonzero(mask[3:]).flatten())  # a view off the 8-byte grid
+    assert torch.equal(positions_where(x, lambda m: m > 1.5), torch.nonzero(x.abs() > 1.5).flatten())
 
 
 @pytest.mark.parametrize("rows", range(1, 10))

@@ -22,8 +22,25 @@ def positions_where(x: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor
     """``x`` ``[n]`` -> int64 ascending positions i where ``keep(|x_i|)`` (a bool tensor of ``|x|``), on ``x``'s
     device, ``CHUNK`` entries at a time (no full-size float temporary: a mask and a nonzero per chunk)."""
     n = x.shape[0]
-    parts = [torch.nonzero(keep(x[a : a + CHUNK].abs())).flatten() + a for a in range(0, n, CHUNK)]
+    parts = [sparse_nonzero(keep(x[a : a + CHUNK].abs())) + a for a in range(0, n, CHUNK)]
+    if not parts:
+        return torch.zeros(0, dtype=torch.int64, device=x.device)
     return torch.cat(parts) if len(parts) != 1 else parts[0]
+
+
+def sparse_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """int64 ascending positions of the True entries of a bool ``mask`` ``[c]`` (== torch.nonzero): for a sparse
+    mask, nonzero over its 8-byte words, then the 8 entries of each word that has one (about 2x faster on CPU)."""
+    c = mask.shape[0]
+    c8 = c - c % 8
+    if c8 == 0 or mask.storage_offset() % 8 or not mask.is_contiguous():
+        return torch.nonzero(mask).flatten()
+    words = torch.nonzero(mask[:c8].view(torch.int64)).flatten()
+    if 16 * words.numel() > c8:  # dense: one pass of nonzero is cheaper
+        return torch.nonzero(mask).flatten()
+    cand = (words[:, None] * 8 + torch.arange(8, device=mask.device)).flatten()
+    hits = cand[mask[cand]]
+    return torch.cat([hits, torch.nonzero(mask[c8:]).flatten() + c8]) if c8 < c else hits
 
 
 def full_topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
