@@ -123,7 +123,6 @@ SETTINGS = {  # compressor -> (parameters, round): the settings whose cost diffe
     "dgc": [({}, 0), ({}, 9), ({"exact": True}, 9)],
     "threshold": [({"tau": 1.5}, 0), ({"tau": 1.5, "values": "exact"}, 0)],
     "randk": [({"scale": True}, 0)],
-    "powersgd": [({}, 0)],
 }
 QUANTIZERS = {"qsgd", "terngrad", "natural"}  # their on-device work is issue 21a's
 
