@@ -5,8 +5,8 @@
 
 Model: ``vgg16-15m``, the CIFAR VGG-16 of the compression papers (13 3x3 convs + Linear(512, 10):
 14,719,818 entries; bench_wire.py). flarebench's own ``--model vgg16`` (the FLARE reference's
-4096-4096 head: 33.6M entries) adds 19M classifier entries that cost the step about 6% more compute,
-so every per-entry cost weighs 2.2x more there (``--model vgg16``).
+4096-4096 head: 33.6M entries) adds 19M classifier entries that cost the step about 6% more FLOPs,
+so a per-entry cost weighs about 2.2x more there (``--model vgg16``).
 
 The update is Gaussian noise ``[1, P]``; each compressor is built at its defaults (``--sparsity`` for
 the sparsifiers) and timed on one client: ``compress`` + ``encode`` (client), ``decode`` + the
@@ -103,7 +103,7 @@ def main() -> None:
                      f"{ms:,.1f} | {100 * share:.1f}% |")
     print(f"{args.model}: {layout.num_params:,} entries in {len(layout)} tensors; one training step (batch 32, "
           f"{args.threads} thread(s)): {statistics.median(steps):.0f} ms {args.clock} time (median of {len(steps)}); "
-          f"sparsity {args.sparsity} for the sparsifiers")
+          f"sparsity {args.sparsity} for the sparsifiers\n")
     print("| compressor | setting | uplink KiB | bits/entry | compress+encode+decode+reconstruct ms | share of a step |")
     print("|---|---|---:|---:|---:|---:|")
     print("\n".join(lines))
