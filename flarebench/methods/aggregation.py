@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..wire.codecs import POSITION_CODECS
-from .registry import Param, Part, in_unit_interval, positive, register
+from .registry import FLOAT32_RULE, Param, Part, in_unit_interval, positive_float32, register
 
 
 class Aggregator(Part):
@@ -103,7 +103,8 @@ class MajorityVote(Aggregator):
     summary = "step * sign(sum of the clients' signs) per entry; ties give 0 (signSGD with majority vote)"
     paper = "Bernstein et al., ICLR 2019"
     params = (Param("step", float, 0.003, "the server's step per entry and round (its learning rate)",
-                    unit="weight units per round", check=positive, rule="> 0", paper="Bernstein et al. 2018 (value chosen for the main job)"),)
+                    unit="weight units per round", check=positive_float32, rule=FLOAT32_RULE,
+                    paper="Bernstein et al. 2018 (value chosen for the main job)"),)
 
     def aggregate(self, received, weights, ids, ctx):
         return self.step * torch.sign(torch.sign(received).sum(0))
@@ -237,11 +238,13 @@ class FetchSGDAggregator(Aggregator):
     The values applied are the sketch's estimates: the paper's optional second round trip for the
     exact values of the k entries is not made. ``S_u``, ``S_e`` are the aggregator's state; clients keep none.
 
-    Setting: the paper sketches per-minibatch gradients; here S_k sketches a round's local update d. On the
-    main job (mlp, 79,510 entries) the defaults learn at ``--sparsity 0.99`` (k = 1% of the model, the
-    paper's CIFAR-10 ratio k / d = 50,000 / 6.5M; 0.932 after 200 rounds) but diverge at 0.999 (k = 80;
-    with rho = 0.9 and with rho = 0): a 5 x 800 sketch of a dense update puts ~100 entries in every cell,
-    top-k picks the estimates collisions inflate, and the accumulated error S_e grows with what is mis-applied.
+    Setting: the paper's clients send the sketch of one minibatch gradient, with no local momentum
+    (the authors' code asserts ``local_momentum == 0`` with the error kept at the server), and ``rho = 0.9`` is the only
+    momentum. Here S_k sketches a round's local update, which local momentum SGD (the run's
+    ``--momentum``) already produced: ``rho = 0.9`` on top of it is momentum twice, as DGC's correction
+    was, and on the main job it diverges at ``--sparsity 0.999`` whatever the sketch's size (0.1495 with a
+    5 x 6,080 sketch; 0.937 with ``rho = 0``). The ``fetchsgd`` preset therefore sets ``rho = 0``;
+    ``-p aggregator.rho=0.9`` is the paper's.
     """
 
     name = "fetchsgd"

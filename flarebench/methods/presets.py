@@ -83,8 +83,10 @@ preset("onebit", "1-bit SGD: one bit per entry with error feedback, decoded as t
        "Seide et al., Interspeech 2014", compressor="onebit", memory="residual")
 preset("powersgd", "PowerSGD: rank r per matrix in two phases (P up, P-hat down, Q up), Q warm-started, error feedback",
        "Vogels et al., NeurIPS 2019", compressor="powersgd", memory="residual")
-preset("fetchsgd", "FetchSGD: count sketch of the update; server momentum and error accumulation in sketch space, top-k unsketched",
-       "Rothchild et al., ICML 2020", compressor="count-sketch", aggregator="fetchsgd")
+preset("fetchsgd", "FetchSGD: count sketch of the update (5 rows, max(10 k, 0.077 P) columns: the authors' ratios), error "
+       "accumulation in sketch space, top-k unsketched; server momentum off (-p aggregator.rho=0.9 is the paper's: "
+       "on round updates after local momentum it diverges)",
+       "Rothchild et al., ICML 2020", compressor="count-sketch", aggregator="fetchsgd", params={"aggregator": {"rho": 0.0}})
 
 
 # ------------------------------------------------------------------------------------------ resolving
@@ -167,12 +169,17 @@ def build_parts(cfg, layout: Layout, device=None) -> Parts:
 
 
 def check_combination(cfg) -> None:
-    """ConfigError now if ``cfg``'s parts cannot work together (class-level declarations; nothing built)."""
+    """ConfigError now if ``cfg``'s parts cannot work together (class-level declarations), or a part's
+    values cannot run this config (``Part.check_run``: e.g. a schedule over its rounds); nothing built."""
     from types import SimpleNamespace
 
     classes = SimpleNamespace(**{kind: part_class(kind, getattr(cfg, kind)) for kind in KINDS})
     for kind in KINDS:
         problem = getattr(classes, kind).check(classes)
+        if problem:
+            raise ConfigError(problem)
+    for kind in KINDS:  # what each part's values imply over this run (its rounds, the model's size)
+        problem = getattr(classes, kind).check_run((cfg.params or {}).get(kind) or {}, cfg)
         if problem:
             raise ConfigError(problem)
 

@@ -52,6 +52,7 @@ def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite
 
     check_checkpoint_every(checkpoint_every)  # bad input: one line before Ray starts
     runner.check_output(cfg, overwrite, resume)
+    runner.resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before Ray and Flower start
     threads = torch.get_num_threads()
     options = FlowerOptions(client_threads=threads)
     result: dict = {}
