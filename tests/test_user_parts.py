@@ -55,6 +55,14 @@ def not_a_module(input_shape, num_classes):
 
 def needs_depth(input_shape, num_classes, depth):
     return Net(input_shape, num_classes)
+
+
+class DataDependent(Net):
+    """Control flow on a value: vmap cannot batch it."""
+
+    def forward(self, x):
+        out = self.f(x)
+        return out * 0 if out.sum().item() > 1e9 else out
 '''
 
 DATA = '''
@@ -173,6 +181,17 @@ def test_model_parameters_are_checked_against_the_signature(user_files, tmp_path
     refused(capsys, "model.width must be int, got 'wide'", "run", "--model", f"{net}:Net", "-p", "model.width=wide", "--out", out)
     refused(capsys, "its argument 'depth' needs a default", "run", "--model", f"{net}:needs_depth", "--out", out)
     assert not out.exists()
+
+
+def test_a_model_vmap_cannot_batch_falls_back_to_sequential_with_its_reason(user_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLAREBENCH_ENGINE_CACHE", "off")
+    code, _, err = cli(capsys, "run", "--model", f"{user_files / 'net.py'}:DataDependent", "--rounds", "1", "--clients", "3",
+                       "--samples-per-client", "30", "--device", "cpu", "--engine", "vectorized", "--quiet",
+                       "--out", tmp_path / "r", "--name", "dd")
+    assert code == 0, err
+    assert "fallback: vmap cannot batch the model (RuntimeError: vmap:" in err  # the logged reason
+    engine = json.loads((tmp_path / "r" / "dd" / "config.json").read_text())["engine_resolved"]
+    assert engine["engine"] == "sequential" and engine["reason"].startswith("fallback: vmap cannot batch the model")
 
 
 @pytest.mark.parametrize("reference,fragment", [
