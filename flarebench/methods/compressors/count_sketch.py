@@ -143,7 +143,7 @@ class CountSketch(Compressor):
     @classmethod
     def check_run(cls, params, cfg):
         """The sketch must fit the run (:meth:`size_problem`), checked with the config, before anything is built."""
-        from ...models import num_params_for
+        from ...world import num_params_for
 
         if not params:
             return None
