@@ -1,0 +1,167 @@
+"""``leaf``: data in the JSON that LEAF's preprocessing writes (Caldas et al. 2018, github.com/TalwalkarLab/leaf).
+
+``path`` is a directory with ``train/`` and ``test/`` subdirectories (LEAF's ``data/<dataset>/data``), each
+holding one or more ``.json`` files (read in name order) of the form::
+
+    {"users": [u, ...], "num_samples": [n, ...], "user_data": {u: {"x": [...], "y": [...]}, ...}}
+
+LEAF's users are the natural clients: client i of partition ``natural`` is the i-th user of the training
+files (files in name order, users in each file's ``users`` order); the test set is every test user's samples
+(LEAF's own evaluation is per user, weighted by samples: the same accuracy).
+
+Sample kinds (``kind``; ``auto`` looks at the first training sample):
+
+- ``image``: FEMNIST-style ``x`` = 784 numbers -> float32 ``[1, 28, 28]`` (any square length s^2 -> ``[1, s, s]``),
+  values as stored (LEAF's FEMNIST: grey levels in [0, 1], 1 = white background; no normalisation);
+  ``y`` = int class ids. ``auto`` picks it for 784 numbers.
+- ``vector``: any other list of numbers (e.g. LEAF's synthetic data) -> float32 ``[D]``.
+- ``text``: Shakespeare-style ``x`` = an 80-character string, ``y`` = the next character. Characters are ids
+  into LEAF's 80-character ``ALL_LETTERS`` (``LEAF_LETTERS`` below; id = position, as LEAF's
+  ``word_to_indices``/``letter_to_vec`` in models/utils/language_utils.py), so x is int64 ``[N, 80]`` and
+  there are 80 classes. ``targets``: ``next`` (LEAF's task: ``y`` int64 ``[N]``, the one next character;
+  accuracy = next-character accuracy; needs a model mapping ``[B, 80]`` ids to ``[B, 80]`` logits, like
+  LEAF's stacked LSTM) or ``sequence`` (``y`` ``[N, 80]``: the target at each position is the following
+  character, ``x[1:] + y``; the form flarebench's character models ``gru``/``gru-small`` train on; accuracy
+  is over all 80 positions). Deviation: LEAF maps a character outside ``ALL_LETTERS`` to -1
+  (``str.find``); here that is a DataError naming it.
+
+``num_classes``: 0 = the largest label in train and test + 1 (text: 80). Anything malformed (not JSON, keys
+missing, a user's ``num_samples`` or ``x``/``y`` lengths that disagree, samples of mixed shapes) is one
+DataError naming the file and the user.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .validate import as_tensor
+
+LEAF_LETTERS = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
+KINDS = ("auto", "image", "vector", "text")
+TARGETS = ("next", "sequence")
+FEMNIST_PIXELS = 784
+
+
+def read_split(directory: Path) -> list[tuple[str, list, list]]:
+    """``[(user, x, y)]`` of every ``.json`` file in ``directory`` (name order; users in file order)."""
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise DataError(f"leaf: no .json files in {directory}")
+    users: list[tuple[str, list, list]] = []
+    for f in files:
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"leaf: {f}: not readable JSON ({' '.join(str(e).split())[:120]})") from None
+        if not isinstance(doc, dict) or not all(k in doc for k in ("users", "num_samples", "user_data")):
+            raise DataError(f"leaf: {f}: expected an object with keys users, num_samples, user_data")
+        names, counts, data = doc["users"], doc["num_samples"], doc["user_data"]
+        if not isinstance(names, list) or not isinstance(counts, list) or not isinstance(data, dict) or len(names) != len(counts):
+            raise DataError(f"leaf: {f}: users and num_samples must be lists of one length and user_data an object")
+        for name, count in zip(names, counts):
+            entry = data.get(name) if isinstance(name, str) else None
+            if not isinstance(entry, dict) or not isinstance(entry.get("x"), list) or not isinstance(entry.get("y"), list):
+                raise DataError(f"leaf: {f}: user {name!r} has no user_data entry with lists x and y")
+            x, y = entry["x"], entry["y"]
+            if len(x) != len(y):
+                raise DataError(f"leaf: {f}: user {name!r} has {len(x)} x but {len(y)} y")
+            if count != len(y):
+                raise DataError(f"leaf: {f}: user {name!r} has num_samples {count!r} but {len(y)} samples")
+            users.append((name, x, y))
+    return users
+
+
+def detect_kind(users: list[tuple[str, list, list]], where: str) -> str:
+    """``text`` | ``image`` | ``vector`` from the first sample (see the module docstring)."""
+    first = next((x[0] for _, x, _ in users if x), None)
+    if first is None:
+        raise DataError(f"leaf: {where}: no samples")
+    if isinstance(first, str):
+        return "text"
+    if isinstance(first, list) and first and all(isinstance(v, (int, float)) for v in first[:8]):
+        return "image" if len(first) == FEMNIST_PIXELS else "vector"
+    raise DataError(f"leaf: {where}: cannot tell the sample kind of x = {str(first)[:40]!r}; pass kind=image|vector|text")
+
+
+def encode_text(strings: list, where: str) -> torch.Tensor:
+    """Strings (one length) -> int64 ids into ``LEAF_LETTERS`` ``[N, len]``; DataError on other characters."""
+    if not all(isinstance(s, str) for s in strings):
+        raise DataError(f"leaf: {where}: text samples must be strings")
+    lengths = {len(s) for s in strings}
+    if len(lengths) > 1:
+        raise DataError(f"leaf: {where}: text samples have different lengths {sorted(lengths)[:4]}")
+    table = {c: i for i, c in enumerate(LEAF_LETTERS)}
+    try:
+        ids = [[table[c] for c in s] for s in strings]
+    except KeyError as e:
+        raise DataError(f"leaf: {where}: character {e.args[0]!r} is not in LEAF's 80-character vocabulary") from None
+    return torch.tensor(ids, dtype=torch.int64).reshape(len(strings), -1)
+
+
+def _numbers(x: list, where: str, role: str) -> torch.Tensor:
+    try:
+        arr = np.asarray(x, dtype=np.float64 if role == "x" else None)
+    except (TypeError, ValueError):
+        raise DataError(f"leaf: {where}: {role} samples are not numbers of one shape") from None
+    if arr.dtype == object:
+        raise DataError(f"leaf: {where}: {role} samples are not numbers of one shape")
+    if role == "y" and arr.dtype.kind == "f":  # json writes 3.0 for labels stored as floats (e.g. LEAF's synthetic)
+        if not np.all(arr == np.round(arr)):
+            raise DataError(f"leaf: {where}: y has non-integer labels")
+        arr = arr.astype(np.int64)
+    return as_tensor(arr, role, f"leaf: {where}", role)
+
+
+def to_tensors(users: list[tuple[str, list, list]], kind: str, targets: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """All users' samples stacked: ``x`` ``[N, ...]``, ``y`` ``[N]`` (text with ``sequence`` targets: ``[N, T]``)."""
+    xs = [s for _, x, _ in users for s in x]
+    ys = [s for _, _, y in users for s in y]
+    if not xs:
+        raise DataError(f"leaf: {where}: no samples")
+    if kind == "text":
+        x = encode_text(xs, where)
+        y = encode_text(ys, where).reshape(len(ys), -1)
+        if y.shape[1] != 1:
+            raise DataError(f"leaf: {where}: text targets must be single characters")
+        if targets == "sequence":
+            return x, torch.cat([x[:, 1:], y], dim=1)
+        return x, y[:, 0]
+    x = _numbers(xs, where, "x").reshape(len(xs), -1)
+    if kind == "image":
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise DataError(f"leaf: {where}: image samples have {x.shape[1]} numbers, not a square")
+        x = x.reshape(len(xs), 1, side, side)
+    return x, _numbers(ys, where, "y")
+
+
+def load_leaf(path: str, kind: str = "auto", targets: str = "next", num_classes: int = 0):
+    """The LEAF data set under ``path`` (``train/``, ``test/``) as a Dataset with one natural client per training user."""
+    from .datasets import Dataset
+
+    root = Path(path).expanduser()
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise DataError(f"leaf: {root / split} is not a directory (path must hold LEAF's train/ and test/)")
+    train, test = read_split(root / "train"), read_split(root / "test")
+    if kind == "auto":
+        kind = detect_kind(train, str(root / "train"))
+    x_tr, y_tr = to_tensors(train, kind, targets, str(root / "train"))
+    x_te, y_te = to_tensors(test, kind, targets, str(root / "test"))
+    if num_classes == 0:
+        num_classes = len(LEAF_LETTERS) if kind == "text" else int(max(y_tr.max(), y_te.max())) + 1
+    bounds = np.cumsum([0] + [len(y) for _, _, y in train])
+    natural = [torch.arange(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    empty = [name for (name, _, y) in train if not y]
+    if empty:
+        raise DataError(f"leaf: {root / 'train'}: user {empty[0]!r} has no training samples")
+    return Dataset("leaf", x_tr, y_tr, x_te, y_te, num_classes, natural)
+
+
+__all__ = ["load_leaf", "LEAF_LETTERS", "KINDS", "TARGETS"]

@@ -1,0 +1,182 @@
+"""The federated data sets (leaf, synthetic, tensors) and the one validation every data set goes through."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flarebench.data.datasets import Dataset
+from flarebench.data.leaf import LEAF_LETTERS, load_leaf
+from flarebench.data.synthetic import generate_synthetic
+from flarebench.data.tensors import load_tensors
+from flarebench.data.validate import validate
+from flarebench.errors import DataError
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+def leaf_doc(users: dict[str, tuple[list, list]]) -> dict:
+    """LEAF's JSON layout for ``{user: (x, y)}``."""
+    return {
+        "users": list(users),
+        "num_samples": [len(y) for _, y in users.values()],
+        "user_data": {u: {"x": x, "y": y} for u, (x, y) in users.items()},
+    }
+
+
+def write_leaf(root, train_files: list[dict], test_files: list[dict]):
+    """LEAF's directory layout: ``root/train/*.json``, ``root/test/*.json`` (one file per dict, in order)."""
+    for split, docs in (("train", train_files), ("test", test_files)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i, doc in enumerate(docs):
+            (root / split / f"all_data_{i}_niid_0_keep_0_{split}_9.json").write_text(json.dumps(doc))
+    return root
+
+
+def femnist_like(root, rng=None):
+    """3 writers over 2 train files (7 train samples), 784 grey levels per image, labels in 0..61."""
+    rng = rng or np.random.default_rng(0)
+
+    def user(n, label):
+        return rng.random((n, 784)).round(3).tolist(), [label] * n
+
+    train = [leaf_doc({"f0001_12": user(2, 3), "f0002_40": user(3, 61)}), leaf_doc({"f0003_07": user(2, 9)})]
+    test = [leaf_doc({"f0001_12": user(1, 3), "f0003_07": user(1, 9)})]
+    return write_leaf(root, train, test)
+
+
+def shakespeare_like(root):
+    """2 roles; 80-character snippets with the next character as target (LEAF's Shakespeare)."""
+    text = "To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer\nThe slings"
+    snippets = [(text[i : i + 80], text[i + 80]) for i in range(6)]
+    train = [leaf_doc({"THE_TRAGEDY_OF_HAMLET_HAMLET": ([s for s, _ in snippets[:4]], [c for _, c in snippets[:4]]),
+                       "THE_TRAGEDY_OF_HAMLET_OPHELIA": ([snippets[4][0]], [snippets[4][1]])})]
+    test = [leaf_doc({"THE_TRAGEDY_OF_HAMLET_HAMLET": ([snippets[5][0]], [snippets[5][1]])})]
+    return write_leaf(root, train, test), snippets
+
+
+# ----------------------------------------------------------------------------------------------- leaf
+def test_leaf_images_users_are_the_natural_clients(tmp_path):
+    data = load_leaf(str(femnist_like(tmp_path)))
+    validate(data)
+    assert data.x_train.shape == (7, 1, 28, 28) and data.x_train.dtype == torch.float32
+    assert data.x_test.shape == (2, 1, 28, 28)
+    assert data.num_classes == 62  # the largest label (61) + 1
+    # users in file order, then in each file's order: f0001_12, f0002_40 (file 0), f0003_07 (file 1)
+    assert [c.tolist() for c in data.natural_clients] == [[0, 1], [2, 3, 4], [5, 6]]
+    assert [data.y_train[c].tolist() for c in data.natural_clients] == [[3, 3], [61, 61, 61], [9, 9]]
+    raw = json.loads((tmp_path / "train" / "all_data_0_niid_0_keep_0_train_9.json").read_text())
+    first = torch.tensor(raw["user_data"]["f0001_12"]["x"][0], dtype=torch.float32)
+    assert torch.equal(data.x_train[0].reshape(-1), first)  # values as stored, no normalisation
+
+
+def test_leaf_text_uses_leafs_80_letters(tmp_path):
+    root, snippets = shakespeare_like(tmp_path)
+    assert len(LEAF_LETTERS) == 80 and LEAF_LETTERS.index("a") == 53 and LEAF_LETTERS[0] == "\n"
+    data = load_leaf(str(root))
+    validate(data)
+    assert data.x_train.shape == (5, 80) and data.x_train.dtype == torch.int64 and data.num_classes == 80
+    assert "".join(LEAF_LETTERS[i] for i in data.x_train[0].tolist()) == snippets[0][0]
+    assert [LEAF_LETTERS[i] for i in data.y_train.tolist()] == [c for _, c in snippets[:5]]
+    assert [len(c) for c in data.natural_clients] == [4, 1]
+    seq = load_leaf(str(root), targets="sequence")
+    validate(seq)
+    assert seq.y_train.shape == (5, 80)
+    assert torch.equal(seq.y_train[:, :-1], seq.x_train[:, 1:]) and torch.equal(seq.y_train[:, -1], data.y_train)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("user_data"), "expected an object with keys users, num_samples, user_data"),
+    (lambda d: d["num_samples"].__setitem__(0, 5), "user 'f0001_12' has num_samples 5 but 2 samples"),
+    (lambda d: d["user_data"]["f0002_40"]["y"].pop(), "user 'f0002_40' has 3 x but 2 y"),
+    (lambda d: d["users"].append("ghost") or d["num_samples"].append(1), "user 'ghost' has no user_data entry"),
+    (lambda d: d["user_data"]["f0002_40"]["x"][1].pop(), "x samples are not numbers of one shape"),
+])
+def test_leaf_malformed_is_one_line(tmp_path, mutate, message):
+    femnist_like(tmp_path)
+    f = tmp_path / "train" / "all_data_0_niid_0_keep_0_train_9.json"
+    doc = json.loads(f.read_text())
+    mutate(doc)
+    f.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=message.replace("(", r"\(")):
+        load_leaf(str(tmp_path))
+
+
+def test_leaf_not_json_and_missing_dirs(tmp_path):
+    femnist_like(tmp_path)
+    (tmp_path / "test" / "all_data_0_niid_0_keep_0_test_9.json").write_text('{"users": [')
+    with pytest.raises(DataError, match="not readable JSON"):
+        load_leaf(str(tmp_path))
+    with pytest.raises(DataError, match="is not a directory"):
+        load_leaf(str(tmp_path / "nowhere"))
+
+
+def test_leaf_text_outside_vocabulary(tmp_path):
+    write_leaf(tmp_path, [leaf_doc({"u": (["caf\u00e9" * 20], ["x"])})], [leaf_doc({"u": (["abcd" * 20], ["x"])})])
+    with pytest.raises(DataError, match="character '\u00e9' is not in LEAF's 80-character vocabulary"):
+        load_leaf(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------- synthetic
+def label_skew(data: Dataset) -> float:
+    """Mean total-variation distance between the clients' label distributions (0: identical)."""
+    h = np.stack([np.bincount(data.y_train[c].numpy(), minlength=data.num_classes) / len(c) for c in data.natural_clients])
+    return float(np.mean([0.5 * np.abs(h[i] - h[j]).sum() for i in range(len(h)) for j in range(i + 1, len(h))]))
+
+
+def test_synthetic_1_1_is_heterogeneous_and_deterministic():
+    data = generate_synthetic(1.0, 1.0, users=30)
+    validate(data)
+    assert data.x_train.shape[1:] == (60,) and data.num_classes == 10 and len(data.natural_clients) == 30
+    sizes = np.array([len(c) for c in data.natural_clients])
+    assert sizes.min() >= 45 and sizes.sum() == len(data.x_train)  # >= floor(0.9 * 50) each; lognormal tail
+    assert sizes.max() > 3 * np.median(sizes)  # power-law sizes
+    assert label_skew(data) > 0.6  # measured 0.88: most clients are dominated by one or two classes
+    assert label_skew(generate_synthetic(0.0, 0.0, users=30, iid=True)) < 0.3  # measured 0.14 (sampling noise)
+    again = generate_synthetic(1.0, 1.0, users=30)
+    assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)
+    assert not torch.equal(generate_synthetic(1.0, 1.0, users=30, seed=1).y_train[:40], data.y_train[:40])
+
+
+# ----------------------------------------------------------------------------------------------- tensors
+def test_tensors_npz_and_pt_with_client_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = dict(x_train=rng.normal(size=(6, 3)), y_train=np.array([0, 1, 2, 0, 1, 2], dtype=np.int32),
+                  x_test=rng.normal(size=(2, 3)), y_test=np.array([1, 2]), client_ids=np.array(["b", "a", "b", "c", "a", "b"]))
+    np.savez(tmp_path / "d.npz", **arrays)
+    torch.save({k: torch.as_tensor(v) for k, v in arrays.items() if k != "client_ids"} | {"client_ids": torch.tensor([1, 0, 1, 2, 0, 1])},
+               tmp_path / "d.pt")
+    for name in ("d.npz", "d.pt"):
+        data = load_tensors(str(tmp_path / name))
+        validate(data)
+        assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64 and data.num_classes == 3
+        assert torch.allclose(data.x_train, torch.as_tensor(arrays["x_train"], dtype=torch.float32))
+        assert [c.tolist() for c in data.natural_clients] == [[1, 4], [0, 2, 5], [3]]  # ids a|0, b|1, c|2
+
+
+def base(**change) -> Dataset:
+    x = torch.randn(8, 4)
+    fields = dict(name="d", x_train=x, y_train=torch.arange(8) % 3, x_test=x[:2], y_test=torch.tensor([0, 2]), num_classes=3)
+    fields.update(change)
+    return Dataset(**fields)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(x_train=torch.randn(8, 4).double()), "x_train must be float32 (features) or int64 (token ids), got float64"),
+    (dict(y_train=(torch.arange(8) % 3).float()), "y_train must be int64 class ids, got float32"),
+    (dict(x_train=torch.randn(8)), "x_train must be [N, ...] with at least one feature dimension, got shape [8]"),
+    (dict(x_test=torch.randn(2, 5)), "x_test samples are float32 [5] but x_train's are float32 [4]"),
+    (dict(x_train=torch.randn(8, 4).index_put((torch.tensor([5]),), torch.tensor(float("nan")))),
+     "x_train has NaN or infinite values in 1 samples (first: sample 5)"),
+    (dict(y_test=torch.tensor([0, 3])), "y_test has labels outside [0, 3): min 0, max 3"),
+    (dict(y_train=torch.arange(7) % 3), "x_train has 8 samples but y_train has 7"),
+    (dict(natural_clients=[torch.arange(4), torch.arange(0)]), "natural client 1 has no training samples"),
+    (dict(x_test=torch.randn(0, 4), y_test=torch.zeros(0, dtype=torch.int64)), "the test split is empty"),
+    (dict(num_classes=1), "num_classes must be an integer >= 2, got 1"),
+])
+def test_validate_names_the_problem(change, message):
+    with pytest.raises(DataError) as exc:
+        validate(base(**change))
+    assert str(exc.value) == f"dataset d: {message}"
