@@ -180,3 +180,13 @@ def test_validate_names_the_problem(change, message):
     with pytest.raises(DataError) as exc:
         validate(base(**change))
     assert str(exc.value) == f"dataset d: {message}"
+
+
+def test_leaf_unsupported_samples_are_one_line(tmp_path):
+    write_leaf(tmp_path / "celeba", [leaf_doc({"u": (["000001.jpg"], [1])})], [leaf_doc({"u": (["000002.jpg"], [0])})])
+    with pytest.raises(DataError, match="image file names"):
+        load_leaf(str(tmp_path / "celeba"))
+    tweet = ["1467810369", "Mon Apr 06 22:19:45 PDT 2009", "NO_QUERY", "user", "is upset"]
+    write_leaf(tmp_path / "sent140", [leaf_doc({"u": ([tweet], [0])})], [leaf_doc({"u": ([tweet], [1])})])
+    with pytest.raises(DataError, match="cannot tell the sample kind"):
+        load_leaf(str(tmp_path / "sent140"))

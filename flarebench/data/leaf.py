@@ -83,6 +83,8 @@ def detect_kind(users: list[tuple[str, list, list]], where: str) -> str:
     if first is None:
         raise DataError(f"leaf: {where}: no samples")
     if isinstance(first, str):
+        if first.lower().endswith((".jpg", ".jpeg", ".png")):
+            raise DataError(f"leaf: {where}: samples are image file names (LEAF's CelebA); only pixel lists (FEMNIST) are read")
         return "text"
     if isinstance(first, list) and first and all(isinstance(v, (int, float)) for v in first[:8]):
         return "image" if len(first) == FEMNIST_PIXELS else "vector"
