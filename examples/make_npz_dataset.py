@@ -31,7 +31,7 @@ def main(argv=None) -> None:
 
     data = load_dataset("mnist-embedded", root="")
     x, y = data.x_train[: args.train], data.y_train[: args.train]
-    owners = partition(y, "dirichlet", args.clients, args.seed, dirichlet_alpha=args.alpha)  # index tensors per client
+    owners = partition(y, "dirichlet", args.clients, args.seed, params={"alpha": args.alpha})  # index tensors per client
     client_ids = np.full(len(y), -1, dtype=np.int64)
     for client, idx in enumerate(owners):
         client_ids[idx.numpy()] = client

@@ -16,7 +16,7 @@ from torch import nn
 
 from .flat import Layout
 from .methods.presets import Parts, assemble, resolve
-from .methods.registry import KINDS, Part, PartContext, RoundContext, part_class, resolve_params
+from .methods.registry import KINDS, WORLD_KINDS, Part, PartContext, RoundContext, make_part, part_class, resolve_params
 
 
 def layout_of(shapes: Layout | nn.Module | Iterable) -> Layout:
@@ -33,16 +33,21 @@ def context(shapes, *, clients: int = 1, sparsity: float = 0.999, seed: int = 0,
     return PartContext(layout_of(shapes), clients, sparsity, seed, device)
 
 
-def build(kind: str, name: str, shapes, *, clients: int = 1, sparsity: float = 0.999, seed: int = 0, device=None,
+def build(kind: str, name: str, shapes=None, *, clients: int = 1, sparsity: float = 0.999, seed: int = 0, device=None,
           **params: Any) -> Part:
-    """Part ``name`` of ``kind`` (compressor | memory | aggregator | regularizer) for tensors ``shapes``.
+    """Part ``name`` of ``kind`` for tensors ``shapes``: a compressor, memory, aggregator or regularizer (built
+    with the context a run gives it), or a model, dataset or partition (``shapes`` unused: these are built from
+    their parameters alone; ``model.build(input_shape, num_classes)``, ``dataset.load(root, download, seed)``).
 
-    ``params``: the part's declared parameters (``flarebench methods --all`` lists them), checked as on the
-    command line (ConfigError on an unknown name or bad value). ``sparsity``: fraction of entries NOT sent
-    (the run's ``--sparsity``; sparsifiers send ``1 - sparsity`` of each tensor).
+    ``name`` may be an import reference (``pkg.mod:Name``, ``file.py:Name``) as on the command line. ``params``:
+    the part's declared parameters (``flarebench parts`` lists them), checked as on the command line
+    (ConfigError on an unknown name or bad value). ``sparsity``: fraction of entries NOT sent (the run's
+    ``--sparsity``; sparsifiers send ``1 - sparsity`` of each tensor).
     """
+    if kind in WORLD_KINDS:
+        return make_part(kind, name, params)
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        raise ValueError(f"kind must be one of {', '.join(KINDS + WORLD_KINDS)}, got {kind!r}")
     ctx = context(shapes, clients=clients, sparsity=sparsity, seed=seed, device=device)
     return part_class(kind, name)(ctx, **resolve_params(kind, name, params))
 

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .validate import as_tensor
+from ..methods.registry import Param, non_negative, register
+from .base import Dataset, DatasetPart
 
 LEAF_LETTERS = "\n !\"&'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]abcdefghijklmnopqrstuvwxyz}"
 KINDS = ("auto", "image", "vector", "text")
@@ -107,17 +108,16 @@ def encode_text(strings: list, where: str) -> torch.Tensor:
 
 
 def _numbers(x: list, where: str, role: str) -> torch.Tensor:
+    """Nested number lists -> float32 (``x``) or int64 (``y``: integer labels, also when JSON wrote them as 3.0)."""
     try:
-        arr = np.asarray(x, dtype=np.float64 if role == "x" else None)
+        arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(f"leaf: {where}: {role} samples are not numbers of one shape") from None
-    if arr.dtype == object:
-        raise DataError(f"leaf: {where}: {role} samples are not numbers of one shape")
-    if role == "y" and arr.dtype.kind == "f":  # json writes 3.0 for labels stored as floats (e.g. LEAF's synthetic)
-        if not np.all(arr == np.round(arr)):
-            raise DataError(f"leaf: {where}: y has non-integer labels")
-        arr = arr.astype(np.int64)
-    return as_tensor(arr, role, f"leaf: {where}", role)
+    if role == "x":
+        return torch.from_numpy(arr.astype(np.float32))
+    if arr.ndim != 1 or not np.all(arr == np.round(arr)):
+        raise DataError(f"leaf: {where}: y must be one integer label per sample")
+    return torch.from_numpy(arr.astype(np.int64))
 
 
 def to_tensors(users: list[tuple[str, list, list]], kind: str, targets: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,10 +143,8 @@ def to_tensors(users: list[tuple[str, list, list]], kind: str, targets: str, whe
     return x, _numbers(ys, where, "y")
 
 
-def load_leaf(path: str, kind: str = "auto", targets: str = "next", num_classes: int = 0):
+def load_leaf(path: str, kind: str = "auto", targets: str = "next", num_classes: int = 0) -> Dataset:
     """The LEAF data set under ``path`` (``train/``, ``test/``) as a Dataset with one natural client per training user."""
-    from .datasets import Dataset
-
     root = Path(path).expanduser()
     for split in ("train", "test"):
         if not (root / split).is_dir():
@@ -166,4 +164,25 @@ def load_leaf(path: str, kind: str = "auto", targets: str = "next", num_classes:
     return Dataset("leaf", x_tr, y_tr, x_te, y_te, num_classes, natural)
 
 
-__all__ = ["load_leaf", "LEAF_LETTERS", "KINDS", "TARGETS"]
+@register
+class Leaf(DatasetPart):
+    """LEAF's JSON (module docstring); users are the natural clients; shape known once loaded."""
+
+    name = "leaf"
+    summary = "LEAF's preprocessed JSON (train/, test/): FEMNIST-style images, Shakespeare-style text; users = natural clients"
+    paper = "Caldas et al., LEAF: A Benchmark for Federated Settings, 2018"
+    params = (
+        Param("path", str, "", "the directory holding LEAF's train/ and test/ (e.g. leaf/data/femnist/data)"),
+        Param("kind", str, "auto", "sample kind; auto: text for strings, image for 784 numbers, else vector", choices=KINDS),
+        Param("targets", str, "next", "text: next = LEAF's one next character [N]; sequence = the next character "
+              "at every position [N, 80] (for gru, gru-small)", choices=TARGETS),
+        Param("num_classes", int, 0, "classes; 0 = the largest label + 1 (text: 80)", check=non_negative, rule=">= 0"),
+    )
+
+    def load(self, root: str, download: bool, seed: int) -> Dataset:
+        if not self.path:
+            raise DataError("dataset leaf needs its directory: -p dataset.path=DIR (holding LEAF's train/ and test/)")
+        return load_leaf(self.path, self.kind, self.targets, self.num_classes)
+
+
+__all__ = ["Leaf", "load_leaf", "LEAF_LETTERS", "KINDS", "TARGETS"]

@@ -20,11 +20,14 @@ github.com/litian96/FedProx, data/synthetic_*):
 ``natural_clients`` are the generated users (client i of partition ``natural`` is user i), so
 ``--partition natural --clients 30`` is the paper's setup (alpha = beta = 1: their Synthetic(1,1)).
 
-Deviations: seeded by the dataset's own ``seed`` through numpy's PCG64 generator (the authors' script uses
-the unseeded global RNG, so their JSON files are one draw, which this does not reproduce bit for bit);
-Gaussian features are drawn as ``v_k + sqrt(diag Sigma) * z`` (the same distribution as their
-``multivariate_normal`` with a diagonal covariance). The data do not depend on the run's ``--seed``: runs
-with seeds 0, 1, 2 repeat training on one benchmark, as the authors' fixed JSON files do.
+Seed: the dataset's own ``seed`` parameter (default 0), not the run's ``--seed``: runs with seeds 0, 1, 2
+repeat training on one benchmark, as the authors' fixed JSON files do; ``seed = -1`` draws it from the run's
+seed instead (a new benchmark per run seed). Same seed, same data, on every machine (numpy's PCG64).
+
+Deviations: numpy's seeded PCG64 generator (the authors' script uses the unseeded global RNG, so their JSON
+files are one draw, which this does not reproduce bit for bit); Gaussian features are drawn as
+``v_k + sqrt(diag Sigma) * z`` (the same distribution as their ``multivariate_normal`` with a diagonal
+covariance). The authors train multinomial logistic regression on it: model ``logreg``.
 """
 
 from __future__ import annotations
@@ -32,15 +35,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..methods.registry import Param, non_negative, positive, register
+from .base import Dataset, DatasetPart, DataSpec
+
 FEATURES = 60
 CLASSES = 10
 TRAIN_FRACTION = 0.9
 
 
-def generate_synthetic(alpha: float = 1.0, beta: float = 1.0, users: int = 30, iid: bool = False, seed: int = 0):
+def generate_synthetic(alpha: float = 1.0, beta: float = 1.0, users: int = 30, iid: bool = False, seed: int = 0) -> Dataset:
     """The Synthetic(alpha, beta) Dataset: float32 ``x`` ``[N, 60]``, int64 ``y`` ``[N]`` in 0..9, one natural client per user."""
-    from .datasets import Dataset
-
     rng = np.random.default_rng(seed)
     sizes = rng.lognormal(4.0, 2.0, users).astype(np.int64) + 50
     scale = np.arange(1, FEATURES + 1, dtype=np.float64) ** -0.6  # sqrt(Sigma_jj) = (j^-1.2)^(1/2)
@@ -71,4 +75,27 @@ def generate_synthetic(alpha: float = 1.0, beta: float = 1.0, users: int = 30, i
     )
 
 
-__all__ = ["generate_synthetic", "FEATURES", "CLASSES"]
+@register
+class Synthetic(DatasetPart):
+    """FedProx's Synthetic(alpha, beta), generated in memory (module docstring)."""
+
+    name = "synthetic"
+    summary = "FedProx's Synthetic(alpha, beta): 60 features, 10 classes, per-user models and feature means, lognormal sizes"
+    paper = "Li et al., MLSys 2020 (FedProx), section 5.1 and appendix C"
+    params = (
+        Param("alpha", float, 1.0, "std of u_k, the mean of user k's W_k and b_k: how much local models differ",
+              check=non_negative, rule=">= 0", paper="alpha"),
+        Param("beta", float, 1.0, "std of B_k, the mean of user k's feature means v_k: how much local data differ",
+              check=non_negative, rule=">= 0", paper="beta"),
+        Param("users", int, 30, "users generated (the natural clients)", check=positive, rule="> 0", paper="30 devices"),
+        Param("iid", bool, False, "Synthetic-IID: one W, b for all users; x ~ N(B_k 1, Sigma) (use with beta = 0)"),
+        Param("seed", int, 0, "the data's seed (fixed across run seeds); -1 = the run's --seed",
+              check=lambda s: s >= -1, rule=">= -1"),
+    )
+    data_spec = DataSpec((FEATURES,), CLASSES, "vectors", natural=True)
+
+    def load(self, root: str, download: bool, seed: int) -> Dataset:
+        return generate_synthetic(self.alpha, self.beta, self.users, self.iid, seed if self.seed == -1 else self.seed)
+
+
+__all__ = ["Synthetic", "generate_synthetic", "FEATURES", "CLASSES"]

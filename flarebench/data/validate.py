@@ -1,7 +1,7 @@
 """One check for every dataset, built-in or the user's: :func:`validate` raises one DataError line naming
 the first problem it finds, before anything is trained or written.
 
-What a :class:`~flarebench.data.datasets.Dataset` must be:
+What a :class:`~flarebench.data.base.Dataset` must be:
 
 - ``x_train``, ``x_test``: ``[N, ...]`` with at least one feature dimension and the same per-sample shape;
   float32 (images, features: finite, no NaN or inf) or int64 (token ids >= 0; in ``[0, num_classes)``
@@ -12,41 +12,14 @@ What a :class:`~flarebench.data.datasets.Dataset` must be:
 - ``natural_clients`` (if any): a non-empty list of 1-D int64 index tensors into the training set,
   each non-empty and in range.
 
-:func:`as_tensor` turns arrays from files into tensors with the dtypes above where that loses nothing
-(any float -> float32, any integer label -> int64) and refuses the rest with one line.
+:meth:`Dataset.validate` calls it on what every dataset part (built-in, plug-in or import reference) loads.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..errors import DataError
-
-FLOAT_X = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-INT_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
-
-
-def as_tensor(value, what: str, where: str, role: str) -> torch.Tensor:
-    """``value`` (array, tensor or nested list) -> a tensor for ``role`` ``"x"`` (float -> float32, integer token
-    ids -> int64) or ``"y"`` (integer -> int64). DataError naming ``where``/``what`` for anything else
-    (strings, objects, booleans, float labels, uint8 images: those need scaling, which flarebench does not guess)."""
-    try:
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError, RuntimeError) as e:
-        kind = getattr(getattr(value, "dtype", None), "name", type(value).__name__)
-        raise DataError(f"{where}: {what} is not a numeric array ({kind}: {' '.join(str(e).split())[:80]})") from None
-    t = t.detach().cpu()
-    if role == "y":
-        if t.dtype not in INT_DTYPES:
-            raise DataError(f"{where}: {what} must hold integer class ids, got {_dtype(t)}")
-        return t.to(torch.int64)
-    if t.dtype in FLOAT_X:
-        return t.to(torch.float32)
-    if t.dtype in INT_DTYPES and t.dtype != torch.uint8:
-        return t.to(torch.int64)
-    hint = " (scale raw uint8 pixels to float32 first, e.g. x / 255)" if t.dtype == torch.uint8 else ""
-    raise DataError(f"{where}: {what} must be float (features) or integer token ids, got {_dtype(t)}{hint}")
 
 
 def _dtype(t: torch.Tensor) -> str:
@@ -119,4 +92,4 @@ def _check_clients(clients, n_train: int, where: str) -> None:
             raise DataError(f"{where}: natural client {i} indexes outside the training set [0, {n_train})")
 
 
-__all__ = ["validate", "as_tensor"]
+__all__ = ["validate"]
