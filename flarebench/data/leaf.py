@@ -49,40 +49,61 @@ TARGETS = ("next", "sequence")
 FEMNIST_PIXELS = 784
 
 
-def read_split(directory: Path) -> list[tuple[str, list, list]]:
-    """``[(user, x, y)]`` of every ``.json`` file in ``directory`` (name order; users in file order)."""
-    files = sorted(directory.glob("*.json"))
-    if not files:
-        raise DataError(f"leaf: no .json files in {directory}")
-    users: list[tuple[str, list, list]] = []
-    for f in files:
-        try:
-            doc = json.loads(f.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"leaf: {f}: not readable JSON ({' '.join(str(e).split())[:120]})") from None
-        if not isinstance(doc, dict) or not all(k in doc for k in ("users", "num_samples", "user_data")):
-            raise DataError(f"leaf: {f}: expected an object with keys users, num_samples, user_data")
-        names, counts, data = doc["users"], doc["num_samples"], doc["user_data"]
-        if not isinstance(names, list) or not isinstance(counts, list) or not isinstance(data, dict) or len(names) != len(counts):
-            raise DataError(f"leaf: {f}: users and num_samples must be lists of one length and user_data an object")
-        for name, count in zip(names, counts):
-            entry = data.get(name) if isinstance(name, str) else None
-            if not isinstance(entry, dict) or not isinstance(entry.get("x"), list) or not isinstance(entry.get("y"), list):
-                raise DataError(f"leaf: {f}: user {name!r} has no user_data entry with lists x and y")
-            x, y = entry["x"], entry["y"]
-            if len(x) != len(y):
-                raise DataError(f"leaf: {f}: user {name!r} has {len(x)} x but {len(y)} y")
-            if count != len(y):
-                raise DataError(f"leaf: {f}: user {name!r} has num_samples {count!r} but {len(y)} samples")
-            users.append((name, x, y))
+def read_file(f: Path) -> list[tuple[str, list, list]]:
+    """``[(user, x, y)]`` of one LEAF ``.json`` file, in its ``users`` order; DataError naming the file and user."""
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"leaf: {f}: not readable JSON ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(doc, dict) or not all(k in doc for k in ("users", "num_samples", "user_data")):
+        raise DataError(f"leaf: {f}: expected an object with keys users, num_samples, user_data")
+    names, counts, data = doc["users"], doc["num_samples"], doc["user_data"]
+    if not isinstance(names, list) or not isinstance(counts, list) or not isinstance(data, dict) or len(names) != len(counts):
+        raise DataError(f"leaf: {f}: users and num_samples must be lists of one length and user_data an object")
+    users = []
+    for name, count in zip(names, counts):
+        entry = data.get(name) if isinstance(name, str) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("x"), list) or not isinstance(entry.get("y"), list):
+            raise DataError(f"leaf: {f}: user {name!r} has no user_data entry with lists x and y")
+        x, y = entry["x"], entry["y"]
+        if len(x) != len(y):
+            raise DataError(f"leaf: {f}: user {name!r} has {len(x)} x but {len(y)} y")
+        if count != len(y):
+            raise DataError(f"leaf: {f}: user {name!r} has num_samples {count!r} but {len(y)} samples")
+        users.append((name, x, y))
     return users
 
 
-def detect_kind(users: list[tuple[str, list, list]], where: str) -> str:
-    """``text`` | ``image`` | ``vector`` from the first sample (see the module docstring)."""
-    first = next((x[0] for _, x, _ in users if x), None)
-    if first is None:
-        raise DataError(f"leaf: {where}: no samples")
+def read_split(directory: Path, kind: str, targets: str) -> tuple[str, list[str], list[int], torch.Tensor, torch.Tensor]:
+    """Every ``.json`` file in ``directory`` (name order; users in file order), converted file by file (the parsed
+    JSON of one file at a time is held): ``(kind, user names, samples per user, x [N, ...], y)``."""
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise DataError(f"leaf: no .json files in {directory}")
+    names, sizes, xs, ys = [], [], [], []
+    for f in files:
+        users = read_file(f)
+        first = next((x[0] for _, x, _ in users if x), None)
+        if kind == "auto" and first is not None:
+            kind = detect_kind(first, str(f))
+        for name, x, y in users:
+            names.append(name)
+            sizes.append(len(y))
+            if y:
+                tx, ty = to_tensors(x, y, kind, targets, f"{f}: user {name!r}")
+                xs.append(tx)
+                ys.append(ty)
+        del users
+    if not xs:
+        raise DataError(f"leaf: {directory}: no samples")
+    shapes = sorted({tuple(t.shape[1:]) for t in xs})
+    if len(shapes) > 1:
+        raise DataError(f"leaf: {directory}: users' samples have different shapes {[list(s) for s in shapes[:3]]}")
+    return kind, names, sizes, torch.cat(xs), torch.cat(ys)
+
+
+def detect_kind(first, where: str) -> str:
+    """``text`` | ``image`` | ``vector`` from the first sample ``x`` (see the module docstring)."""
     if isinstance(first, str):
         if first.lower().endswith((".jpg", ".jpeg", ".png")):
             raise DataError(f"leaf: {where}: samples are image file names (LEAF's CelebA); only pixel lists (FEMNIST) are read")
@@ -92,6 +113,9 @@ def detect_kind(users: list[tuple[str, list, list]], where: str) -> str:
     raise DataError(f"leaf: {where}: cannot tell the sample kind of x = {str(first)[:40]!r}; pass kind=image|vector|text")
 
 
+_LETTER_ID = {c: i for i, c in enumerate(LEAF_LETTERS)}
+
+
 def encode_text(strings: list, where: str) -> torch.Tensor:
     """Strings (one length) -> int64 ids into ``LEAF_LETTERS`` ``[N, len]``; DataError on other characters."""
     if not all(isinstance(s, str) for s in strings):
@@ -99,9 +123,8 @@ def encode_text(strings: list, where: str) -> torch.Tensor:
     lengths = {len(s) for s in strings}
     if len(lengths) > 1:
         raise DataError(f"leaf: {where}: text samples have different lengths {sorted(lengths)[:4]}")
-    table = {c: i for i, c in enumerate(LEAF_LETTERS)}
     try:
-        ids = [[table[c] for c in s] for s in strings]
+        ids = [[_LETTER_ID[c] for c in s] for s in strings]
     except KeyError as e:
         raise DataError(f"leaf: {where}: character {e.args[0]!r} is not in LEAF's 80-character vocabulary") from None
     return torch.tensor(ids, dtype=torch.int64).reshape(len(strings), -1)
@@ -120,27 +143,21 @@ def _numbers(x: list, where: str, role: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
-def to_tensors(users: list[tuple[str, list, list]], kind: str, targets: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """All users' samples stacked: ``x`` ``[N, ...]``, ``y`` ``[N]`` (text with ``sequence`` targets: ``[N, T]``)."""
-    xs = [s for _, x, _ in users for s in x]
-    ys = [s for _, _, y in users for s in y]
-    if not xs:
-        raise DataError(f"leaf: {where}: no samples")
+def to_tensors(x: list, y: list, kind: str, targets: str, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One user's samples: ``x`` ``[n, ...]``, ``y`` ``[n]`` (text with ``sequence`` targets: ``[n, T]``)."""
     if kind == "text":
-        x = encode_text(xs, where)
-        y = encode_text(ys, where).reshape(len(ys), -1)
-        if y.shape[1] != 1:
+        tx = encode_text(x, where)
+        ty = encode_text(y, where)
+        if ty.shape[1] != 1:
             raise DataError(f"leaf: {where}: text targets must be single characters")
-        if targets == "sequence":
-            return x, torch.cat([x[:, 1:], y], dim=1)
-        return x, y[:, 0]
-    x = _numbers(xs, where, "x").reshape(len(xs), -1)
+        return (tx, torch.cat([tx[:, 1:], ty], dim=1)) if targets == "sequence" else (tx, ty[:, 0])
+    tx = _numbers(x, where, "x").reshape(len(x), -1)
     if kind == "image":
-        side = math.isqrt(x.shape[1])
-        if side * side != x.shape[1]:
-            raise DataError(f"leaf: {where}: image samples have {x.shape[1]} numbers, not a square")
-        x = x.reshape(len(xs), 1, side, side)
-    return x, _numbers(ys, where, "y")
+        side = math.isqrt(tx.shape[1])
+        if side * side != tx.shape[1]:
+            raise DataError(f"leaf: {where}: image samples have {tx.shape[1]} numbers, not a square")
+        tx = tx.reshape(len(x), 1, side, side)
+    return tx, _numbers(y, where, "y")
 
 
 def load_leaf(path: str, kind: str = "auto", targets: str = "next", num_classes: int = 0) -> Dataset:
@@ -149,18 +166,15 @@ def load_leaf(path: str, kind: str = "auto", targets: str = "next", num_classes:
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise DataError(f"leaf: {root / split} is not a directory (path must hold LEAF's train/ and test/)")
-    train, test = read_split(root / "train"), read_split(root / "test")
-    if kind == "auto":
-        kind = detect_kind(train, str(root / "train"))
-    x_tr, y_tr = to_tensors(train, kind, targets, str(root / "train"))
-    x_te, y_te = to_tensors(test, kind, targets, str(root / "test"))
-    if num_classes == 0:
-        num_classes = len(LEAF_LETTERS) if kind == "text" else int(max(y_tr.max(), y_te.max())) + 1
-    bounds = np.cumsum([0] + [len(y) for _, _, y in train])
-    natural = [torch.arange(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    empty = [name for (name, _, y) in train if not y]
+    kind, names, sizes, x_tr, y_tr = read_split(root / "train", kind, targets)
+    empty = [name for name, n in zip(names, sizes) if n == 0]
     if empty:
         raise DataError(f"leaf: {root / 'train'}: user {empty[0]!r} has no training samples")
+    _, _, _, x_te, y_te = read_split(root / "test", kind, targets)
+    if num_classes == 0:
+        num_classes = len(LEAF_LETTERS) if kind == "text" else int(max(y_tr.max(), y_te.max())) + 1
+    bounds = np.cumsum([0] + sizes)
+    natural = [torch.arange(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     return Dataset("leaf", x_tr, y_tr, x_te, y_te, num_classes, natural)
 
 
