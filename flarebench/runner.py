@@ -23,7 +23,7 @@ from . import __version__
 from .config import RunConfig, default_name
 from .data import Dataset
 from .engine.round import Federation, RoundStats
-from .errors import ConfigError, FlarebenchError
+from .errors import ConfigError
 from .flat import Layout
 from .methods.presets import build_parts, get_preset
 from .checkpoint import Checkpointer, Resumed, resume_run
@@ -162,7 +162,7 @@ def execute(
         writer.set_status("complete", wall_time_s=time.perf_counter() - t0, **saver.summary())
     except BaseException as e:  # Ctrl-C -> "interrupted", an error -> "failed"; resumable from the checkpoint
         writer.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", **saver.summary())
-        if isinstance(e, FlarebenchError) and not resumed and (not rows or rows[-1]["round"] == 0):
+        if isinstance(e, ConfigError) and not resumed and (not rows or rows[-1]["round"] == 0):
             discard = writer.dir  # bad input found by the first round (a user compressor's wire check): leave nothing
         raise
     finally:

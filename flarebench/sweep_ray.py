@@ -119,11 +119,20 @@ def connect(ray, address: str) -> bool:
     # Ray hides the GPUs from a task that asks for none, which flarebench relies on; it warns that this will change
     warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", category=FutureWarning)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, runtime_env=worker_env())
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot join the Ray cluster at {address}: {first}") from None
     return True
+
+
+def worker_env() -> dict:
+    """The runtime environment of the sweep's tasks: the driver's PYTHONPATH, led by its working directory, so
+    that workers import what the driver imports: a module reference (``my_pkg.nets:Net``) and installed
+    plug-ins found on that path (their ``flarebench.parts`` entry points). File references are absolute
+    paths in the config already; like OUT, they must be on the shared filesystem."""
+    paths = [os.getcwd(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
 
 
 def check_resources(ray, cpus: int, gpus: float) -> None:
@@ -252,4 +261,4 @@ def _one_line(ray, e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-__all__ = ["run_sweep_ray", "run_task", "Progress", "connect", "check_resources", "gpus_for", "import_ray", "MAX_RETRIES"]
+__all__ = ["run_sweep_ray", "run_task", "Progress", "connect", "worker_env", "check_resources", "gpus_for", "import_ray", "MAX_RETRIES"]

@@ -55,6 +55,14 @@ def not_a_module(input_shape, num_classes):
 
 def needs_depth(input_shape, num_classes, depth):
     return Net(input_shape, num_classes)
+
+
+class DataDependent(Net):
+    """Control flow on a value: vmap cannot batch it."""
+
+    def forward(self, x):
+        out = self.f(x)
+        return out * 0 if out.sum().item() > 1e9 else out
 '''
 
 DATA = '''
@@ -173,6 +181,17 @@ def test_model_parameters_are_checked_against_the_signature(user_files, tmp_path
     refused(capsys, "model.width must be int, got 'wide'", "run", "--model", f"{net}:Net", "-p", "model.width=wide", "--out", out)
     refused(capsys, "its argument 'depth' needs a default", "run", "--model", f"{net}:needs_depth", "--out", out)
     assert not out.exists()
+
+
+def test_a_model_vmap_cannot_batch_falls_back_to_sequential_with_its_reason(user_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLAREBENCH_ENGINE_CACHE", "off")
+    code, _, err = cli(capsys, "run", "--model", f"{user_files / 'net.py'}:DataDependent", "--rounds", "1", "--clients", "3",
+                       "--samples-per-client", "30", "--device", "cpu", "--engine", "vectorized", "--quiet",
+                       "--out", tmp_path / "r", "--name", "dd")
+    assert code == 0, err
+    assert "fallback: vmap cannot batch the model (RuntimeError: vmap:" in err  # the logged reason
+    engine = json.loads((tmp_path / "r" / "dd" / "config.json").read_text())["engine_resolved"]
+    assert engine["engine"] == "sequential" and engine["reason"].startswith("fallback: vmap cannot batch the model")
 
 
 @pytest.mark.parametrize("reference,fragment", [
@@ -302,3 +321,41 @@ def test_plugin_model_and_compressor_on_the_flower_simulation(tmp_path):
     b = np.genfromtxt(out / "local" / "metrics.csv", delimiter=",", names=True, dtype=None, encoding=None)
     assert (a["uplink_bits"] == b["uplink_bits"]).all() and (a["uplink_bits"][1:] == 3 * 16 * (784 * 16 + 16 + 16 * 10 + 10)).all()
     np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-6)
+
+
+def test_a_user_part_run_resumes_after_sigkill_identically(user_files, tmp_path, capsys):
+    import signal
+    import time
+
+    import pandas as pd
+
+    from flarebench import load_run
+
+    out, rounds = tmp_path / "r", 30
+    args = ["run", "--model", f"{user_files / 'net.py'}:Net", "-p", "model.width=16", "--compressor",
+            f"{user_files / 'comp.py'}:Half", "--method", "topk-ef", "--clients", "4", "--samples-per-client", "60",
+            "--batch-size", "20", "--clients-per-round", "3", "--keep-optimizer-state", "--eval-every", "2",
+            "--device", "cpu", "--engine", "sequential", "--rounds", str(rounds), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "flarebench", *args, "--name", "killed", "--checkpoint-every", "3"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env_with())
+    run_dir, deadline = out / "killed", time.monotonic() + 240
+
+    def rows() -> int:
+        try:
+            return (run_dir / "metrics.csv").read_text().count("\n") - 1
+        except FileNotFoundError:
+            return 0
+
+    while rows() < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert 8 <= rows() < rounds + 1
+    code, _, err = cli(capsys, "run", "--resume", run_dir, "--quiet")
+    assert code == 0, err
+    code, _, err = cli(capsys, *args, "--name", "reference")
+    assert code == 0, err
+    pd.testing.assert_frame_equal(load_run(run_dir).metrics.drop(columns="wall_time_s"),
+                                  load_run(out / "reference").metrics.drop(columns="wall_time_s"), check_exact=True)
+    assert json.loads((run_dir / "config.json").read_text())["status"] == "complete"
