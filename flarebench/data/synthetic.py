@@ -5,7 +5,8 @@ A heterogeneous federated benchmark generated in memory (no download): 60 featur
 github.com/litian96/FedProx, data/synthetic_*):
 
 - its model: ``u_k ~ N(0, alpha)``; ``W_k ~ N(u_k, 1)`` ``[60, 10]`` and ``b_k ~ N(u_k, 1)`` ``[10]`` (one
-  ``u_k`` for both, as the authors' code: ``mean_b = mean_W``): alpha = how much local models differ;
+  ``u_k`` for both, as the authors' code: ``mean_b = mean_W``): alpha = how much local models differ (alpha and
+  beta are standard deviations, as in the authors' numpy calls; 1 either way for Synthetic(1,1));
 - its features: ``B_k ~ N(0, beta)``, ``v_k ~ N(B_k, 1)`` ``[60]``; ``x ~ N(v_k, Sigma)`` with Sigma diagonal,
   ``Sigma_jj = j^-1.2`` (j = 1..60): beta = how much local data differ;
 - labels ``y = argmax(softmax(W_k^T x + b_k))`` (= argmax of the logits);
@@ -14,8 +15,9 @@ github.com/litian96/FedProx, data/synthetic_*):
   cut 90/10; the samples are i.i.d. draws, so the cut is the same in distribution). The run's test set is
   the union of the clients' test samples: its accuracy is the sample-weighted mean of the per-client test
   accuracies the authors report.
-- ``iid``: the authors' Synthetic-IID: one ``W``, ``b`` ~ N(0, 1) for all clients and ``x ~ N(B_k 1, Sigma)``
-  (``alpha`` unused; their IID data set takes ``beta = 0``, so every client draws from one distribution).
+- ``iid``: the authors' Synthetic-IID (data/synthetic_iid): one ``W``, ``b`` ~ N(0, 1) for all clients and
+  ``x ~ N(0, Sigma)``. Here ``x ~ N(B_k 1, Sigma)`` with ``B_k ~ N(0, beta)``: theirs at ``beta = 0`` (an
+  extension for ``beta > 0``: shifted features, one labelling model); ``alpha`` is unused.
 
 ``natural_clients`` are the generated users (client i of partition ``natural`` is user i), so
 ``--partition natural --clients 30`` is the paper's setup (alpha = beta = 1: their Synthetic(1,1)).
@@ -88,7 +90,7 @@ class Synthetic(DatasetPart):
         Param("beta", float, 1.0, "std of B_k, the mean of user k's feature means v_k: how much local data differ",
               check=non_negative, rule=">= 0", paper="beta"),
         Param("users", int, 30, "users generated (the natural clients)", check=positive, rule="> 0", paper="30 devices"),
-        Param("iid", bool, False, "Synthetic-IID: one W, b for all users; x ~ N(B_k 1, Sigma) (use with beta = 0)"),
+        Param("iid", bool, False, "Synthetic-IID: one W, b for all users, x ~ N(B_k 1, Sigma) (the authors': beta = 0)"),
         Param("seed", int, 0, "the data's seed (fixed across run seeds); -1 = the run's --seed",
               check=lambda s: s >= -1, rule=">= -1"),
     )
