@@ -74,3 +74,12 @@ def test_build_checks_parameters_like_the_command_line():
         build("compressor", "stcc", [10])
     q = build("compressor", "qsgd", [(3, 4), 5], levels="4")
     assert q.levels == 4 and q.ctx.num_params == 17
+
+
+def test_build_makes_world_parts_from_their_parameters():
+    data = build("dataset", "synthetic", users=5, seed=3).load("", False, 0)
+    assert len(data.natural_clients) == 5 and data.x_train.shape[1:] == (60,)
+    model = build("model", "logreg").build((60,), 10)
+    assert sum(p.numel() for p in model.parameters()) == 610  # 60 x 10 weights + 10 biases
+    clients = build("partition", "dirichlet", alpha=0.1).split(data.y_train, 3, 0, None, None)
+    assert len(clients) == 3 and sum(len(c) for c in clients) <= len(data.y_train)
