@@ -247,6 +247,10 @@ def resume_config(run_dir: str | Path, **overrides) -> "RunConfig":
     if changed:
         diffs = ", ".join(f"{k.replace('_', '-')} {overrides[k]!r} (run has {stored[k]!r})" for k in changed)
         raise ConfigError(f"--resume continues a run with its own config; these options differ: {diffs}")
+    if rounds is not None and rounds > cfg.rounds:  # what the parts' values imply over the longer run (e.g. a schedule)
+        from .methods.presets import check_combination
+
+        check_combination(cfg.replace(rounds=rounds))
     return cfg.replace(rounds=max(cfg.rounds, rounds or 0), **pinned_engine(meta))
 
 
@@ -280,6 +284,15 @@ def _reopen(s: "Setup", run_dir: Path, stored: dict, extended_from: int | None) 
     ckpt = load_checkpoint(run_dir)
     if not 0 <= ckpt.round <= s.cfg.rounds:
         raise ResultsError(f"cannot resume {run_dir}: checkpoint round {ckpt.round} is outside 0..{s.cfg.rounds}")
+    misfit = state_misfit(s.federation.state_dict(), ckpt.federation)
+    if misfit:
+        raise ResultsError(f"cannot resume {run_dir}: checkpoint does not fit this run ({misfit})")
+
+    def counters_agree(rows: list[dict]) -> None:  # called by RunWriter.reopen before it writes anything
+        stale = {k: (rows[-1].get(k), v) for k, v in ckpt.counters.items() if rows[-1].get(k) != v}
+        if stale:
+            raise ResultsError(f"cannot resume {run_dir}: checkpoint counters disagree with metrics.csv round {ckpt.round}: {stale}")
+
     try:
         s.federation.load_state_dict(ckpt.federation)
         restore_rng(ckpt.rng)
@@ -288,12 +301,36 @@ def _reopen(s: "Setup", run_dir: Path, stored: dict, extended_from: int | None) 
     resumes = [*stored.get("resumed_at_rounds", []), ckpt.round]
     meta = {**stored, "config": {**stored["config"], "rounds": s.cfg.rounds}, "status": "running", "resumed_at_rounds": resumes}
     off_schedule = extended_from if extended_from is not None and extended_from % s.cfg.eval_every else None
-    writer, rows = RunWriter.reopen(run_dir, meta, ckpt.round, blank_eval_at=off_schedule)
-    stale = {k: (rows[-1].get(k), v) for k, v in ckpt.counters.items() if rows[-1].get(k) != v}
-    if stale:
-        writer.close()
-        raise ResultsError(f"cannot resume {run_dir}: checkpoint counters disagree with metrics.csv round {ckpt.round}: {stale}")
+    writer, rows = RunWriter.reopen(run_dir, meta, ckpt.round, blank_eval_at=off_schedule, check=counters_agree)
     return Resumed(writer, ckpt, rows)
+
+
+def state_misfit(expected, got, path: str = "") -> str | None:
+    """Where checkpoint state ``got`` does not fit this run's fresh state ``expected`` (nested dicts of
+    tensors, as ``Federation.state_dict()``), or None: a missing key, or a tensor whose shape differs
+    from the fresh one's. Only tensors that are not empty at the start are compared: they are sized by
+    the model or the clients (weights ``[P]``, memories ``[C, P]``) and keep their shape over a run;
+    state that grows (histories, empty at the start) is left to the parts' ``load_state_dict``."""
+    where = path or "state"
+    if isinstance(expected, dict):
+        if not isinstance(got, dict):
+            return f"{where} is {type(got).__name__}, not a table"
+        for key, value in expected.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in got:
+                if isinstance(value, torch.Tensor) and value.numel() or isinstance(value, dict) and value:
+                    return f"{sub} is missing"
+                continue
+            problem = state_misfit(value, got[key], sub)
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, torch.Tensor) and expected.numel():
+        if not isinstance(got, torch.Tensor):
+            return f"{where} is {type(got).__name__}, this run has a tensor {list(expected.shape)}"
+        if got.shape != expected.shape:
+            return f"{where} has shape {list(got.shape)}, this run's is {list(expected.shape)}"
+    return None
 
 
 def _norm(v):
@@ -304,5 +341,5 @@ def _norm(v):
 __all__ = [
     "CHECKPOINT_FILE", "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint",
     "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "read_meta",
-    "resume_config", "pin_engine", "check_same_run", "resume_run",
+    "resume_config", "pin_engine", "check_same_run", "resume_run", "state_misfit",
 ]

@@ -375,6 +375,9 @@ def validate(cfg: RunConfig) -> None:
     one_of("device", cfg.device, {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)})
     one_of("engine", cfg.engine, {"auto", "sequential", "vectorized"})
     one_of("backend", cfg.backend, {"local", "flower"})
+    for kind in PART_KINDS:  # "" would silently run the method's own part
+        if isinstance(getattr(cfg, kind), str) and not getattr(cfg, kind).strip():
+            raise ConfigError(f"{kind} name is empty: name a part (`flarebench methods` lists them) or leave it out")
     for f in fields(RunConfig):  # inf and nan pass many range checks below (inf > 0): refuse them first
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v):

@@ -15,6 +15,7 @@ from typing import Callable
 from .checkpoint import Checkpointer, pin_engine
 from .config import RunConfig
 from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
+from .world import resolve_device
 
 
 def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None = None,
@@ -22,6 +23,7 @@ def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None =
     """``cfg`` named, after the checks of its output (FlarebenchError before anything is written or loaded)."""
     check_output(cfg, overwrite, resume)
     Checkpointer.check_every(checkpoint_every)
+    resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before data, Ray or Flower start
     if cfg.backend == "flower":
         from .backends.flower.serverapp import check_checkpoint_every
 

@@ -18,7 +18,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ResultsError
 from .rundir import CONFIG_FILE, METRICS_FILE, check_new_run_dir, read_meta  # noqa: F401  (re-exported)
@@ -127,12 +127,14 @@ class RunWriter:
             self._file.close()
 
     @classmethod
-    def reopen(cls, run_dir: Path, meta: dict, last_round: int, blank_eval_at: int | None = None) -> tuple["RunWriter", list[dict]]:
+    def reopen(cls, run_dir: Path, meta: dict, last_round: int, blank_eval_at: int | None = None,
+               check: Callable[[list[dict]], None] | None = None) -> tuple["RunWriter", list[dict]]:
         """Resume a run: keep metrics rows 0..``last_round`` (rewritten atomically), drop later ones,
         write ``meta`` and append from there. Returns the writer and the kept rows (values parsed).
         ``blank_eval_at``: a round whose test_loss/test_accuracy are emptied (an extended run's old last
         round, evaluated only because it was last). ResultsError if the header differs from COLUMNS or a
-        row up to ``last_round`` is missing."""
+        row up to ``last_round`` is missing. ``check(rows)`` is called with the kept rows before anything
+        is written (it raises to refuse the resume: the directory is then left as it was)."""
         self = cls.__new__(cls)
         self.dir, self.meta, self.columns = Path(run_dir), meta, run_columns(meta)
         path = self.dir / METRICS_FILE
@@ -155,6 +157,8 @@ class RunWriter:
             rows.append(row)
         if len(rows) != last_round + 1:
             raise ResultsError(f"cannot resume {self.dir}: {path} lacks the rows up to the checkpoint's round {last_round}")
+        if check is not None:
+            check(rows)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
             f.writelines(kept)

@@ -105,21 +105,23 @@ def summary_on_disk(cfg: RunConfig) -> dict:
 
 def connect(ray, address: str) -> bool:
     """Join the cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``); ConfigError if
-    it cannot be reached. Returns whether this call connected (and so should disconnect)."""
+    it cannot be reached. Returns whether this call connected (and so should disconnect).
+
+    A ``HOST:PORT`` or ``ray://HOST:PORT`` address is probed first (:func:`probe_grpc`): ``ray.init``
+    retries a port that is closed or serves something else for minutes."""
     if ray.is_initialized():
         return False
-    if address != "auto" and "://" not in address:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
+    if address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit() or ("://" in address and not address.startswith("ray://")):
             raise ConfigError(f"--ray takes auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
-        try:
-            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-        except OSError as e:
-            raise ConfigError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one with `ray start --head`") from None
+        probe_grpc(host, int(port), address)
     # Ray hides the GPUs from a task that asks for none, which flarebench relies on; it warns that this will change
     warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", category=FutureWarning)
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, runtime_env=worker_env())
+        with warnings.catch_warnings():  # Ray's notes to its own users (client/server versions, ...) are not flarebench's
+            warnings.simplefilter("ignore", UserWarning)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, runtime_env=worker_env())
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"cannot join the Ray cluster at {address}: {first}") from None
@@ -133,6 +135,34 @@ def worker_env() -> dict:
     paths in the config already; like OUT, they must be on the shared filesystem."""
     paths = [os.getcwd(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
+H2_SETTINGS = 0x04  # frame type of the server's first frame
+
+
+def probe_grpc(host: str, port: int, address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """ConfigError unless a gRPC server answers at ``host:port`` within ``timeout`` seconds: Ray's GCS and
+    its client server speak gRPC (HTTP/2), whose server answers the HTTP/2 preface with a SETTINGS frame.
+    A closed port, a silent one or another protocol (e.g. an HTTP/1 server) is one line, at once."""
+    hint = "check the address (`ray status` on the head prints it) or start one with `ray start --head`"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except socket.timeout:
+        raise ConfigError(f"no Ray cluster answers at {address} (nothing answered within {timeout:g} s); {hint}") from None
+    except OSError as e:
+        raise ConfigError(f"no Ray cluster answers at {address} ({e.strerror or e}); {hint}") from None
+    if len(head) < 9 or head[3] != H2_SETTINGS:
+        raise ConfigError(f"no Ray cluster answers at {address}: another service does, not in Ray's gRPC "
+                          f"(its first bytes: {head[:9]!r}); {hint}")
 
 
 def check_resources(ray, cpus: int, gpus: float) -> None:
@@ -261,4 +291,4 @@ def _one_line(ray, e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-__all__ = ["run_sweep_ray", "run_task", "Progress", "connect", "worker_env", "check_resources", "gpus_for", "import_ray", "MAX_RETRIES"]
+__all__ = ["run_sweep_ray", "run_task", "Progress", "connect", "probe_grpc", "worker_env", "check_resources", "gpus_for", "import_ray", "MAX_RETRIES"]

@@ -221,3 +221,74 @@ def test_a_run_whose_config_lacks_what_compare_needs_is_skipped_with_a_warning(t
     code, out, err = cli(capsys, "list", root)
     assert code == 0 and f"flarebench: warning: run {bad}: cannot be listed (KeyError: 'dataset')" in err, err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------- part values
+RUN = ["run", "--model", "mlp", "--clients", "3", "--rounds", "2", "--batch-size", "50", "--samples-per-client", "100",
+       "--engine", "sequential", "--device", "cpu", "--quiet"]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--method", "threshold", "-p", "compressor.tau=1e308"], "compressor.tau must be in [1.18e-38, 3.4e+38] (a positive normal float32)"),
+    (["--method", "threshold", "-p", "compressor.tau=1e-300"], "compressor.tau must be in [1.18e-38"),
+    (["--method", "fetchsgd", "-p", "compressor.columns_per_k=1e300"], "compressor.columns_per_k must be in (0, 1073741824]"),
+    (["--method", "fetchsgd", "-p", "compressor.rows=10000000"],
+     "rows=10000000, columns_per_k=10.0 make a sketch of 10000000 x 800 cells (k = 80 of the model's 79510 entries) and "
+     "10000000 x 79510 hash codes: 3.06e+06 MiB, more than 64 times the model (0.303 MiB)"),
+    (["--method", "fetchsgd", "-p", "compressor.rows=100000"], "3.06e+04 MiB, more than 64 times the model"),
+    (["--method", "fetchsgd", "--sparsity", "0.001", "-p", "compressor.rows=6"], "a sketch of 6 x 794300 cells"),
+    (["--method", "flare", "-p", "regularizer.decay=1e-200"],
+     "regularizer flare: tau_r = tau0 / decay^(r+1) with tau0=0.05, decay=1e-200 must stay finite over the run's 2 rounds: "
+     "tau_r is 5e+198 at round 1, above float32's 3.4e+38"),
+    (["--method", "flare", "-p", "regularizer.tau0=0", "-p", "regularizer.decay=1e-200"], "decay^2 underflows to 0 at round 2"),
+    (["--method", "fedprox-ef", "-p", "regularizer.decay=1e-200"], "regularizer prox: tau_r = tau0 / decay^(r+1)"),
+    (["--method", "fedprox-ef", "-p", "regularizer.decay=1e-20"], "tau_r is 5e+38 at round 2"),
+    (["--method", "flare", "-p", "regularizer.tau0=1e39"], "tau_r is 9.09e+38 at round 1"),
+    (["--method", "signsgd", "-p", "aggregator.step=1e39"], "aggregator.step must be in [1.18e-38, 3.4e+38]"),
+    (["--method", "terngrad", "-p", "compressor.clip=1e39"], "compressor.clip must be in [0, 3.4e+38] (a float32)"),
+    (["--method", "dgc", "-p", "memory.clip=1e39"], "memory.clip must be in [0, 3.4e+38] (a float32)"),
+    (["--compressor", ""], "compressor name is empty: name a part"),
+    (["--regularizer", " "], "regularizer name is empty"),
+])
+def test_part_values_that_would_crash_or_hang_a_run_are_refused(capsys, tmp_path, args, fragment):
+    """Each used to pass validation and then fail in round 1 (overflow, division by zero) or never
+    finish a round (a sketch of 10^7 rows); now one line, exit 2, before anything is created."""
+    refused(capsys, fragment, *RUN, *args, "--out", tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_part_name_in_toml_is_refused(capsys, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('method = "topk-ef"\n[compressor]\nname = ""\n')
+    refused(capsys, "compressor name is empty", "run", "--config", config, "--out", tmp_path / "r")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def test_a_schedule_is_checked_over_the_runs_rounds_and_its_extension(capsys, tmp_path):
+    """decay 0.5: tau_r = 0.05 * 2^(r+1) stays a float32 for 100 rounds, not for 200; extending a
+    finished 2-round run to 200 rounds is refused and leaves it byte for byte as it was."""
+    from flarebench import make_config
+    from flarebench.errors import ConfigError
+
+    make_config(method="flare", rounds=100, params={"regularizer": {"decay": 0.5}})
+    with pytest.raises(ConfigError, match="over the run's 200 rounds: tau_r is .* at round 1.."):
+        make_config(method="flare", rounds=200, params={"regularizer": {"decay": 0.5}})
+    code, _, err = cli(capsys, *RUN, "--method", "flare", "-p", "regularizer.decay=0.5", "--out", tmp_path, "--name", "r")
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    refused(capsys, "must stay finite over the run's 200 rounds", "run", "--resume", tmp_path / "r", "--rounds", "200", "--quiet")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+@pytest.mark.parametrize("args", [
+    ["--method", "threshold", "-p", "compressor.tau=3e38"],  # nothing ever crosses it: nothing is sent
+    ["--method", "flare", "-p", "regularizer.decay=1e39"],  # the pull vanishes after round 1
+    ["--method", "flare", "-p", "regularizer.decay=1e308"],  # decay^2 overflows: tau_2 is its limit, 0
+    ["--method", "fedprox-ef", "-p", "regularizer.decay=1e308"],
+    ["--method", "fetchsgd", "-p", "compressor.rows=1", "-p", "compressor.columns_per_k=1e-300"],  # a 1 x 1 sketch
+    ["--method", "dgc", "-p", "memory.clip=3e38"],
+])
+def test_extreme_but_legitimate_part_values_complete(capsys, tmp_path, args):
+    code, _, err = cli(capsys, *RUN, *args, "--out", tmp_path, "--name", "r")
+    assert code == 0 and "Traceback" not in err, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["status"] == "complete"

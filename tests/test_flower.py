@@ -26,7 +26,7 @@ import flarebench.backends.flower as flower_backend  # noqa: E402  (before flwr:
 
 flwr = pytest.importorskip("flwr", reason="the flower extra is not installed")
 flower_backend.stay_offline()
-from flwr.app import ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from flarebench import ConfigError, make_config, run  # noqa: E402
@@ -70,12 +70,13 @@ def task_identity():
 class FakeGrid:
     """Flower's Grid in this process: each pushed message is handled by flarebench's ClientApp at once,
     on the node's own persistent Context. ``dead``: nodes that no longer answer (nor are listed);
-    ``drop``: nodes whose replies are lost; ``crash_at``: a round (group id) whose push raises after the
+    ``drop``: nodes whose replies are lost; ``fail``: nodes whose ClientApp raises after the hello (the reply
+    is the error Flower's runtimes send); ``crash_at`: a round (group id) whose push raises after the
     clients handled it (the server dies mid-round)."""
 
     def __init__(self, clients: int):
         self.contexts: dict[int, Context] = {}
-        self.dead, self.drop, self.crash_at = set(), set(), None
+        self.dead, self.drop, self.crash_at, self.fail = set(), set(), None, set()
         self._replies: dict[str, Message] = {}
         self._next = 100
         for c in range(clients):
@@ -106,7 +107,8 @@ class FakeGrid:
             ids.append(m.metadata.message_id)
             n = m.metadata.dst_node_id
             if n in self.contexts and n not in self.dead:
-                reply = client_app(m, self.contexts[n])
+                reply = client_app(m, self.contexts[n]) if n not in self.fail or m.metadata.message_type == "query.hello" else \
+                    Message(Error(code=2, reason="<class 'ZeroDivisionError'>:<'float division by zero'>"), reply_to=m)
                 if n not in self.drop:
                     self._replies[m.metadata.message_id] = reply
         if self.crash_at is not None and any(m.metadata.group_id == self.crash_at for m in messages):
@@ -225,6 +227,20 @@ def test_too_few_clients_stop_the_run_resumably(tmp_path, task_identity):
     assert "clients 1 have no node" in _events(tmp_path / "f")
 
 
+def test_clients_that_raise_are_named_in_the_line_that_stops_the_run(tmp_path, task_identity):
+    """Every client's ClientApp raises: the run stops in round 1 with the first error in its line, not only
+    "0 of 4 clients answered within ... s" (which read as a network problem)."""
+    cfg = tiny(method="topk-ef", out=str(tmp_path), name="f", backend="flower")
+    grid = FakeGrid(cfg.clients)
+    grid.fail = set(grid.contexts)
+    with pytest.raises(FederationError) as stopped:
+        run_on_grid(grid, cfg, FAST)
+    line = str(stopped.value)
+    assert line.startswith("round 1: 0 of 4 clients answered within 0.5 s, 4 replied with an error (the first: client 0 (begin): "
+                           "<class 'ZeroDivisionError'>:<'float division by zero'> (code 2))"), line
+    assert line.endswith("resume it when the error is fixed") and "\n" not in line
+
+
 def test_transport_bits_are_the_serialized_objects(task_identity):
     def msg(payload: bytes) -> Message:
         return Message(RecordDict({"fb": ConfigRecord({"uplink": payload, "round": 3})}), 7, "train.begin", group_id="4")
@@ -305,3 +321,24 @@ def test_cli_backend_flower_end_to_end(tmp_path, capsys):
     assert rc == 0, err
     table = pd.read_csv(tmp_path / "compare" / "compare.csv").set_index("run")
     assert table.loc["flower", "total_uplink_bits"] == table.loc["local", "total_uplink_bits"]
+
+
+def test_bad_device_and_bad_part_values_are_one_line_before_ray_starts(capsys, tmp_path, monkeypatch):
+    """``--device cuda`` without CUDA, and a part value that would crash round 1 on the clients, are one
+    line and exit 2 before Flower's simulation (Ray) starts; nothing is written."""
+    import flwr.simulation
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("Flower's simulation started")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", no_simulation)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, whatever this one has
+    base = ["run", "--backend", "flower", "--model", "mlp", "--clients", "3", "--rounds", "2", "--samples-per-client", "100",
+            "--out", tmp_path / "r", "--quiet"]
+    for extra, fragment in [(["--device", "cuda"], "device cuda requested but no CUDA device is available"),
+                            (["--method", "threshold", "-p", "compressor.tau=1e308"], "compressor.tau must be in"),
+                            (["--method", "flare", "-p", "regularizer.decay=1e-200"], "must stay finite over the run's 2 rounds")]:
+        rc, out, err = cli(capsys, *base, *extra)
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "r").exists()

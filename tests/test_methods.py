@@ -123,3 +123,4 @@ def test_prox_regularizer_and_schedule():
     assert reg.penalty(torch.tensor([2.0, 1.0]), a.target[0], None, a.tau).item() == pytest.approx(0.25 * (1 + 4))
     assert tau_schedule(1.0, 1.0, 100) == 1.0
     assert math.isclose(tau_schedule(0.05, 1.01, 0), 0.05 / 1.01)
+    assert tau_schedule(0.05, 1.1, 7446) > 0 and tau_schedule(0.05, 1.1, 7447) == 0.0  # 1.1^7448 overflows: the limit

@@ -259,6 +259,9 @@ def test_missing_ray_extra_is_one_line(tmp_path, capsys, monkeypatch):
     (["--ray", "auto", "--cpus-per-run", "0"], "--cpus-per-run must be >= 1"),
     (["--ray", "nohost"], "--ray takes auto, HOST:PORT or ray://HOST:PORT"),
     (["--ray", "127.0.0.1:{closed}"], "no Ray cluster answers at 127.0.0.1:"),
+    (["--ray", "ray://127.0.0.1:{closed}"], "no Ray cluster answers at ray://127.0.0.1:"),
+    (["--ray", "ray://127.0.0.1:1"], "no Ray cluster answers at ray://127.0.0.1:1 (Connection refused)"),
+    (["--ray", "http://127.0.0.1:8265"], "--ray takes auto, HOST:PORT or ray://HOST:PORT"),
 ])
 def test_ray_options_are_checked(tmp_path, capsys, args, message):
     if "--ray" in args and "--jobs" not in args and "--cpus-per-run" not in args:
@@ -268,6 +271,48 @@ def test_ray_options_are_checked(tmp_path, capsys, args, message):
     args = [a.replace("{closed}", str(free_port())) for a in args]
     code, out, err = cli(capsys, "sweep", config, "--out", tmp_path / "runs", *args)
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_another_service_on_the_port_is_one_line_not_a_hang(tmp_path, capsys, scheme):
+    """An HTTP server where the cluster should be: ray.init would retry "Failed to connect to GCS" for
+    minutes; the gRPC probe says so in one line, nothing created. (The bound is a hang check, not a timing.)"""
+    pytest.importorskip("ray")
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    config = tmp_path / "grid.toml"
+    config.write_text(GRID)
+    address = f"{scheme}127.0.0.1:{server.server_address[1]}"
+    try:
+        start = time.monotonic()
+        code, out, err = cli(capsys, "sweep", config, "--out", tmp_path / "runs", "--ray", address)
+        took = time.monotonic() - start
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"flarebench: error: no Ray cluster answers at {address}: another service does"), err
+    assert took < 60 and not (tmp_path / "runs").exists()
+
+
+def test_a_port_that_accepts_and_never_answers_is_bounded():
+    from flarebench.errors import ConfigError
+    from flarebench.sweep_ray import probe_grpc
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts the connection; nobody ever answers
+        port = silent.getsockname()[1]
+        with pytest.raises(ConfigError, match=r"no Ray cluster answers at 127.0.0.1:\d+ \(nothing answered within 0.5 s\)"):
+            probe_grpc("127.0.0.1", port, f"127.0.0.1:{port}", timeout=0.5)
 
 
 PLUGIN_GRID = """clients = 3

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..wire.codecs import POSITION_CODECS
-from .registry import Param, Part, in_unit_interval, positive, register
+from .registry import FLOAT32_RULE, Param, Part, in_unit_interval, positive_float32, register
 
 
 class Aggregator(Part):
@@ -103,7 +103,8 @@ class MajorityVote(Aggregator):
     summary = "step * sign(sum of the clients' signs) per entry; ties give 0 (signSGD with majority vote)"
     paper = "Bernstein et al., ICLR 2019"
     params = (Param("step", float, 0.003, "the server's step per entry and round (its learning rate)",
-                    unit="weight units per round", check=positive, rule="> 0", paper="Bernstein et al. 2018 (value chosen for the main job)"),)
+                    unit="weight units per round", check=positive_float32, rule=FLOAT32_RULE,
+                    paper="Bernstein et al. 2018 (value chosen for the main job)"),)
 
     def aggregate(self, received, weights, ids, ctx):
         return self.step * torch.sign(torch.sign(received).sum(0))

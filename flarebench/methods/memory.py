@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .registry import Param, Part, in_unit_interval, non_negative, register
+from .registry import FLOAT32_MAX, Param, Part, float32_or_zero, in_unit_interval, register
 
 State = dict[str, torch.Tensor]
 
@@ -142,7 +142,7 @@ class DGCMemory(Memory):
     params = (
         Param("momentum", float, 0.9, "momentum correction factor m", check=in_unit_interval, rule="in [0, 1)", paper="Lin et al. 2018"),
         Param("clip", float, 0.0, "clip the round's update d to this l2 norm per client (0: no clipping)", unit="l2 norm",
-              check=non_negative, rule=">= 0"),
+              check=float32_or_zero, rule=f"in [0, {FLOAT32_MAX:.3g}] (a float32)"),
     )
 
     def init_state(self, num_params):

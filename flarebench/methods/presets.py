@@ -185,12 +185,17 @@ def assemble(names: dict[str, str], params: dict[str, dict], ctx: PartContext) -
 
 
 def check_combination(cfg) -> None:
-    """ConfigError now if ``cfg``'s parts cannot work together (class-level declarations; nothing built)."""
+    """ConfigError now if ``cfg``'s parts cannot work together (class-level declarations), or a part's
+    values cannot run this config (``Part.check_run``: e.g. a schedule over its rounds); nothing built."""
     from types import SimpleNamespace
 
     classes = SimpleNamespace(**{kind: part_class(kind, getattr(cfg, kind)) for kind in KINDS})
     for kind in KINDS:
         problem = getattr(classes, kind).check(classes)
+        if problem:
+            raise ConfigError(problem)
+    for kind in KINDS:  # what each part's values imply over this run (its rounds, the model's size)
+        problem = getattr(classes, kind).check_run((cfg.params or {}).get(kind) or {}, cfg)
         if problem:
             raise ConfigError(problem)
 

@@ -111,8 +111,23 @@ def _parse_text(text: str, t: type, where: str) -> Any:
         raise ConfigError(f"{where} must be {_TYPES[t]}, got {text!r}") from None
 
 
+FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # smallest normal float32, about 1.2e-38
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # about 3.4e38; larger values become inf in float32 tensors
+FLOAT32_RULE = f"in [{FLOAT32_TINY:.3g}, {FLOAT32_MAX:.3g}] (a positive normal float32)"
+
+
 def positive(x) -> bool:
     return x > 0
+
+
+def positive_float32(x) -> bool:
+    """``x`` is a positive normal float32 (a value used in float32 arithmetic, e.g. a threshold or a step)."""
+    return FLOAT32_TINY <= x <= FLOAT32_MAX
+
+
+def float32_or_zero(x) -> bool:
+    """``x`` is 0 (off) or a non-negative float32 (a clip bound that float32 arithmetic can hold)."""
+    return 0 <= x <= FLOAT32_MAX
 
 
 def non_negative(x) -> bool:
@@ -188,6 +203,13 @@ class Part:
         """Why this part cannot work with the other ``parts``, or None. ``parts.regularizer`` etc. may be
         part classes or instances: a check reads class-level declarations only (so configs are checked
         before anything is built)."""
+        return None
+
+    @classmethod
+    def check_run(cls, params: dict[str, Any], cfg: "Any") -> str | None:
+        """Why this part, with its resolved ``params``, cannot run config ``cfg`` (what a value implies
+        over the whole run: its rounds, the model's size), or None. Called when a config is validated,
+        before anything is built or written; each parameter's own range is its Param's ``check``."""
         return None
 
     def state_dict(self) -> dict:
@@ -285,6 +307,7 @@ def make_part(kind: str, name: str, given: dict[str, Any] | None = None) -> "Wor
 
 
 __all__ = [
-    "KINDS", "WORLD_KINDS", "ALL_KINDS", "PART_PACKAGES", "Param", "WorldPart", "Part", "PartContext", "RoundContext", "REGISTRY", "register", "load_parts", "part_class",
-    "resolve_params", "make_part", "positive", "non_negative", "in_unit_interval",
+    "KINDS", "WORLD_KINDS", "ALL_KINDS", "PART_PACKAGES", "Param", "WorldPart", "Part", "PartContext", "RoundContext",
+    "REGISTRY", "register", "load_parts", "part_class", "resolve_params", "make_part", "positive", "non_negative",
+    "in_unit_interval", "positive_float32", "float32_or_zero", "FLOAT32_TINY", "FLOAT32_MAX", "FLOAT32_RULE",
 ]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..flat import Layout
-from .registry import Param, Part, non_negative, positive, register
+from .registry import FLOAT32_MAX, Param, Part, non_negative, positive, register
 
 
 @dataclass
@@ -41,12 +41,38 @@ class Anchor:
 
 
 def tau_schedule(tau0: float, decay: float, round_idx: int) -> float:
-    """``tau0 / decay**(round_idx + 1)``, round_idx counted from 0 (the reference decays before use)."""
-    return tau0 / decay ** (round_idx + 1)
+    """``tau0 / decay**(round_idx + 1)``, round_idx counted from 0 (the reference decays before use).
+    Where ``decay**(round_idx + 1)`` overflows float64 (decay 1.1: after 7447 rounds) it is its limit, 0."""
+    try:
+        return tau0 / decay ** (round_idx + 1)
+    except OverflowError:
+        return 0.0
+
+
+def schedule_problem(tau0: float, decay: float, rounds: int) -> str | None:
+    """Why ``tau_r = tau0 / decay**(r+1)`` is not finite for every round ``r < rounds``, or None:
+    ``decay**(r+1)`` underflows to 0 (float64: a division by zero), or ``tau_r`` exceeds float32 (the
+    loss is float32: the pull would be inf). Both are monotone in ``r``: the first failing round is
+    found by bisection."""
+
+    def problem(r: int) -> str | None:
+        try:
+            tau = tau_schedule(tau0, decay, r)
+        except ZeroDivisionError:
+            return f"decay^{r + 1} underflows to 0 at round {r + 1}"
+        return f"tau_r is {tau:.3g} at round {r + 1}, above float32's {FLOAT32_MAX:.3g}" if tau > FLOAT32_MAX else None
+
+    if problem(0) or not problem(rounds - 1):
+        return problem(0)
+    ok, bad = 0, rounds - 1  # problem(ok) is None, problem(bad) is not
+    while bad - ok > 1:
+        mid = (ok + bad) // 2
+        ok, bad = (ok, mid) if problem(mid) else (mid, bad)
+    return problem(bad)
 
 
 _TAU0 = "regularizer weight tau_0 before decay"
-_DECAY = "decay c of tau_r = tau_0 / c^(r+1), r counted from 0"
+_DECAY = "decay c of tau_r = tau_0 / c^(r+1), r counted from 0; tau_r must stay finite (float32) over the run's rounds"
 
 
 class Regularizer(Part):
@@ -64,6 +90,17 @@ class Regularizer(Part):
     @staticmethod
     def penalty(theta: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, tau: float) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def check_run(cls, params, cfg):
+        """The schedule ``tau0 / decay**(r+1)`` must stay finite over the run's rounds."""
+        if "decay" not in params:
+            return None
+        problem = schedule_problem(params["tau0"], params["decay"], cfg.rounds)
+        if problem:
+            return (f"regularizer {cls.name}: tau_r = tau0 / decay^(r+1) with tau0={params['tau0']!r}, "
+                    f"decay={params['decay']!r} must stay finite over the run's {cfg.rounds} rounds: {problem}")
+        return None
 
     @classmethod
     def check(cls, parts):

@@ -1,6 +1,6 @@
 """The server half of a run over Flower: flarebench's ServerSide, with Flower messages as the transport.
 
-:class:`FlowerFederation` is what ``runner.run`` drives (``run_round``, ``evaluate``, ``state_dict``),
+:class:`FlowerFederation` is what ``runner.execute`` drives (``run_round``, ``evaluate``, ``state_dict``),
 so a Flower run writes the same run directory, checkpoints and resumes as a local one. A round is the
 local backend's round with messages in between:
 
@@ -121,6 +121,7 @@ class FlowerFederation:
         self.known: set[int] = set()  # nodes that got a hello (whatever they answered)
         self.accepted = torch.full((cfg.clients,), P.NONE_COMMITTED, dtype=torch.int64)  # last round each client's bytes were used
         self._down = self._up = 0
+        self._errors: list[str] = []  # the round's error replies (first lines), for the line that stops the run
 
     @property
     def w(self) -> torch.Tensor:
@@ -130,6 +131,7 @@ class FlowerFederation:
     def run_round(self, round_idx: int) -> FlowerRoundStats:
         """Round ``round_idx`` (0-based) over Flower; see the module docstring."""
         self._down = self._up = 0
+        self._errors = []
         self._refresh_nodes(round_idx, wait_all=(round_idx == 0 or not self.node_of))
         server, phases = self.server, self.parts.compressor.phases
         selected = server.select(round_idx)
@@ -150,9 +152,11 @@ class FlowerFederation:
             broadcast = server.receive(phase, got, [more[c].uplink for c in got])
         done = list(server.round.ids)
         if len(done) < self.opts.min_clients:
+            errors = (f", {len(self._errors)} replied with an error (the first: {self._errors[0]})" if self._errors else "")
             raise FederationError(
-                f"round {round_idx + 1}: {len(done)} of {len(selected)} clients answered within {self.opts.reply_timeout:g} s "
-                f"(min-clients {self.opts.min_clients}); the run stops here, resume it when the nodes are back"
+                f"round {round_idx + 1}: {len(done)} of {len(selected)} clients answered within {self.opts.reply_timeout:g} s"
+                f"{errors} (min-clients {self.opts.min_clients}); the run stops here, resume it when "
+                + ("the error is fixed" if self._errors else "the nodes are back")
             )
         stats = server.finish()
         self.accepted[stats.ids] = round_idx
@@ -224,9 +228,9 @@ class FlowerFederation:
             if reply is None:
                 silent.append(c)
             elif reply.has_error():
-                self._event(round_idx, f"client {c} ({what}): {reply.error.reason or 'error'} (code {reply.error.code})")
+                self._client_error(round_idx, f"client {c} ({what}): {reply.error.reason or 'error'} (code {reply.error.code})")
             elif "error" in reply.content[P.RECORD]:
-                self._event(round_idx, f"client {c} ({what}): {reply.content[P.RECORD]['error']}")
+                self._client_error(round_idx, f"client {c} ({what}): {reply.content[P.RECORD]['error']}")
                 if "hello" in str(reply.content[P.RECORD]["error"]):
                     self.known.discard(self.node_of[c])  # a node that forgot the config gets a hello next round
             else:
@@ -235,6 +239,11 @@ class FlowerFederation:
             self._event(round_idx, f"clients {_ids(silent)} did not answer {what} within {self.opts.reply_timeout:g} s; "
                                    "the round goes on without them")
         return out
+
+    def _client_error(self, round_idx: int, line: str) -> None:
+        """Log a client's error reply and keep its first line for the round's verdict."""
+        self._event(round_idx, line)
+        self._errors.append(next((part for part in line.splitlines() if part.strip()), line)[:300])
 
     # ------------------------------------------------------------------ nodes
     def _refresh_nodes(self, round_idx: int, wait_all: bool) -> None:

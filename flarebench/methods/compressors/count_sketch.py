@@ -37,6 +37,8 @@ from ..registry import Param, PartContext, positive, register
 from .base import Compressor
 
 TAG = 0x43
+MAX_COLUMNS = 2**30  # the hash codes are int32 2 h + sign bit: h < 2^30
+MAX_MODELS = 64  # the sketch's memory (hash codes + one sketch) is at most this many times the model's
 
 
 def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -60,10 +62,11 @@ class CountSketch(Compressor):
     paper = "Rothchild et al., ICML 2020 (FetchSGD); Charikar et al. 2002 (count sketch)"
     uses_sparsity = True
     params = (
-        Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows)", unit="rows",
+        Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows); "
+              f"hash codes + sketch at most {MAX_MODELS} times the model's memory", unit="rows",
               check=positive, rule="> 0", paper="Rothchild et al. 2020 (authors' code: 5)"),
         Param("columns_per_k", float, 10.0, "columns = ceil(columns_per_k * k), k = heavy hitters from --sparsity",
-              unit="columns per heavy hitter", check=positive, rule="> 0",
+              unit="columns per heavy hitter", check=lambda x: 0 < x <= MAX_COLUMNS, rule=f"in (0, {MAX_COLUMNS}]",
               paper="Rothchild et al. 2020 (authors' code: 500,000 columns for k = 50,000)"),
     )
 
@@ -71,9 +74,33 @@ class CountSketch(Compressor):
         super().__init__(ctx, **params)
         self.num_params = ctx.num_params
         self.seed = ctx.seed
-        self.k = min(self.num_params, max(1, int(round(ctx.density * self.num_params))))
-        self.columns = max(1, math.ceil(self.columns_per_k * self.k))
+        self.k, self.columns = self.shape(self.columns_per_k, self.num_params, ctx.density)
         self._codes: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def shape(columns_per_k: float, num_params: int, density: float) -> tuple[int, int]:
+        """``(k, columns)``: heavy hitters ``k = max(1, round(density P))`` (at most P), ``columns = ceil(columns_per_k k)``."""
+        k = min(num_params, max(1, int(round(density * num_params))))
+        return k, max(1, math.ceil(columns_per_k * k))
+
+    @classmethod
+    def check_run(cls, params, cfg):
+        """The sketch must fit the run: ``columns <= MAX_COLUMNS`` and its memory, int32 hash codes ``[rows, P]``
+        plus one float32 sketch ``[rows, columns]``, at most MAX_MODELS times the model's float32 ``[P]``."""
+        from ...world import num_params_for
+
+        if not params:
+            return None
+        rows, num_params = params["rows"], num_params_for(cfg)
+        k, columns = cls.shape(params["columns_per_k"], num_params, cfg.density)
+        need, model = 4 * rows * (num_params + columns), 4 * num_params
+        if columns <= MAX_COLUMNS and need <= MAX_MODELS * model:
+            return None
+        return (f"compressor {cls.name}: rows={rows}, columns_per_k={params['columns_per_k']!r} make a sketch of {rows} x "
+                f"{columns} cells (k = {k} of the model's {num_params} entries) and {rows} x {num_params} hash codes: "
+                f"{need / 2**20:.3g} MiB, more than {MAX_MODELS} times the model ({model / 2**20:.3g} MiB)"
+                + (f", and more than {MAX_COLUMNS} columns" if columns > MAX_COLUMNS else "")
+                + "; use fewer rows or a smaller columns_per_k")
 
     # ------------------------------------------------------------ hashes
     def codes(self, device=None) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 from ...errors import DecodeError
 from ...wire.bounds import empirical_entropy_bits
 from ...wire.frame import ByteReader, ByteWriter
-from ..registry import Param, PartContext, non_negative, register
+from ..registry import FLOAT32_MAX, Param, PartContext, float32_or_zero, register
 from .base import Compressor
 from .qsgd import row_chunks, stochastic_round, uniform_floats
 
@@ -63,7 +63,7 @@ class TernGrad(Compressor):
     params = (
         Param("clip", float, 0.0, "c: clip each tensor to +-c std before ternarizing (the paper's experiments: 2.5); "
               "0 = off (unbiased)", unit="standard deviations", paper="Wen et al. 2017, Sec. 3.3",
-              check=non_negative, rule=">= 0"),
+              check=float32_or_zero, rule=f"in [0, {FLOAT32_MAX:.3g}] (a float32)"),
         Param("packing", str, "base3", "trits on the wire: base3 = 5 per byte (1.6 bits/entry), 2bit = 2 bits/entry "
               "(the paper's count)", choices=("base3", "2bit")),
     )

@@ -38,7 +38,7 @@ from ...wire.bounds import log2_binom, message_bound_bits
 from ...wire.codecs import POSITION_CODECS_BY_ID
 from ...wire.frame import ByteReader, ByteWriter
 from ...wire.message import SPARSE, Message
-from ..registry import Param, positive, register
+from ..registry import FLOAT32_RULE, Param, positive_float32, register
 from .base import MessageCompressor
 
 
@@ -49,7 +49,8 @@ class Threshold(MessageCompressor):
     paper = "Strom, Interspeech 2015"
     payload_id = 0x23
     params = MessageCompressor.params + (
-        Param("tau", float, 0.05, "send the entries with |v| > tau", unit="weight units", check=positive, rule="> 0",
+        Param("tau", float, 0.05, "send the entries with |v| > tau", unit="weight units", check=positive_float32,
+              rule=FLOAT32_RULE,
               paper="Strom 2015 (value chosen for the main job)"),
         Param("values", str, "tau", "what a sent entry carries: tau = sign(v) * tau, 1 bit (the paper's); "
               "exact = v itself through value_codec", choices=("tau", "exact"), paper="Strom 2015"),
