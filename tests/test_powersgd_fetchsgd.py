@@ -318,7 +318,7 @@ def test_decoders_of_huge_layouts_check_lengths_before_allocating():
 
 def test_powersgd_learns_tiny_setting(tiny_config):
     """mlp on 4 clients x 200 samples, 25 rounds at the defaults (rank 2, residual memory)."""
-    from flarebench.runner import run
+    from flarebench import run
 
     result = run(tiny_config(method="powersgd", rounds=25, eval_every=25))
     assert result.final_accuracy >= 0.75, result.final_accuracy
@@ -570,7 +570,7 @@ def test_fetchsgd_seam_bits_and_stateless_clients(tiny_config):
 def test_fetchsgd_learns_tiny_setting_at_its_defaults(tiny_config, sparsity):
     """mlp on 4 clients x 200 samples, 25 rounds, the preset's defaults: k = 1% of the model (the paper's CIFAR-10
     ratio, 50,000 of 6.5M) and k = 0.1% (80 heavy hitters from 6,123 columns)."""
-    from flarebench.runner import run
+    from flarebench import run
 
     result = run(tiny_config(method="fetchsgd", sparsity=sparsity, rounds=25, eval_every=25))
     assert result.final_accuracy >= 0.7, result.final_accuracy
@@ -579,7 +579,7 @@ def test_fetchsgd_learns_tiny_setting_at_its_defaults(tiny_config, sparsity):
 @pytest.mark.parametrize("method,sparsity", [("powersgd", 0.999), ("fetchsgd", 0.99)])
 def test_server_state_survives_resume(tiny_config, method, sparsity):
     """Warm-start Q (powersgd) and S_u, S_e (fetchsgd) live in the checkpoint: 2 rounds + 2 resumed = 4 rounds."""
-    from flarebench.runner import run
+    from flarebench import run
 
     cfg = tiny_config(method=method, sparsity=sparsity, rounds=2, eval_every=1, samples_per_client=100, name="short")
     run(cfg)

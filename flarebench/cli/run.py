@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from datetime import datetime
 
 from ..config import RunConfig, default_name, parse_param_options
 from ..progress import RunProgress
@@ -35,20 +34,20 @@ def run_command(
     method: Optional[str] = typer.Option(None, help=f"A preset of parts: see `flarebench methods` (none, topk-ef, randk, flare, ef21, qsgd, stc, powersgd, ...). \\[default: {D.method}]", rich_help_panel=_COMP),
     sparsity: Optional[float] = typer.Option(None, help=f"Fraction of entries NOT sent per tensor, in (0,1), for the sparsifiers (topk, randk, dgc, stc, ...); 0.99999 is the paper's R=0.001%. \\[default: {D.sparsity}]", rich_help_panel=_COMP),
     regularizer: Optional[str] = typer.Option(None, help="Replace the method's local regularizer (none | flare | prox | ...). \\[default: the method's]", rich_help_panel=_COMP),
-    compressor: Optional[str] = typer.Option(None, help="Replace the method's compressor (e.g. stc: FLARE's pull with STC's ternary payload). \\[default: the method's]", rich_help_panel=_COMP),
+    compressor: Optional[str] = typer.Option(None, help="Replace the method's compressor (e.g. stc: FLARE's pull with STC's ternary payload; or an import reference MODULE:NAME | PATH.py:NAME). \\[default: the method's]", rich_help_panel=_COMP),
     memory: Optional[str] = typer.Option(None, help="Replace the method's memory (none | residual | ef21 | dgc | momentum ...); --memory none: no error feedback. \\[default: the method's]", rich_help_panel=_COMP),
     aggregator: Optional[str] = typer.Option(None, help="Replace the method's aggregator (weighted-mean | ef21 | majority-vote | ...). \\[default: the method's]", rich_help_panel=_COMP),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", metavar="KIND.NAME=VALUE", help="Set a part's parameter, repeatable: -p compressor.levels=4, -p regularizer.tau0=0.1, or NAME=VALUE when one part of the run declares NAME. `flarebench methods` lists every part's parameters, defaults and units. TOML: a table per part ([compressor] levels = 4).", rich_help_panel=_COMP),
     downlink: Optional[str] = typer.Option(None, help=f"dense: fp32 model to each participant (32*P bits each) | sparse: the encoded aggregated update, sent to every client. \\[default: {D.downlink}]", rich_help_panel=_COMP),
-    dataset: Optional[str] = typer.Option(None, help=f"mnist-embedded (shipped, offline) | mnist | fashion-mnist | cifar10 | cifar100 | shakespeare (shipped). \\[default: {D.dataset}]", rich_help_panel=_DATA),
+    dataset: Optional[str] = typer.Option(None, help=f"A dataset part (`flarebench parts dataset`: mnist-embedded shipped and offline, mnist, cifar10, shakespeare, ...) or an import reference MODULE:NAME | PATH.py:NAME; parameters: -p dataset.NAME=V. \\[default: {D.dataset}]", rich_help_panel=_DATA),
     data_root: Optional[str] = typer.Option(None, help=f"Where torchvision datasets live. \\[default: {D.data_root}]", rich_help_panel=_DATA),
     download: Optional[bool] = typer.Option(None, "--download/--no-download", help="Let torchvision download a missing dataset (needs a network). \\[default: no-download]", rich_help_panel=_DATA),
-    model: Optional[str] = typer.Option(None, help=f"cnn (paper, 582k params on MNIST) | fc (paper, 784-4069x3-10) | mlp (small) | vgg11 | vgg16 | vgg19 (CIFAR) | gru | gru-small (shakespeare). \\[default: {D.model}]", rich_help_panel=_DATA),
+    model: Optional[str] = typer.Option(None, help=f"A model part (`flarebench parts model`: cnn, fc (paper), mlp (small), vgg11/16/19 (CIFAR), gru, gru-small (shakespeare), ...) or an import reference MODULE:NAME | PATH.py:NAME (an nn.Module or a factory); parameters: -p model.NAME=V. \\[default: {D.model}]", rich_help_panel=_DATA),
     fc_linear: Optional[bool] = typer.Option(None, "--fc-linear/--fc-relu", help="Reference quirk: the FC model without activations. \\[default: fc-relu]", rich_help_panel=_DATA),
     cnn_double_softmax: Optional[bool] = typer.Option(None, "--cnn-double-softmax/--cnn-softmax", help="Reference quirk: the CNN's loss is cross-entropy of softmax(softmax(logits)), as the authors' code (slower learning, smaller gradients). \\[default: cnn-softmax]", rich_help_panel=_DATA),
     vgg11_reference_relu: Optional[bool] = typer.Option(None, "--vgg11-reference-relu/--vgg11-relu", help="Reference quirk: VGG-11 without ReLU after the first conv of its 256/512 blocks. \\[default: vgg11-relu]", rich_help_panel=_DATA),
-    partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. \\[default: {D.partition}]", rich_help_panel=_DATA),
-    dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. \\[default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),
+    partition: Optional[str] = typer.Option(None, help=f"A partition part (`flarebench parts partition`: contiguous (paper), iid, dirichlet, shards, natural) or an import reference; parameters: -p partition.NAME=V. \\[default: {D.partition}]", rich_help_panel=_DATA),
+    dirichlet_alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration; smaller = more skewed labels (same as -p partition.alpha=V). \\[default: 0.5]", rich_help_panel=_DATA),
     samples_per_client: Optional[int] = typer.Option(None, help="Samples per client. \\[default: training set / clients]", rich_help_panel=_DATA),
     clients: Optional[int] = typer.Option(None, help=f"Clients in the federation. \\[default: {D.clients} clients]", rich_help_panel=_FED),
     clients_per_round: Optional[int] = typer.Option(None, help="Clients drawn uniformly each round. \\[default: all clients]", rich_help_panel=_FED),
@@ -76,9 +75,9 @@ def run_command(
 ) -> None:
     """Run one federated training job and write OUT/NAME/config.json and metrics.csv (one row per round)."""
     from ..config import make_config
-    from ..runner import check_output, run, setup
+    from ..launch import prepare, run
 
-    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "check_output", "run", "setup", "resume", "checkpoint_every", "param"}}
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "prepare", "run", "resume", "checkpoint_every", "param"}}
     overrides["params"] = parse_param_options(param) or None
     if config is not None and resume is None:  # after `overrides`: its locals() are the options
         from .app import check_config_path
@@ -86,23 +85,22 @@ def run_command(
         check_config_path(config)  # a directory or /dev/null is said as such, not as "not found"
     cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
-        from ..models import num_params_for
+        from ..world import num_params_for
 
         run_dir = Path(cfg.out) / (cfg.name or default_name(cfg, "YYYYMMDD-HHMMSS"))  # the stamp is the start time
         typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg), "run_dir": str(run_dir)}, indent=2))
         return
-    check_output(cfg, overwrite, resume)  # before the data is loaded and the engines timed
-    prepared = setup(cfg) if cfg.backend == "local" else None  # flower: its ServerApp sets the run up (runner.run)
-    if not quiet and prepared is not None:
-        typer.echo(f"engine: {prepared.federation.engine_choice.describe()}")
-
-    cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
-    if prepared is not None:
-        prepared.cfg = cfg
+    cfg = prepare(cfg, overwrite, resume, checkpoint_every)  # before the data is loaded and the engines timed
     run_dir = resume or Path(cfg.out).expanduser() / cfg.name
+
+    def show_engine(s) -> None:
+        if not quiet:
+            typer.echo(f"engine: {s.federation.engine_choice.describe()}")
+
     try:
         with RunProgress(cfg.rounds, quiet=quiet) as progress:
-            result = run(cfg, on_round=progress, overwrite=overwrite, prepared=prepared, resume=resume, checkpoint_every=checkpoint_every)
+            result = run(cfg, on_round=progress, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                         on_setup=show_engine, checked=True)
     except KeyboardInterrupt:
         typer.echo(f"flarebench: interrupted; continue with: flarebench run --resume {run_dir}", err=True)
         raise typer.Exit(130) from None

@@ -49,6 +49,7 @@ class Compressor(Part):
     kind = "compressor"
     phases: int = 1  # uplink transfers per round
     uses_sparsity: bool = False  # whether the run's --sparsity sets how much is sent
+    family: str = "other"  # for figures: dense | sparsifier | quantizer | sign | low-rank/sketch | other
     unbiased: bool = False  # E[decompress(compress(v))] = v over the compressor's own randomness
     payload_tags: tuple[int, ...] = ()  # the frame.py payload ids it writes besides ``payload_id``
 
@@ -103,6 +104,13 @@ class Compressor(Part):
 
     def bound_bits(self, payload: Any) -> float:
         """The stated floor of this payload in bits (README, 'Wire formats'); headers and padding not counted."""
+        raise NotImplementedError
+
+    def host_bytes_bound(self, payload: Any) -> int:
+        """The most bytes that may leave the update's device for the host in the compress + encode that built
+        ``payload`` (``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``, ``.to('cpu')``, ``bool()`` ...): the
+        payload itself, never the dense float update unless the compressor sends it densely (README,
+        'Where compressors compute'; tests/test_host_bytes.py holds every compressor to it)."""
         raise NotImplementedError
 
     def label(self, payload: Any) -> str:
@@ -164,10 +172,9 @@ class MessageCompressor(Compressor):
         return msg.values.to(device=device, dtype=torch.float32)
 
     def decompress(self, payload: Message, device=None) -> torch.Tensor:
-        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
         if payload.is_dense:
-            out.copy_(self.values_of(payload, device))
-            return out
+            return torch.empty(self.layout.num_params, dtype=torch.float32, device=device).copy_(self.values_of(payload, device))
+        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
         out[self.flat_positions(payload, device)] = self.values_of(payload, device)
         return out
 
@@ -176,6 +183,13 @@ class MessageCompressor(Compressor):
 
     def bound_bits(self, payload: Message) -> float:
         return message_bound_bits(payload, self.wire.values)
+
+    def host_bytes_bound(self, payload: Message) -> int:
+        """4 bytes per entry for a dense message (float32 values); 8 (int64 position) + 4 (float32 value) per
+        sent entry of a sparse one, 4 per value of a seeded one (the positions are drawn on both sides);
+        + 8 bytes per tensor (counts, the selection's one-byte checks)."""
+        per_entry = 12 if payload.indices is not None else 4
+        return per_entry * payload.nnz + 8 * len(self.sizes)
 
     def label(self, payload: Message) -> str:
         if payload.is_dense:
@@ -197,6 +211,7 @@ class Sparsifier(MessageCompressor):
     fixed_k: bool = True
 
     uses_sparsity = True
+    family = "sparsifier"
     params = MessageCompressor.params + (
         Param("rounding", str, "round", "k per tensor: round = max(1, round(R n)); reference = round(R n) + 1 (authors' code)",
               choices=("round", "reference"), paper="Greidi & Cohen 2023 (reference code)"),

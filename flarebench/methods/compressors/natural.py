@@ -64,6 +64,7 @@ def pack_bits(bits: torch.Tensor) -> np.ndarray:
 @register
 class Natural(Quantizer):
     name = "natural"
+    family = "quantizer"
     summary = "unbiased stochastic rounding of every entry to a power of two: sign + entropy-coded 8-bit exponent"
     paper = "Horvath et al., 2019 (arXiv 1905.10988)"
     payload_id = 0x32
@@ -144,6 +145,10 @@ class Natural(Quantizer):
         """The empirical entropy of the P 9-bit symbols (sign, exponent)."""
         symbols = payload.exponent.to(torch.int64) | (payload.negative.to(torch.int64) << 8)
         return empirical_entropy_bits(torch.bincount(symbols, minlength=512).cpu().numpy())
+
+    def host_bytes_bound(self, payload: NaturalPayload) -> int:
+        """One byte per entry (its symbol, for the coder; issue 21)."""
+        return self.num_params
 
 
 __all__ = ["Natural", "NaturalPayload", "pack_bits"]

@@ -90,6 +90,7 @@ def orthonormalise(p: torch.Tensor) -> torch.Tensor:
 @register
 class PowerSGD(Compressor):
     name = "powersgd"
+    family = "low-rank/sketch"
     summary = "rank-r power iteration per matrix: P = MQ up, orthonormal P-hat down, Q = M^T P-hat up; Q warm-started"
     paper = "Vogels et al., NeurIPS 2019"
     phases = 2
@@ -227,6 +228,10 @@ class PowerSGD(Compressor):
 
     def bound_bits(self, payload: Factors) -> float:
         return 32.0 * payload.values.numel()
+
+    def host_bytes_bound(self, payload: Factors) -> int:
+        """The factors: 4 bytes per float32 of the payload (P_k and the vectors, or Q_k)."""
+        return 4 * int(payload.values.numel())
 
     def label(self, payload: Factors) -> str:
         return f"powersgd-{payload.kind}"

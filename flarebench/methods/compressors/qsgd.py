@@ -73,6 +73,7 @@ class QSGDPayload:
 @register
 class QSGD(Quantizer):
     name = "qsgd"
+    family = "quantizer"
     summary = "s levels per bucket of d entries, stochastic rounding against the bucket norm, entropy-coded (unbiased)"
     paper = "Alistarh et al., NeurIPS 2017"
     payload_id = 0x30
@@ -252,6 +253,10 @@ class QSGD(Quantizer):
     def bound_bits(self, payload: QSGDPayload) -> float:
         """32 bits per bucket norm + the empirical entropy of the P signed levels (zeros included)."""
         return 32.0 * self.num_buckets + empirical_entropy_bits(histogram(payload.symbols, self.alphabet))
+
+    def host_bytes_bound(self, payload: QSGDPayload) -> int:
+        """One byte per entry (its signed level, for the coder) + 4 bytes per bucket norm (issue 21)."""
+        return self.num_params + 4 * self.num_buckets
 
 
 __all__ = ["QSGD", "QSGDPayload"]

@@ -60,6 +60,7 @@ class TernPayload:
 @register
 class TernGrad(Quantizer):
     name = "terngrad"
+    family = "quantizer"
     summary = "stochastic ternary {-1, 0, 1} * max|v_t| per tensor (unbiased without clipping), entropy-coded trits"
     paper = "Wen et al., NeurIPS 2017"
     payload_id = 0x31
@@ -178,6 +179,10 @@ class TernGrad(Quantizer):
     def bound_bits(self, payload: TernPayload) -> float:
         """32 bits per scale + the empirical entropy of the P trits."""
         return 32.0 * self.num_tensors + empirical_entropy_bits(histogram((payload.trits + 1).view(torch.uint8), 3))
+
+    def host_bytes_bound(self, payload: TernPayload) -> int:
+        """One byte per entry (its trit, for the coder) + 4 bytes per float32 scale (issue 21)."""
+        return self.num_params + 4 * self.num_tensors
 
 
 __all__ = ["TernGrad", "TernPayload"]

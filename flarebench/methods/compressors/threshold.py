@@ -41,11 +41,13 @@ from ...wire.frame import ByteReader, ByteWriter
 from ...wire.message import SPARSE, Message
 from ..registry import FLOAT32_RULE, Param, positive_float32, register
 from .base import MessageCompressor
+from .topk import positions_where
 
 
 @register
 class Threshold(MessageCompressor):
     name = "threshold"
+    family = "sparsifier"
     summary = "the entries with |v| > tau (a fixed threshold), sent as sign * tau (1 bit + position each)"
     paper = "Strom, Interspeech 2015"
     payload_id = 0x23
@@ -67,7 +69,7 @@ class Threshold(MessageCompressor):
         v = v.detach()
         out = []
         for row in v:
-            flat = torch.nonzero(row.abs() > self.tau, as_tuple=True)[0]
+            flat = positions_where(row, lambda m: m > self.tau)
             vals = row[flat].float()
             if self.values == "tau":
                 vals = torch.where(vals > 0, self.tau, -self.tau).float()
