@@ -1,5 +1,7 @@
 """`flarebench bits` and the library behind it: the anchor figures, and expectations that match real bytes."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -29,6 +31,10 @@ def test_anchor_figures_at_density_1e3():
     assert round(bound, 2) == 11.40  # exact log2 C(n,k)/k; the issue's ~11.41 is n H(k/n)/k:
     assert round(entropy_bits_per_entry(10**6, 1000), 2) == 11.41
     assert rows["raw32"].expected == 32 and rows["minwidth"].expected == 20 and rows["bitmap"].expected == 1000
+    assert "enumerative" not in rows  # k = 1000 > ENUMERATIVE_MAX_K
+    k, bound, rows = table(10**5, 0.999)  # k = 100: enumerative is one fixed width, ceil(log2 C(n, k)) bits
+    assert rows["enumerative"].expected == (math.comb(10**5, 100) - 1).bit_length() / 100
+    assert bound <= rows["enumerative"].expected < bound + 1 / 100
 
 
 def test_anchor_figures_at_density_1e2():
@@ -48,7 +54,7 @@ def test_expected_matches_the_mean_of_real_encodings(n, k):
         codec = POSITION_CODECS[name]
         draws = 200 if k < 50 else 30
         mean = np.mean([codec.nbits([random_positions(n, k, s)], (n,)) for s in range(draws)]) / k
-        expected = expected_bits_per_entry(name, n, k) + (6 / k if name == "golomb" else 0)
+        expected = expected_bits_per_entry(name, n, k)
         assert mean == pytest.approx(expected, rel=0.01 if k >= 100 else 0.05), name
 
 

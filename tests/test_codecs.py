@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from flarebench.errors import DecodeError
@@ -16,9 +16,9 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 def test_ids_are_stable():
     assert {c.name: c.id for c in POSITION_CODECS.values()} == {
-        "raw32": 0, "minwidth": 1, "bitmap": 2, "elias-gamma": 3, "elias-delta": 4, "golomb": 5}
+        "raw32": 0, "minwidth": 1, "bitmap": 2, "elias-gamma": 3, "elias-delta": 4, "golomb": 5, "enumerative": 6}
     assert {c.name: c.id for c in VALUE_CODECS.values()} == {"fp32": 0, "fp16": 1, "bf16": 2, "sign+scale": 3}
-    assert len(POSITION_CODECS_BY_ID) == 6 and len(VALUE_CODECS_BY_ID) == 4
+    assert len(POSITION_CODECS_BY_ID) == 7 and len(VALUE_CODECS_BY_ID) == 4
 
 
 @st.composite
@@ -40,6 +40,7 @@ def positions_for(tensors):
 def test_position_round_trip_and_exact_size(tensors, name):
     codec = POSITION_CODECS[name]
     sizes, counts = tuple(t[0] for t in tensors), tuple(t[1] for t in tensors)
+    assume(codec.applicable(sizes, counts))  # enumerative: at most ENUMERATIVE_MAX_K entries
     pos = positions_for(tensors)
     data = codec.encode(pos, sizes)
     assert len(data) == codec.nbytes(pos, sizes)  # what auto uses to choose is the real size
@@ -56,6 +57,8 @@ def test_position_round_trip_extremes(name, n, k):
     pos = [random_positions(n, k, 1), np.zeros(0, np.int64), np.array([n - 1])]
     sizes, counts = (n, 5, n), (k, 0, 1)
     codec = POSITION_CODECS[name]
+    if not codec.applicable(sizes, counts):
+        pytest.skip(f"{name} does not apply to {k + 1} entries")
     out = codec.decode(codec.encode(pos, sizes), sizes, counts)
     for a, b in zip(pos, out):
         np.testing.assert_array_equal(a, b)
@@ -70,7 +73,7 @@ def test_gap_codes_have_their_textbook_lengths():
     delta = lambda x: int(np.floor(np.log2(x))) + 2 * int(np.floor(np.log2(np.floor(np.log2(x)) + 1))) + 1  # noqa: E731
     assert POSITION_CODECS["elias-delta"].nbits(pos, sizes) == sum(delta(x) for x in [1, 2, 3, 4, 1000])
     m = rice_parameter(5, 2000)
-    rice = 6 + sum((x - 1) // 2**m + 1 + m for x in [1, 2, 3, 4, 1000])
+    rice = sum((x - 1) // 2**m + 1 + m for x in [1, 2, 3, 4, 1000])
     assert POSITION_CODECS["golomb"].nbits(pos, sizes) == rice
 
 
@@ -151,6 +154,7 @@ def test_position_decoders_on_random_bytes(data, tensors, name):
 def test_position_decoders_on_truncated_and_flipped_bytes(t, name, data):
     n, k, seed = t
     codec, sizes, counts = POSITION_CODECS[name], (n,), (k,)
+    assume(codec.applicable(sizes, counts))
     enc = codec.encode(positions_for([t]), sizes)
     if enc:
         cut = data.draw(st.integers(0, len(enc) - 1))
@@ -177,7 +181,7 @@ def test_value_decoders_on_random_bytes(data, counts, name):
     assert out.shape == (sum(counts),)
 
 
-@pytest.mark.parametrize("name", ["minwidth", "bitmap", "elias-gamma", "elias-delta", "golomb"])
+@pytest.mark.parametrize("name", ["minwidth", "bitmap", "elias-gamma", "elias-delta", "golomb", "enumerative"])
 def test_non_zero_padding_is_rejected(name):
     """One stream, one set of bytes: a set padding bit is malformed, not an alternative encoding."""
     codec, n = POSITION_CODECS[name], 1003
@@ -190,3 +194,29 @@ def test_non_zero_padding_is_rejected(name):
                 codec.decode(bytes(data), (n,), (7,))
             return
     pytest.fail("no draw with padding")
+
+
+# ---------------------------------------------------------------- the quantizers' entropy coder (wire/entropy.py)
+@FAST
+@given(st.integers(1, 600), st.integers(0, 3000), st.integers(0, 2**31), st.floats(0.0, 1.0))
+def test_entropy_coder_round_trip_and_floor(alphabet, count, seed, skew):
+    """Any alphabet (blocks of 1-8 symbols) and count: exact round trip; bits >= the empirical-entropy floor,
+    and within 1% + the table + 64 bits of it."""
+    from flarebench.wire.bounds import empirical_entropy_bits
+    from flarebench.wire.entropy import decode_symbols, encode_symbols
+    from flarebench.wire.frame import ByteReader, ByteWriter
+
+    rng = np.random.default_rng(seed)
+    p = rng.random(alphabet) ** (1 + 20 * skew)
+    symbols = rng.choice(alphabet, size=count, p=p / p.sum())
+    w = ByteWriter()
+    encode_symbols(w, torch.from_numpy(symbols), alphabet)
+    data = w.getvalue()
+    out = decode_symbols(ByteReader(data, "t"), count, alphabet)
+    np.testing.assert_array_equal(out, symbols)
+    hist = np.bincount(symbols, minlength=alphabet)
+    floor = empirical_entropy_bits(hist)
+    table = 8 * ((alphabet + 7) // 8) + sum(8 * (int(c).bit_length() // 7 + 1) for c in hist[hist > 0])
+    assert floor <= 8 * len(data) <= 1.01 * floor + table + 64
+    with pytest.raises(DecodeError):
+        decode_symbols(ByteReader(data + b"\x00" * 4, "t"), count, alphabet)

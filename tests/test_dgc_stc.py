@@ -51,18 +51,18 @@ def assert_same_message(a, b):
 # ---------------------------------------------------------------- STC: the paper's definition by hand
 def test_stc_hand_computed_message_and_bytes():
     """n = 8, k = 3 (sparsity 0.625): top-3 of |v| at 1, 3, 5 (-3, 2, -1); mu = 2; ternary -2, +2, -2."""
-    comp = STC(part_ctx([8], sparsity=0.625))
+    comp = STC(part_ctx([8], sparsity=0.625), position_codec="golomb")  # the paper's position code
     v = torch.tensor([[0.1, -3.0, 0.2, 2.0, 0.0, -1.0, 0.05, 0.5]])
     (msg,) = comp.compress(v, rctx())
     assert msg.counts == (3,) and msg.indices.tolist() == [1, 3, 5] and msg.values.tolist() == [-2.0, 2.0, -2.0]
     data = comp.encode(msg)
     # golomb: p = 3/8 -> m = 1 + floor(log2(ln(phi-1)/ln(5/8))) = 1; gaps x = 2, 2, 2 -> g = x - 1 = 1
-    # bits: m in 6 bits (000001), unary quotients g >> 1 = 0 -> 1 1 1, remainders g & 1 -> 1 1 1: 12 bits
-    positions = bytes([0b00000111, 0b11110000])
+    # bits (m follows from k/n: not sent): unary quotients g >> 1 = 0 -> 1 1 1, remainders g & 1 -> 1 1 1: 6 bits
+    positions = bytes([0b11111100])
     values = np.float32(2.0).tobytes() + bytes([0b10100000])  # mu, then signs - + - (1 = negative)
-    header = bytes([0xFB, 1, 0, POSITION_CODECS["golomb"].id, 3, 1, 8, 3])  # magic, version, sparse, golomb, sign+scale, T, n, k
-    assert data == header + bytes([len(positions)]) + positions + values
-    assert 8 * len(data) == 128
+    frame = bytes([POSITION_CODECS["golomb"].id])  # sparse (kind 0) * 16 + golomb; n, k and the value codec are known
+    assert data == frame + positions + values
+    assert 8 * len(data) == 56
     assert comp.bound_bits(msg) == pytest.approx(math.log2(56) + 3 + 32)
     dense = comp.decompress(comp.decode(data))
     assert dense.tolist() == [0, -2, 0, 2, 0, -2, 0, 0]
@@ -100,36 +100,35 @@ def test_prefiltered_topk_is_the_exact_topk(n, seed, kind, data):
 
 
 def test_stc_bits_per_entry_formula():
-    """Bits = header + length varint + golomb positions + 32 bits per tensor + 1 bit per entry (bytes padded);
+    """Bits = 1 frame byte + golomb positions + 32 bits per tensor + 1 bit per entry (bytes padded);
     at n = 1e6, k = 1000 the positions match the exact golomb expectation within 2%."""
     torch.manual_seed(0)
     sizes = [10**6, 5000, 37]
-    comp = STC(part_ctx(sizes, sparsity=0.999))
+    comp = STC(part_ctx(sizes, sparsity=0.999), position_codec="golomb")
     v = torch.randn(1, sum(sizes))
     (msg,) = comp.compress(v, rctx())
     data = comp.encode(msg)
     pos_bits = POSITION_CODECS["golomb"].nbits([p.numpy() for p in msg.split_indices()], sizes)
-    header = 5 + len(write_varint(3)) + sum(len(write_varint(n)) + len(write_varint(k)) for n, k in zip(sizes, msg.counts))
     pos_bytes = (pos_bits + 7) // 8
-    assert len(data) == header + len(write_varint(pos_bytes)) + pos_bytes + 4 * 3 + (sum(msg.counts) + 7) // 8
+    assert len(data) == 1 + pos_bytes + 4 * 3 + (sum(msg.counts) + 7) // 8
     assert comp.bound_bits(msg) <= 8 * len(data)
     k = msg.counts[0]
     big = POSITION_CODECS["golomb"].nbits([msg.split_indices()[0].numpy()], sizes[:1])
-    assert big / k == pytest.approx(expected_bits_per_entry("golomb", sizes[0], k) + 6 / k, rel=0.02)
+    assert big / k == pytest.approx(expected_bits_per_entry("golomb", sizes[0], k), rel=0.02)
     per_entry = 8 * len(data) / sum(msg.counts)  # ~ golomb (~11.5) + 1 sign bit + scales and header
     assert 11 < per_entry < 14, per_entry
 
 
 def test_stc_decoder_refuses_other_value_or_position_codecs():
     sizes = [50, 20]
-    comp = STC(part_ctx(sizes, sparsity=0.9))
+    comp = STC(part_ctx(sizes, sparsity=0.9), position_codec="golomb")
     (msg,) = comp.compress(torch.randn(1, 70), rctx())
     with pytest.raises(DecodeError):
         comp.decode(WireFormat(sizes, "golomb", "fp32").encode(msg).data)
     with pytest.raises(DecodeError):
         comp.decode(WireFormat(sizes, "raw32", "sign+scale").encode(msg).data)
     auto = STC(part_ctx(sizes, sparsity=0.9), position_codec="auto")
-    assert_same_message(auto.decode(WireFormat(sizes, "raw32", "sign+scale").encode(msg).data), msg)
+    assert_same_message(auto.decode(WireFormat(sizes, "raw32", "sign+scale", counts=msg.counts).encode(msg).data), msg)
 
 
 # ---------------------------------------------------------------- DGC: warm-up and selection
@@ -336,16 +335,17 @@ def test_fuzzed_bytes_raise_decode_error_only(which, noise, cut, data):
 
 @pytest.mark.parametrize("cls", [DGC, STC])
 def test_huge_claimed_sizes_do_not_allocate(cls):
-    """Tensors of 1e9 entries, a header claiming all of them sent, 80 bytes of body: DecodeError, < 1 MB traced."""
+    """Tensors of 1e9 entries, a header claiming all of them sent (dgc; stc's 1e6 per tensor are known to
+    both sides), 80 bytes of body: DecodeError, < 1 MB traced."""
     import tracemalloc
 
     big = [10**9, 10**9]
     comp = cls(part_ctx(big, 0.999))
-    value_id = 3 if cls is STC else 0
-    h = bytearray([0xFB, 1, 0, POSITION_CODECS["golomb"].id, value_id]) + write_varint(2)
-    for n in big:
-        h += write_varint(n) + write_varint(n)
-    data = bytes(h) + write_varint(64) + b"\x01" * 80
+    h = bytearray([POSITION_CODECS["golomb"].id])  # sparse, golomb
+    if cls is DGC:  # its counts travel
+        for n in big:
+            h += write_varint(n)
+    data = bytes(h) + b"\x01" * 80
     tracemalloc.start()
     try:
         with pytest.raises(DecodeError):

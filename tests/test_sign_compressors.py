@@ -91,8 +91,9 @@ def test_threshold_hand_computed():
     (msg,) = comp.compress(V, RC)
     assert msg.counts == (2, 1) and msg.indices.tolist() == [0, 1, 0]
     data, back = roundtrip(comp, msg)
-    # tag, codec id 3, k = 2, 1, L = 1, gaps 1 1 | 1 -> gamma "1" "1" "1" = 0b11100000, signs + - + = 0b10100000
-    assert data == bytes([TAG, 0x23, 3, 2, 1, 1, 0b11100000, 0b10100000])
+    # tag, codec id 3, k = 2, 1, gaps 1 1 | 1 -> gamma "1" "1" "1" = 0b11100000, signs + - + = 0b10100000
+    # (the positions' length is what the sign bits leave: no length field)
+    assert data == bytes([TAG, 0x23, 3, 2, 1, 0b11100000, 0b10100000])
     f = torch.tensor(0.3).item()
     assert comp.decompress(back).tolist() == [f, -f, 0.0, f, 0.0]
     assert back.position_codec == "elias-gamma" and comp.label(back) == "elias-gamma"
@@ -115,7 +116,7 @@ def test_threshold_nothing_above_tau(values):
     assert msg.counts == (0, 0)
     data, back = roundtrip(comp, msg)
     if values == "tau":
-        assert data == bytes([TAG, 0x23, 0, 0, 0, 0])  # raw32 (ties: lowest id), k = 0 0, L = 0
+        assert data == bytes([TAG, 0x23, 0, 0, 0])  # raw32 (ties: lowest id), k = 0 0
     assert back.counts == (0, 0) and comp.decompress(back).tolist() == [0.0] * 5
     assert comp.bound_bits(back) == 0 and comp.nnz(back) == 0
     comp = Threshold(ctx_of(layout_of(3, 2)), tau=1.5, values=values)

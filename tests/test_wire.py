@@ -19,6 +19,7 @@ from flarebench.wire import POSITION_CODECS, Message, WireFormat
 from flarebench.wire.bounds import log2_binom, random_positions
 from flarebench.wire.downlink import message_to_dense, update_message
 from flarebench.wire.encoder import write_varint
+from flarebench.wire.message import SPARSE
 
 SIZES = (800, 32, 51200, 64, 9, 1)
 
@@ -81,25 +82,43 @@ def test_every_proper_prefix_and_every_extension_is_rejected():
             wire.decode(data + b"\x00")
 
 
-def header(kind=0, codec=5, value=0, t=len(SIZES), pairs=None):
-    h = bytearray([0xFB, 1, kind, codec, value]) + write_varint(t)
-    for n, k in pairs if pairs is not None else [(n, 1) for n in SIZES]:
-        h += write_varint(n) + write_varint(k)
+def header(kind=0, codec=5, counts=None):
+    """The lean frame byte, then the k_t varints (counts travel: WireFormat(SIZES) knows none)."""
+    h = bytearray([16 * kind + codec])
+    for k in counts if counts is not None else [1] * len(SIZES):
+        h += write_varint(k)
     return bytes(h)
 
 
 @pytest.mark.parametrize("data", [
-    b"", b"\xfb", b"\x00\x01\x00\x00\x00\x00", b"\xfb\x02\x00\x00\x00\x00",  # short, bad magic, bad version
-    header(kind=7), header(value=9), header(codec=9) + b"\x00", header(kind=1, codec=3),
-    header(t=2**60), header(t=len(SIZES) + 1), header(pairs=[(2**62, 1)] + [(n, 1) for n in SIZES[1:]]),
-    header(pairs=[(n, n + 1) for n in SIZES]),  # k > n
-    header() + write_varint(2**62),  # position length far past the end: nothing allocated from it
+    b"", bytes([0x30]), bytes([0xFC, 0x30]),  # empty, unknown kind, another compressor's payload tag
+    bytes([0x13]) + b"\x00" * (4 * sum(SIZES)),  # a dense message with a position codec id
+    header(codec=9) + b"\x00" * 64, header(kind=2, codec=3),
+    header(counts=[n + 1 for n in SIZES]),  # k > n
     header() + b"\xff" * 11,  # a varint that never ends
-    header(pairs=[(n, 2**40) for n in SIZES]),
+    header(counts=[2**40] * len(SIZES)), header(counts=[1] * (len(SIZES) - 1)),  # huge k, truncated counts
+    header() + b"\x00" * 3,  # values alone need more than the message has
+    header(kind=1, codec=0)[:1] + b"\x00" * (4 * sum(SIZES) - 1),  # dense, one byte short
+    header(kind=2, codec=0) + b"\x00" * 7,  # seeded, truncated inside the seed
 ])
 def test_malformed_headers_raise_decode_error(data):
     with pytest.raises(DecodeError):
         WireFormat(SIZES).decode(data)
+
+
+def test_known_counts_do_not_travel_and_foreign_kinds_are_refused():
+    msg = sparse_msg()
+    lean = WireFormat(SIZES, "golomb", counts=msg.counts, kinds=(SPARSE,))
+    full = WireFormat(SIZES, "golomb")
+    data = lean.encode(msg).data
+    assert len(full.encode(msg).data) - len(data) == sum(len(write_varint(k)) for k in msg.counts)
+    got = lean.decode(data)
+    assert got.counts == msg.counts and torch.equal(got.indices, msg.indices) and torch.equal(got.values, msg.values)
+    for other in messages()[3:]:  # dense and seeded messages: not what this format sends
+        with pytest.raises(DecodeError, match="sends only sparse"):
+            lean.decode(full.encode(other).data)
+    with pytest.raises(ValueError):
+        lean.encode(sparse_msg(density=0.9))  # other counts than the ones both sides know: a sender's bug
 
 
 @settings(max_examples=300, deadline=None)
@@ -136,11 +155,11 @@ def test_a_header_claiming_huge_k_allocates_nothing_from_it(kind, codec):
     (decoding it for real would need hundreds of MB); numpy's buffers are traced by tracemalloc."""
     import tracemalloc
 
-    pairs = [(n, n) for n in BIG]
-    h = bytearray([0xFB, 1, kind, codec, 0]) + write_varint(len(BIG))
-    for n, k in pairs:
-        h += write_varint(n) + (b"" if kind == 1 else write_varint(k))
-    data = bytes(h) + (b"\x00" * 8 if kind == 2 else write_varint(64) if kind == 0 else b"") + b"\x01" * 80
+    h = bytearray([16 * kind + codec])
+    if kind != 1:
+        for n in BIG:
+            h += write_varint(n)
+    data = bytes(h) + (b"\x00" * 8 if kind == 2 else b"") + b"\x01" * 80
     tracemalloc.start()
     try:
         with pytest.raises(DecodeError):
@@ -155,7 +174,7 @@ def test_a_header_claiming_huge_k_allocates_nothing_from_it(kind, codec):
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_decode_error(data):
     try:
-        WireFormat(SIZES).decode(b"\xfb\x01" + data)
+        WireFormat(SIZES).decode(data)
     except DecodeError:
         pass
 

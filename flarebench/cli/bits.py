@@ -24,7 +24,7 @@ def bits_command(
     from rich.console import Console
     from rich.table import Table
 
-    from ..wire.bounds import bits_table, entropy_bits_per_entry, overhead_bits, sent_entries
+    from ..wire.bounds import bits_table, entropy_bits_per_entry, sent_entries
 
     if params < 1:
         raise ConfigError(f"params must be >= 1, got {params}")
@@ -53,8 +53,8 @@ def bits_command(
     console = Console()
     console.print(table)
     console.print(
-        f"expected: exact mean codeword bits for uniformly random positions (golomb adds {overhead_bits('golomb')} bits "
-        "of parameter per tensor). "
-        + ("measured: 8 * len(bytes) / k of one real encoding (padding and parameter included). " if measure else "")
+        "expected: exact mean codeword bits for uniformly random positions (golomb's parameter follows from k/n "
+        "and does not travel). "
+        + ("measured: 8 * len(bytes) / k of one real encoding (padding included). " if measure else "")
         + f"Header and values excluded. Entropy approximation n H(k/n) / k = {entropy_bits_per_entry(params, k):.3f}."
     )

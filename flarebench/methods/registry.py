@@ -247,6 +247,11 @@ def register(cls: type[Part]) -> type[Part]:
     names = [p.name for p in cls.params]
     if len(set(names)) != len(names) or "name" in names:
         raise TypeError(f"{cls.__name__}: parameter names must be unique and not 'name'")
+    if cls.kind == "compressor":  # payload tags unique across compressors (wire/frame.py)
+        from ..wire.frame import claim_tag
+
+        for tag in cls.wire_tags():
+            claim_tag(tag, cls.name)
     REGISTRY[cls.kind][cls.name] = cls
     return cls
 

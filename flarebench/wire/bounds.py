@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bitstream import width_for
-from .codecs import POSITION_CODECS, RICE_PARAM_BITS, ValueCodec, rice_parameter
+from .codecs import POSITION_CODECS, ValueCodec, rice_parameter
 from .message import SPARSE, Message
 
 TAIL = 60.0  # gap sums stop where P(x >= g) < exp(-TAIL)
@@ -62,7 +62,7 @@ def _step_sum(n: int, k: int, x: np.ndarray, steps: np.ndarray) -> float:
 def expected_bits_per_entry(codec: str, n: int, k: int) -> float:
     """Exact expected position bits per sent entry of ``codec`` for k uniformly random of n entries.
 
-    Counts codeword bits only: not golomb's per-tensor parameter (:func:`overhead_bits`), the
+    Counts codeword bits only: not the
     byte padding or the message header (the measured figures include all but the header).
     """
     if not 1 <= k <= n:
@@ -74,6 +74,8 @@ def expected_bits_per_entry(codec: str, n: int, k: int) -> float:
         return float(width_for(n))
     if codec == "bitmap":
         return n / k
+    if codec == "enumerative":  # a fixed width for every subset: ceil(log2 C(n, k)) bits
+        return (math.comb(n, k) - 1).bit_length() / k
     j = np.arange(1, max(1, max_gap.bit_length()), dtype=np.int64)  # breakpoints 2^j <= max_gap
     j = j[(np.int64(1) << j) <= max_gap]
     if codec == "elias-gamma":  # 2 floor(log2 x) + 1: +2 at every power of two
@@ -87,11 +89,6 @@ def expected_bits_per_entry(codec: str, n: int, k: int) -> float:
         x = (np.arange(1, last + 1, dtype=np.int64) << m) + 1
         return m + 1.0 + _step_sum(n, k, x, np.ones(x.size))
     raise ValueError(f"unknown position codec {codec}")
-
-
-def overhead_bits(codec: str) -> int:
-    """Stream bits a position codec spends per tensor with k > 0 besides its codewords."""
-    return RICE_PARAM_BITS if codec == "golomb" else 0
 
 
 def entropy_bits_per_entry(n: int, k: int) -> float:

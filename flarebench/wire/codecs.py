@@ -11,12 +11,20 @@ work on ``x_i = p_i - p_{i-1}`` (``p_{-1} = -1``, so ``x_i >= 1``), restarting a
 | 2  | bitmap        | n / k (one bit per entry)                                                |
 | 3  | elias-gamma   | 2 floor(log2 x) + 1                                                      |
 | 4  | elias-delta   | floor(log2 x) + 2 floor(log2(floor(log2 x) + 1)) + 1                     |
-| 5  | golomb        | Golomb-Rice, b = 2^m: floor((x-1)/b) + 1 + m, plus 6 bits of m per tensor |
+| 5  | golomb        | Golomb-Rice, b = 2^m: floor((x-1)/b) + 1 + m (m from k/n: not sent)      |
+| 6  | enumerative   | ceil(sum_t log2 C(n_t, k_t)) / sum_t k_t: the floor, rounded up once per message |
+
+``enumerative`` (sum k_t <= ENUMERATIVE_MAX_K) numbers every tensor's k-subset in the combinatorial
+number system (rank = sum_i C(p_i, i + 1) over the ascending positions p_0 < ... < p_{k-1}, in
+[0, C(n, k))) and writes the mixed-radix integer of all tensors' ranks (tensor 0 least significant)
+in ceil(log2 prod_t C(n_t, k_t)) bits: within one bit of the floor per message; Python integers, so
+it is offered for small k only (FLARE's regime: tens to hundreds of entries).
 
 The variable-length codes have exactly their textbook lengths; to vectorise decoding, a message
 writes all codewords' unary parts first, then all their binary parts (each block in entry order),
 instead of interleaving them. Golomb's m is chosen per tensor from its density p = k/n as in STC
-(Sattler et al. 2019): ``m = max(0, 1 + floor(log2(ln(phi - 1) / ln(1 - p))))``.
+(Sattler et al. 2019): ``m = max(0, 1 + floor(log2(ln(phi - 1) / ln(1 - p))))``; the decoder knows
+n and k, so m does not travel.
 
 Value codecs encode the message's float32 values, tensor by tensor (``counts`` per tensor).
 Every ``encode`` returns the exact bytes that go on the wire; bits = 8 * len(bytes). Decoders
@@ -91,7 +99,6 @@ def _entry_sizes(sizes, counts) -> np.ndarray:
 
 
 PHI = (1 + 5**0.5) / 2
-RICE_PARAM_BITS = 6  # m in [0, 63] per tensor
 
 
 def rice_parameter(k: int, n: int) -> int:
@@ -282,10 +289,10 @@ class EliasDelta(PositionCodec):
 
 
 class Golomb(PositionCodec):
-    """Golomb-Rice on gaps g = x - 1 with b = 2^m per tensor: unary(g >> m) then the low m bits.
+    """Golomb-Rice on gaps g = x - 1 with b = 2^m per tensor (m = rice_parameter(k_t, n_t), known to both
+    sides): unary(g >> m) then the low m bits.
 
-    Stream: m of every tensor with k > 0 (6 bits each), all unary quotients (q zeros then a one),
-    then all m-bit remainders.
+    Stream: all unary quotients (q zeros then a one), then all m-bit remainders.
     """
 
     id, name = 5, "golomb"
@@ -297,28 +304,21 @@ class Golomb(PositionCodec):
     def _split(self, positions, sizes):
         counts = [len(p) for p in positions]
         g = gaps_of(positions) - 1
-        m = self._params(sizes, counts)
-        return m, np.repeat(m, counts), g, counts
+        me = np.repeat(self._params(sizes, counts), counts)
+        return me, g
 
     def nbits(self, positions, sizes):
-        m, me, g, counts = self._split(positions, sizes)
-        return RICE_PARAM_BITS * sum(k > 0 for k in counts) + int(((g >> me) + 1 + me).sum())
+        me, g = self._split(positions, sizes)
+        return int(((g >> me) + 1 + me).sum())
 
     def encode_bits(self, positions, sizes):
-        m, me, g, counts = self._split(positions, sizes)
-        params = pack_fixed(m[np.asarray(counts) > 0].astype(np.uint64), RICE_PARAM_BITS)
-        return np.concatenate([params, pack_unary(g >> me), pack_varwidth(g, me)])
+        me, g = self._split(positions, sizes)
+        return np.concatenate([pack_unary(g >> me), pack_varwidth(g, me)])
 
     def decode_bits(self, bits, sizes, counts):
-        nonempty = [t for t, k in enumerate(counts) if k > 0]
-        m = np.zeros(len(counts), dtype=np.int64)
-        m[nonempty] = unpack_fixed(bits, RICE_PARAM_BITS, len(nonempty)).astype(np.int64)
-        at = RICE_PARAM_BITS * len(nonempty)
-        if any(m[t] > width_for(sizes[t]) for t in nonempty):
-            raise DecodeError("golomb parameter is larger than its tensor needs")
         total = sum(counts)
-        q, at = read_unary(bits, at, total)  # first: proves the stream holds `total` codewords
-        me = np.repeat(m, counts)
+        q, at = read_unary(bits, 0, total)  # first: proves the stream holds `total` codewords
+        me = np.repeat(self._params(sizes, counts), counts)
         if total and np.any(q > (_entry_sizes(sizes, counts) >> me)):
             raise DecodeError("golomb gap is longer than the tensor")
         r, at = read_varwidth(bits, at, me)
@@ -326,9 +326,114 @@ class Golomb(PositionCodec):
         x = (q << me) + r.astype(np.int64) + 1
         return _positions_from_gaps(x, counts)
 
+ENUMERATIVE_MAX_K = 256  # enumerative coding's cost grows as k^2 log n: offered up to this many entries
+
+
+def _binoms(sizes, counts) -> list[int]:
+    return [math.comb(int(n), int(k)) for n, k in zip(sizes, counts)]
+
+
+def _exact_floor(guess: int, i: int, rank: int, lo: int, hi: int) -> int:
+    """The largest p in [lo, hi] with C(p, i) <= rank (C(lo, i) <= rank assumed), searched from ``guess``
+    by doubling steps, then bisection, with exact binomials."""
+    step = 1
+    a = b = min(max(guess, lo), hi)
+    while a > lo and math.comb(a, i) > rank:  # below the answer
+        a, step = max(lo, a - step), 2 * step
+    step = 1
+    while b < hi and math.comb(b + 1, i) <= rank:  # b + 1 is past the answer
+        b, step = min(hi, b + step), 2 * step
+    a = max(a, lo)
+    if math.comb(a, i) > rank:
+        a = lo
+    while a < b:  # invariant: C(a, i) <= rank; the answer is in [a, b]
+        mid = (a + b + 1) // 2
+        if math.comb(mid, i) <= rank:
+            a = mid
+        else:
+            b = mid - 1
+    return a
+
+
+def _unrank_subset(rank: int, n: int, k: int) -> np.ndarray:
+    """The k-subset of [0, n) of combinatorial-number-system ``rank`` (0 <= rank < C(n, k)): int64 ``[k]``
+    ascending. Each position comes from a float estimate (lgamma) corrected with exact binomials."""
+    out = np.empty(k, dtype=np.int64)
+    hi = n  # positions below hi
+    lg = math.lgamma
+    for i in range(k, 0, -1):  # the largest p < hi with C(p, i) <= rank
+        if rank == 0:
+            out[:i] = np.arange(i)
+            break
+        target = math.log(rank)
+        lo_p, hi_p = i - 1, hi - 1  # C(i-1, i) = 0 <= rank; search in floats
+        while hi_p - lo_p > 1:
+            mid = (lo_p + hi_p) // 2
+            if lg(mid + 1) - lg(i + 1) - lg(mid - i + 1) <= target:
+                lo_p = mid
+            else:
+                hi_p = mid
+        p = _exact_floor(lo_p, i, rank, i - 1, hi - 1)
+        c = math.comb(p, i)
+        out[i - 1] = p
+        rank -= c
+        hi = p
+    return out
+
+
+class Enumerative(PositionCodec):
+    """All tensors' k-subsets as one integer below prod_t C(n_t, k_t), written in the fewest bits that hold it.
+
+    Applicable for sum k_t <= ENUMERATIVE_MAX_K (cost O(k^2 log n) big-integer work). Decoding checks the
+    integer is below the product (every such integer names valid positions), so only the length can be wrong.
+    """
+
+    id, name = 6, "enumerative"
+
+    def applicable(self, sizes, counts):
+        return sum(int(k) for k in counts) <= ENUMERATIVE_MAX_K and super().applicable(sizes, counts)
+
+    @staticmethod
+    def _width(sizes, counts) -> int:
+        return (math.prod(_binoms(sizes, counts)) - 1).bit_length()
+
+    def nbits(self, positions, sizes):
+        return self._width(sizes, [len(p) for p in positions])
+
+    def encode(self, positions, sizes):
+        counts = [len(p) for p in positions]
+        value, radix = 0, 1
+        for p, c in zip(positions, _binoms(sizes, counts)):
+            rank = sum(math.comb(int(x), i + 1) for i, x in enumerate(np.asarray(p).tolist()))
+            value += rank * radix
+            radix *= c
+        width = self._width(sizes, counts)
+        nbytes = (width + 7) // 8
+        return (value << (8 * nbytes - width)).to_bytes(nbytes, "big")  # MSB first, zero-padded at the end
+
+    def decode(self, buf, sizes, counts):
+        if not self.applicable(sizes, counts):
+            raise DecodeError(f"enumerative positions for {sum(counts)} entries (at most {ENUMERATIVE_MAX_K})")
+        width = self._width(sizes, counts)
+        if len(buf) != (width + 7) // 8:
+            raise DecodeError(f"enumerative positions need {(width + 7) // 8} bytes, got {len(buf)}")
+        value = int.from_bytes(bytes(buf), "big")
+        pad = 8 * len(buf) - width
+        if value & ((1 << pad) - 1):
+            raise DecodeError("enumerative positions: the padding bits are not zero")
+        value >>= pad
+        binoms = _binoms(sizes, counts)
+        if value >= math.prod(binoms):
+            raise DecodeError("enumerative positions: the rank is out of range")
+        out = []
+        for n, k, c in zip(sizes, counts, binoms):
+            value, rank = divmod(value, c)
+            out.append(_unrank_subset(rank, int(n), int(k)))
+        return out
+
 
 POSITION_CODECS: dict[str, PositionCodec] = {
-    c.name: c for c in (Raw32(), MinWidth(), Bitmap(), EliasGamma(), EliasDelta(), Golomb())
+    c.name: c for c in (Raw32(), MinWidth(), Bitmap(), EliasGamma(), EliasDelta(), Golomb(), Enumerative())
 }
 POSITION_CODECS_BY_ID: dict[int, PositionCodec] = {c.id: c for c in POSITION_CODECS.values()}
 

@@ -1,19 +1,24 @@
 """Message <-> bytes. The server only ever sees these bytes; uplink bits = 8 * len(bytes).
 
-Layout (all integers unsigned; varint = LEB128):
-    magic 0xFB, version 1                      2 bytes
-    kind (0 sparse, 1 dense, 2 seeded)         1 byte
-    position codec id, value codec id          2 bytes
-    T (tensor count)                           varint
-    per tensor: n_t, and k_t unless dense      varints
-    seed (seeded only)                         8 bytes, little-endian
-    position bytes length L (sparse only)      varint, then L bytes
-    values                                     the rest: value codec bytes for sum(k_t) values
+Lean layout: a message carries only what the server cannot know. Both sides know the model's layout
+(T tensors of n_t entries), the run's value codec and, for fixed-k compressors (top-k, STC, random-k),
+every k_t (from the run's sparsity and rounding rule): none of these travel.
 
-Position codec id is 0 for dense and seeded messages. The decoder checks every field against the
-layout it expects (sizes known to the server, k_t <= n_t, known codec ids, exact lengths, zero
-padding) before allocating anything, and raises DecodeError, and only DecodeError, on any
-inconsistency; nothing is allocated from a length field that has not been checked.
+    frame: 16 * kind + position codec id       1 byte (kind 0 sparse, 1 dense, 2 seeded; codec id 0
+                                               unless sparse)
+    k_t per tensor, only where the counts      varints
+      are not known (dgc, threshold, the
+      sparse downlink) and the kind is not dense
+    seed (seeded only)                         8 bytes, little-endian
+    positions (sparse only)                    every byte between the header and the values
+    values                                     the value codec's bytes for sum(k_t) values: a length
+                                               the counts fix, so the positions need no length field
+
+Bits per message = 8 (frame) + counts' varints if sent + 64 (seed) or the positions' bytes + the values'
+bytes. The decoder accepts only the message kinds its compressor sends, checks every field against the
+layout (k_t <= n_t, known codec, exact lengths, zero padding) before allocating anything, and raises
+DecodeError, and only DecodeError, on any inconsistency; nothing is allocated from a length field that
+has not been checked.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .bounds import message_bound_bits
 from .codecs import POSITION_CODECS, POSITION_CODECS_BY_ID, VALUE_CODECS, VALUE_CODECS_BY_ID, PositionCodec
 from .message import DENSE, SEEDED, SPARSE, Message
 
-MAGIC, VERSION = 0xFB, 1
+KIND_NAMES = {SPARSE: "sparse", DENSE: "dense", SEEDED: "seeded"}
 
 
 def write_varint(x: int) -> bytes:
@@ -72,13 +77,16 @@ class Encoded:
 class WireFormat:
     """Encodes and decodes messages for a model with per-tensor ``sizes``.
 
-    ``encoding``: a position codec name, or ``auto`` for the smallest applicable one per message
-    (sizes are computed exactly from the gaps; only the chosen codec encodes).
+    ``encoding``: a position codec name (where it does not apply to a message: as auto), or ``auto`` for
+    the smallest applicable one per message (sizes are computed exactly; only the chosen codec encodes).
     ``value_codec``: how values travel (fp32 default; fp16, bf16, sign+scale are lossy: the
     receiver uses the decoded values).
+    ``counts``: the k_t both sides know (fixed-k compressors), or None: the counts travel.
+    ``kinds``: the message kinds this format sends and accepts (e.g. only SPARSE for top-k).
     """
 
-    def __init__(self, sizes: list[int] | tuple[int, ...], encoding: str = "auto", value_codec: str = "fp32"):
+    def __init__(self, sizes: list[int] | tuple[int, ...], encoding: str = "auto", value_codec: str = "fp32",
+                 counts=None, kinds=(SPARSE, DENSE, SEEDED)):
         self.sizes = tuple(int(n) for n in sizes)
         if encoding != "auto" and encoding not in POSITION_CODECS:
             raise ValueError(f"unknown encoding {encoding}")
@@ -86,24 +94,34 @@ class WireFormat:
             raise ValueError(f"unknown value codec {value_codec}")
         self.encoding = encoding
         self.values = VALUE_CODECS[value_codec]
+        self.counts = None if counts is None else tuple(int(k) for k in counts)
+        if self.counts is not None and (len(self.counts) != len(self.sizes)
+                                        or any(not 0 <= k <= n for n, k in zip(self.sizes, self.counts))):
+            raise ValueError("known counts do not fit the sizes")
+        self.kinds = frozenset(kinds)
 
     # ------------------------------------------------------------ encode
     def _header(self, kind: int, codec_id: int, counts) -> bytearray:
-        h = bytearray([MAGIC, VERSION, kind, codec_id, self.values.id])
-        h += write_varint(len(self.sizes))
-        for n, k in zip(self.sizes, counts):
-            h += write_varint(n)
-            if kind != DENSE:
-                h += write_varint(k)
+        if kind not in self.kinds:
+            raise ValueError(f"this wire format does not send {KIND_NAMES[kind]} messages")
+        h = bytearray([16 * kind + codec_id])
+        if kind == DENSE:
+            return h
+        if self.counts is not None:
+            if tuple(counts) != self.counts:
+                raise ValueError("message counts differ from the counts both sides know")
+            return h
+        for k in counts:
+            h += write_varint(k)
         return h
 
     def choose(self, positions: list[np.ndarray], counts) -> PositionCodec:
-        """The position codec for these per-tensor positions: the fixed one, or (auto) the smallest."""
+        """The position codec for these per-tensor positions: the fixed one, or (auto, or where the fixed one
+        does not apply, e.g. enumerative past ENUMERATIVE_MAX_K entries) the smallest; the frame says which."""
         if self.encoding != "auto":
             codec = POSITION_CODECS[self.encoding]
-            if not codec.applicable(self.sizes, counts):
-                raise ValueError(f"position codec {codec.name} cannot encode tensors of these sizes")
-            return codec
+            if codec.applicable(self.sizes, counts):
+                return codec
         best = None
         for codec in POSITION_CODECS.values():  # ties: the lowest id
             if codec.applicable(self.sizes, counts):
@@ -116,7 +134,7 @@ class WireFormat:
         pos = [p.numpy() for p in msg.split_indices()]
         codec = self.choose(pos, msg.counts)
         data = codec.encode(pos, self.sizes)
-        if self.encoding == "auto" and len(data) != codec.nbytes(pos, self.sizes):
+        if codec.name != self.encoding and len(data) != codec.nbytes(pos, self.sizes):
             raise RuntimeError(f"{codec.name}: size estimate and encoding disagree")  # a bug, never input
         return codec.id, data
 
@@ -130,7 +148,7 @@ class WireFormat:
         values = self.values.encode(msg.values.detach().cpu().numpy(), msg.counts)
         if msg.kind == SPARSE:
             codec_id, pos = self._positions(msg)
-            data = bytes(self._header(SPARSE, codec_id, msg.counts) + write_varint(len(pos)) + pos + values)
+            data = bytes(self._header(SPARSE, codec_id, msg.counts) + pos + values)
             return Encoded(data, POSITION_CODECS_BY_ID[codec_id].name)
         if msg.kind == SEEDED:
             return Encoded(bytes(self._header(SEEDED, 0, msg.counts) + int(msg.seed).to_bytes(8, "little") + values), None)
@@ -138,58 +156,48 @@ class WireFormat:
 
     # ------------------------------------------------------------ decode
     def decode(self, data: bytes) -> Message:
-        """Bytes -> Message; DecodeError for anything malformed, truncated or inconsistent."""
+        """Bytes -> Message; DecodeError for anything malformed, truncated, inconsistent or of a kind not sent."""
         buf = memoryview(bytes(data))
-        if len(buf) < 5:
-            raise DecodeError("message is shorter than its fixed header")
-        if buf[0] != MAGIC or buf[1] != VERSION:
-            raise DecodeError("not a flarebench message (bad magic or version)")
-        kind, codec_id, value_id = buf[2], buf[3], buf[4]
-        if kind not in (SPARSE, DENSE, SEEDED):
+        if len(buf) < 1:
+            raise DecodeError("message is empty")
+        kind, codec_id = divmod(buf[0], 16)
+        if kind not in KIND_NAMES:
             raise DecodeError(f"unknown message kind {kind}")
-        if value_id not in VALUE_CODECS_BY_ID:
-            raise DecodeError(f"unknown value codec id {value_id}")
-        values_codec = VALUE_CODECS_BY_ID[value_id]
+        if kind not in self.kinds:
+            sent = ", ".join(KIND_NAMES[k] for k in sorted(self.kinds))
+            raise DecodeError(f"a {KIND_NAMES[kind]} message; this format sends only {sent} messages")
         if kind != SPARSE and codec_id != 0:
             raise DecodeError(f"position codec id {codec_id} in a message without positions")
-        at = 5
-        t, at = read_varint(buf, at)
-        if t != len(self.sizes):
-            raise DecodeError(f"message has {t} tensors, the model has {len(self.sizes)}")
-        counts = []
-        for n_expected in self.sizes:
-            n, at = read_varint(buf, at)
-            if n != n_expected:
-                raise DecodeError(f"tensor size {n} in the header does not match the model's {n_expected}")
-            if kind == DENSE:
-                counts.append(n)
-            else:
+        at = 1
+        if kind == DENSE:
+            counts_t = self.sizes
+        elif self.counts is not None:
+            counts_t = self.counts
+        else:
+            counts = []
+            for n in self.sizes:
                 k, at = read_varint(buf, at)
                 if k > n:
                     raise DecodeError(f"header says {k} entries of a tensor of {n}")
                 counts.append(k)
-        counts_t = tuple(counts)
-        if kind == SPARSE:  # the values are the rest of the message: their size must add up before any decoding
-            length, pos_at = read_varint(buf, at)
-            if pos_at + length + values_codec.nbytes(counts_t) != len(buf):
-                raise DecodeError(
-                    f"message has {len(buf)} bytes; its header implies {pos_at + length} + "
-                    f"{values_codec.nbytes(counts_t)} (positions + {values_codec.name} values)"
-                )
-        elif at + (8 if kind == SEEDED else 0) + values_codec.nbytes(counts_t) != len(buf):
-            raise DecodeError(f"message has {len(buf)} bytes, not what its header implies")
+            counts_t = tuple(counts)
+        values_codec = self.values
+        value_bytes = values_codec.nbytes(counts_t)
         seed = indices = None
         if kind == SEEDED:
-            if at + 8 > len(buf):
-                raise DecodeError("message is truncated inside its seed")
+            if at + 8 + value_bytes != len(buf):
+                raise DecodeError(f"message has {len(buf)} bytes; its header implies {at + 8 + value_bytes}")
             seed = int.from_bytes(buf[at : at + 8], "little")
             at += 8
-        elif kind == SPARSE:
+        elif kind == DENSE:
+            if at + value_bytes != len(buf):
+                raise DecodeError(f"message has {len(buf)} bytes; a dense message has {at + value_bytes}")
+        else:  # the positions are what lies between the header and the values
             if codec_id not in POSITION_CODECS_BY_ID:
                 raise DecodeError(f"unknown position codec id {codec_id}")
-            length, at = read_varint(buf, at)
-            if at + length > len(buf):
-                raise DecodeError("message is truncated inside its positions")
+            length = len(buf) - at - value_bytes
+            if length < 0:
+                raise DecodeError(f"message has {len(buf)} bytes; its {values_codec.name} values alone need {value_bytes}")
             pos = POSITION_CODECS_BY_ID[codec_id].decode(buf[at : at + length], self.sizes, counts_t)
             at += length
             indices = torch.from_numpy(np.concatenate(pos).astype(np.int64)) if pos else torch.zeros(0, dtype=torch.int64)

@@ -17,7 +17,17 @@ from ..errors import DecodeError
 from .bitstream import bytes_to_bits, pack_fixed, unpack_fixed
 from .encoder import read_varint, write_varint
 
-PAYLOAD_MAGIC = 0xFC  # sparse/dense/seeded messages (encoder.py) start with 0xFB
+PAYLOAD_MAGIC = 0xFC  # sparse/dense/seeded messages (encoder.py) start with a frame byte <= 0x2F
+PAYLOAD_TAGS: dict[int, str] = {}  # registry: payload id -> the compressor that owns it
+
+
+def claim_tag(payload_id: int, owner: str) -> None:
+    """Register ``payload_id`` (0-255) as ``owner``'s; TypeError if another compressor already has it (at import)."""
+    if not 0 <= payload_id <= 255:
+        raise TypeError(f"{owner}: payload id {payload_id} is not a byte")
+    held = PAYLOAD_TAGS.setdefault(payload_id, owner)
+    if held != owner:
+        raise TypeError(f"{owner}: payload id {payload_id:#04x} is already {held}'s")
 
 
 class ByteWriter:
@@ -160,4 +170,4 @@ class ByteReader:
             raise DecodeError(f"{self.what}: {len(self.buf) - self.at} unexpected bytes after the last field")
 
 
-__all__ = ["ByteWriter", "ByteReader", "PAYLOAD_MAGIC"]
+__all__ = ["ByteWriter", "ByteReader", "PAYLOAD_MAGIC", "PAYLOAD_TAGS", "claim_tag"]

@@ -27,7 +27,7 @@ from ...errors import DecodeError
 from ...wire.bounds import message_bound_bits
 from ...wire.codecs import POSITION_CODECS, VALUE_CODECS
 from ...wire.encoder import WireFormat
-from ...wire.message import Message
+from ...wire.message import DENSE, SEEDED, SPARSE, Message
 from ..registry import Param, Part, PartContext, RoundContext
 
 
@@ -51,6 +51,13 @@ class Compressor(Part):
     uses_sparsity: bool = False  # whether the run's --sparsity sets how much is sent
     family: str = "other"  # for figures: dense | sparsifier | quantizer | sign | low-rank/sketch | other
     unbiased: bool = False  # E[decompress(compress(v))] = v over the compressor's own randomness
+    payload_tags: tuple[int, ...] = ()  # the frame.py payload ids it writes besides ``payload_id``
+
+    @classmethod
+    def wire_tags(cls) -> tuple[int, ...]:
+        """Every payload id (wire/frame.py tag) this compressor writes: checked unique at registration."""
+        own = getattr(cls, "payload_id", -1)
+        return tuple(cls.payload_tags) + ((own,) if own >= 0 else ())
 
     # ------------------------------------------------------------ client side
     def compress(self, v: torch.Tensor, ctx: RoundContext) -> list[Any]:
@@ -113,7 +120,12 @@ class Compressor(Part):
 
 class MessageCompressor(Compressor):
     """A compressor whose payload is a :class:`Message` (sparse, dense or seeded positions + values),
-    encoded by :class:`WireFormat` with its ``position_codec`` and ``value_codec`` parameters."""
+    encoded by :class:`WireFormat` with its ``position_codec`` and ``value_codec`` parameters.
+
+    ``message_kinds``: the kinds it sends (SPARSE, DENSE, SEEDED); its decoder accepts no other.
+    :meth:`known_counts`: the k_t both sides know (then they do not travel), or None."""
+
+    message_kinds: tuple[int, ...] = (SPARSE,)
 
     params = (
         Param("position_codec", str, "auto", "how positions travel; auto = the smallest per message (flarebench bits)",
@@ -126,8 +138,16 @@ class MessageCompressor(Compressor):
         super().__init__(ctx, **params)
         self.layout = ctx.layout
         self.sizes = tuple(self.layout.sizes)
-        self.wire = WireFormat(self.sizes, getattr(self, "position_codec", "auto"), self.value_codec)
         self._offsets: dict[Any, torch.Tensor] = {}
+        self.wire = self.make_wire()
+
+    def known_counts(self) -> tuple[int, ...] | None:
+        """Entries per tensor both sides know before the message (None: they travel in it)."""
+        return None
+
+    def make_wire(self) -> WireFormat:
+        return WireFormat(self.sizes, getattr(self, "position_codec", "auto"), self.value_codec,
+                          counts=self.known_counts(), kinds=self.message_kinds)
 
     def encode(self, payload: Message) -> bytes:
         return self.wire.encode(payload).data
@@ -185,7 +205,10 @@ class MessageCompressor(Compressor):
 
 class Sparsifier(MessageCompressor):
     """A MessageCompressor that sends ``k_t = tensor_k(n_t, density, rounding)`` entries per tensor,
-    the density coming from the run's ``--sparsity``."""
+    the density coming from the run's ``--sparsity``. ``fixed_k``: k_t is the same every round, so it
+    does not travel (a subclass whose k_t varies, e.g. DGC's warm-up, sets it False)."""
+
+    fixed_k: bool = True
 
     uses_sparsity = True
     family = "sparsifier"
@@ -198,6 +221,10 @@ class Sparsifier(MessageCompressor):
         super().__init__(ctx, **params)
         self.density = ctx.density
         self.counts = self.counts_at(self.density)
+        self.wire = self.make_wire()
+
+    def known_counts(self):
+        return getattr(self, "counts", None) if self.fixed_k else None
 
     def counts_at(self, density: float) -> tuple[int, ...]:
         """Entries sent per tensor at ``density``."""

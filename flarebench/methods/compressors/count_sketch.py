@@ -90,6 +90,7 @@ class CountSketch(Compressor):
     summary = "count sketch [rows, columns] of the whole update (shared seeded hashes); linear, so sketches add up"
     paper = "Rothchild et al., ICML 2020 (FetchSGD); Charikar et al. 2002 (count sketch)"
     uses_sparsity = True
+    payload_tags = (TAG,)
     params = (
         Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows); "
               f"hash codes + sketch at most {MAX_MODELS} times the model's memory or 64 MiB", unit="rows",

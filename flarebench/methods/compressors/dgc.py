@@ -75,6 +75,7 @@ class DGC(Sparsifier):
     name = "dgc"
     summary = "DGC's selection: warm-up densities, top-k threshold from a random sample, refined to k"
     paper = "Lin et al., ICLR 2018"
+    fixed_k = False  # the warm-up's k_t and the refined selection's (<= k) travel
     params = Sparsifier.params + (
         Param("warmup_rounds", int, 4, "rounds of exponentially decreasing density before the run's sparsity (0: none)",
               unit="rounds", check=non_negative, rule=">= 0", paper="Lin et al. 2018: 4 epochs, 75% ... 99.9%"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...wire.message import Message
+from ...wire.message import DENSE, Message
 from ..registry import register
 from .base import MessageCompressor
 
@@ -14,6 +14,7 @@ class Identity(MessageCompressor):
     summary = "every entry, dense (value codec fp32: 32 bits per entry)"
     paper = "McMahan et al., AISTATS 2017 (FedAvg)"
     params = tuple(p for p in MessageCompressor.params if p.name == "value_codec")  # no positions travel
+    message_kinds = (DENSE,)
 
     def compress(self, v, ctx):
         rows = v.detach().float().cpu()

@@ -3,18 +3,24 @@
 Quantizer (the paper's C_nat): an entry with ``2^a <= |t| < 2^(a+1)`` becomes ``sign(t) 2^a`` with
 probability ``(2^(a+1) - |t|) / 2^a`` and ``sign(t) 2^(a+1)`` otherwise, so ``E = t`` (variance at most
 ``t^2 / 8``, the paper's omega = 1/8); 0 stays 0. On float32 this drops the mantissa m (23 bits) and
-adds 1 to the exponent with probability ``m / 2^23``; it is done that way here, with a uniform
-32-bit integer per entry (up iff it is below ``m 2^9``), so the rounding probability is exact. Subnormal entries (|t| < 2^-126)
+adds 1 to the exponent with probability ``m / 2^23``; it is done that way here, on the update's device,
+with a uniform integer r in [0, 2^23) per entry (up iff r < m) from a torch generator on that device seeded
+by (run seed, round, client), so the rounding probability is exact. Subnormal entries (|t| < 2^-126)
 round to 0 or 2^-126 with the same rule (unbiased). Entries at or above 2^127 (never a model
 update) stay at 2^127 instead of overflowing to infinity.
 
-Wire (via :mod:`flarebench.wire.frame`), 9 bits per entry as in the paper (1 sign + the 8 exponent
-bits of float32; exponent 0 is the value 0, 1..254 the value 2^(e - 127), 255 never sent): 2-byte
-tag, the P sign bits (1 = negative; must be 0 for a zero), MSB first, zero-padded to a byte, then
-the P exponent bytes. Bits = ``16 + 8 ceil(P / 8) + 8 P``.
+Symbols: the exponent e (8 bits of float32: 0 is the value 0, 1..254 the value 2^(e - 127), 255 never
+sent) and, for e > 0, the sign. Wire (via :mod:`flarebench.wire.frame`), 2-byte tag, then
+``coder = ans`` (default): the number z of non-zero entries (varint), their z sign bits (1 = negative; in
+entry order, padded to a byte), then the P exponents entropy-coded against the message's exponent
+histogram (wire/entropy.py; its table travels): about ``P H(e) + z`` bits. ``coder = fixed``: 9 bits per
+entry as in the paper: the P sign bits (1 = negative; 0 for a zero) padded to a byte, then the P exponent
+bytes: ``16 + 8 ceil(P / 8) + 8 P`` bits.
+Host transfer per compress + encode: the P exponent bytes + z sign bits (<= 9 bits per entry).
 
 Floor (``bound_bits``): ``P H`` where H is the empirical entropy of the message's 9-bit symbols
-(sign, exponent) (<= 9, so always below the bytes). No scale travels.
+(sign, exponent) (<= 9). No scale travels. The ans coder is ``P H(e) + z`` >= ``P H(sign, e)``: the signs
+of a symmetric update are incompressible; within 1% of the floor on the zoo's mlp.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ import torch
 
 from ...errors import DecodeError
 from ...wire.bounds import empirical_entropy_bits
+from ...wire.entropy import decode_symbols, encode_symbols
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
-from .base import Compressor
-from .qsgd import row_chunks, uniform_bits
+from .quantizer import Quantizer, coder_param, generator_for
 
 MANTISSA_BITS = 23
 MAX_EXPONENT = 254  # 255 is inf / nan in float32
@@ -38,20 +44,31 @@ MAX_EXPONENT = 254  # 255 is inf / nan in float32
 @dataclass
 class NaturalPayload:
     """One client's natural-compression message: ``negative`` bool ``[P]`` and ``exponent`` uint8 ``[P]``
-    (0: the entry is 0; e in 1..254: magnitude 2^(e - 127))."""
+    (0: the entry is 0; e in 1..254: magnitude 2^(e - 127)); tensors on the update's device on the client,
+    on the host after decoding."""
 
-    negative: np.ndarray
-    exponent: np.ndarray
+    negative: torch.Tensor
+    exponent: torch.Tensor
+
+
+def pack_bits(bits: torch.Tensor) -> np.ndarray:
+    """bool ``[n]`` (any device) -> uint8 ``[ceil(n / 8)]`` on the host, MSB first, zero-padded (packed where the bits are)."""
+    extra = -bits.numel() % 8
+    b = bits.to(torch.uint8)
+    if extra:
+        b = torch.cat([b, torch.zeros(extra, dtype=torch.uint8, device=b.device)])
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=b.device)
+    return (b.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8).cpu().numpy()
 
 
 @register
-class Natural(Compressor):
+class Natural(Quantizer):
     name = "natural"
     family = "quantizer"
-    summary = "unbiased stochastic rounding of every entry to a power of two: sign + 8-bit exponent (9 bits)"
+    summary = "unbiased stochastic rounding of every entry to a power of two: sign + entropy-coded 8-bit exponent"
     paper = "Horvath et al., 2019 (arXiv 1905.10988)"
-    unbiased = True
     payload_id = 0x32
+    params = (coder_param("fixed", "the paper's 9 bits per entry (sign + exponent byte)"),)
 
     def __init__(self, ctx: PartContext, **params):
         super().__init__(ctx, **params)
@@ -59,49 +76,66 @@ class Natural(Compressor):
 
     # ------------------------------------------------------------ client side
     @staticmethod
-    def round_to_powers(x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``x`` float32 and uniform integers ``r`` in [0, 2^32) (uint32), same shape (``[K, P]`` or ``[P]``) ->
-        (negative bool, exponent uint8), that shape. Up iff ``r < m 2^9`` (m: the 23 mantissa bits): P = m / 2^23."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        bits = x.view(np.uint32)
-        exponent = (bits >> np.uint32(MANTISSA_BITS)).astype(np.uint8)  # the sign bit falls off
-        exponent += (bits << np.uint32(32 - MANTISSA_BITS)) > np.asarray(r, dtype=np.uint32)  # mantissa * 2^9 > r
-        if exponent.size and exponent.max() > MAX_EXPONENT:  # |x| >= 2^127 rounded up (never an update)
-            np.minimum(exponent, MAX_EXPONENT, out=exponent)
-        return np.logical_and(x < 0, exponent), exponent
+    def round_to_powers(x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` float32 and uniform integers ``r`` in [0, 2^23) (tensors or arrays, same shape and device) ->
+        (negative bool, exponent uint8), that shape, on x's device. Up iff ``r < m`` (m: the 23 mantissa bits):
+        probability m / 2^23."""
+        x = torch.as_tensor(x, dtype=torch.float32).contiguous()
+        bits = x.view(torch.int32)
+        mantissa = bits & ((1 << MANTISSA_BITS) - 1)
+        exponent = (bits >> MANTISSA_BITS) & 0xFF  # the sign bit falls off
+        exponent += torch.as_tensor(r, device=x.device).to(torch.int32) < mantissa
+        exponent.clamp_(max=MAX_EXPONENT)  # |x| >= 2^127 rounded up (never an update)
+        return (x < 0) & (exponent > 0), exponent.to(torch.uint8)
 
     def compress(self, v, ctx):
-        x = v.detach().float().cpu().numpy()
+        x = v.detach().float()
         out = []
-        for rows in row_chunks(x.shape[0], self.num_params):
-            r = uniform_bits([ctx.seed_for(k, self.name) for k in rows], self.num_params, 32)
-            negative, exponent = self.round_to_powers(x[rows.start : rows.stop], r)
-            out += [NaturalPayload(negative[i], exponent[i]) for i in range(len(rows))]
+        for row in range(x.shape[0]):
+            g = generator_for(ctx, row, self.name, x.device)
+            r = torch.randint(0, 1 << MANTISSA_BITS, (self.num_params,), generator=g, device=x.device, dtype=torch.int32)
+            out.append(NaturalPayload(*self.round_to_powers(x[row], r)))
         return out
 
     # ------------------------------------------------------------ bytes
     def encode(self, payload: NaturalPayload) -> bytes:
-        return ByteWriter().tag(self.payload_id).bits(payload.negative.view(np.uint8)).raw(payload.exponent.tobytes()).getvalue()
+        w = ByteWriter().tag(self.payload_id)
+        if self.entropy_coded:
+            signs = payload.negative[payload.exponent > 0]
+            w.varint(signs.numel()).raw(pack_bits(signs).tobytes())
+            encode_symbols(w, payload.exponent, MAX_EXPONENT + 1)
+            return w.getvalue()
+        return w.raw(pack_bits(payload.negative).tobytes()).raw(payload.exponent.cpu().numpy().tobytes()).getvalue()
 
     def decode(self, data: bytes) -> NaturalPayload:
         r = ByteReader(data, self.name)
         r.tag(self.payload_id)
         P = self.num_params
-        r.need((P + 7) // 8 + P)
-        negative = r.bits(P).astype(bool)
-        exponent = np.frombuffer(r.raw(P), dtype=np.uint8).copy()
-        r.end()
-        if np.any(exponent > MAX_EXPONENT):
-            raise DecodeError("natural: exponent 255 (inf/nan) is never sent")
-        if np.any(negative & (exponent == 0)):
-            raise DecodeError("natural: a zero entry with the sign bit set")
-        return NaturalPayload(negative, exponent)
+        if self.entropy_coded:
+            z = r.varint(max_value=P)
+            signs = r.bits(z).astype(bool)
+            exponent = decode_symbols(r, P, MAX_EXPONENT + 1)
+            nonzero = exponent > 0
+            if int(nonzero.sum()) != z:
+                raise DecodeError(f"natural: {z} signs for {int(nonzero.sum())} non-zero entries")
+            negative = np.zeros(P, dtype=bool)
+            negative[nonzero] = signs
+        else:
+            r.need((P + 7) // 8 + P)
+            negative = r.bits(P).astype(bool)
+            exponent = np.frombuffer(r.raw(P), dtype=np.uint8).copy()
+            r.end()
+            if np.any(exponent > MAX_EXPONENT):
+                raise DecodeError("natural: exponent 255 (inf/nan) is never sent")
+            if np.any(negative & (exponent == 0)):
+                raise DecodeError("natural: a zero entry with the sign bit set")
+        return NaturalPayload(torch.from_numpy(negative), torch.from_numpy(exponent))
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: NaturalPayload, device=None) -> torch.Tensor:
-        bits = (payload.negative.astype(np.uint32) << np.uint32(31)) | (payload.exponent.astype(np.uint32) << np.uint32(MANTISSA_BITS))
-        out = torch.from_numpy(bits.view(np.float32))
-        return out.to(device) if device is not None else out
+        neg = payload.negative.to(device).to(torch.int32)
+        exp = payload.exponent.to(device).to(torch.int32)
+        return ((neg << 31) | (exp << MANTISSA_BITS)).view(torch.float32)
 
     # ------------------------------------------------------------ accounting
     def nnz(self, payload: NaturalPayload) -> int:
@@ -109,12 +143,12 @@ class Natural(Compressor):
 
     def bound_bits(self, payload: NaturalPayload) -> float:
         """The empirical entropy of the P 9-bit symbols (sign, exponent)."""
-        symbols = payload.exponent.astype(np.uint16) | (payload.negative.astype(np.uint16) << np.uint16(8))
-        return empirical_entropy_bits(np.bincount(symbols, minlength=512))
+        symbols = payload.exponent.to(torch.int64) | (payload.negative.to(torch.int64) << 8)
+        return empirical_entropy_bits(torch.bincount(symbols, minlength=512).cpu().numpy())
 
     def host_bytes_bound(self, payload: NaturalPayload) -> int:
         """One byte per entry (its symbol, for the coder; issue 21)."""
         return self.num_params
 
 
-__all__ = ["Natural", "NaturalPayload"]
+__all__ = ["Natural", "NaturalPayload", "pack_bits"]

@@ -94,6 +94,7 @@ class PowerSGD(Compressor):
     summary = "rank-r power iteration per matrix: P = MQ up, orthonormal P-hat down, Q = M^T P-hat up; Q warm-started"
     paper = "Vogels et al., NeurIPS 2019"
     phases = 2
+    payload_tags = tuple(KINDS.values())
     params = (
         Param("rank", int, 2, "rank r of every matrix's approximation (min(n, m, r) per matrix)", unit="rank",
               check=positive, rule="> 0", paper="Vogels et al. 2019 (rank 2 on CIFAR-10)"),

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ...wire.message import Message
 from ...engine.seeds import derive, randperm_prefix
+from ...wire.message import SEEDED, Message
 from ..registry import Param, register
 from .base import Sparsifier
 
@@ -26,6 +26,7 @@ class RandK(Sparsifier):
     name = "randk"
     summary = "k = R n uniformly random positions per tensor from a shared seed (values only travel)"
     paper = "Stich et al., NeurIPS 2018; Wangni et al., NeurIPS 2018"
+    message_kinds = (SEEDED,)
     params = Sparsifier.params + (
         Param("scale", bool, False, "multiply by n/k at the server: unbiased (no extra bits)", paper="Wangni et al. 2018"),
     )

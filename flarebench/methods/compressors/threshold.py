@@ -7,8 +7,9 @@ values are what the server uses.
 - ``values = "tau"`` (default, the paper's): a sent entry is ``sign(v) * tau``: its position and one
   sign bit. ``tau`` is a parameter of the run, known to both sides, so it does not travel.
   Wire (:mod:`flarebench.wire.frame`): 2-byte tag, position codec id (1 byte), ``k_t`` per tensor
-  (varints), the positions' byte length L (varint), L bytes of positions (flarebench's position codecs,
-  ``position_codec``; ``auto`` = the smallest), then ``sum k_t`` sign bits (1 = positive), padded to a byte.
+  (varints: they depend on the data), the positions (flarebench's position codecs, ``position_codec``;
+  ``auto`` = the smallest; their length is what the sign bits leave), then ``sum k_t`` sign bits
+  (1 = positive), padded to a byte.
   Floor: ``sum_t log2 C(n_t, k_t) + sum_t k_t`` bits.
 - ``values = "exact"``: the entries' own values through ``value_codec`` (fp32: GRACE's ThresholdCompressor),
   as a sparse message of :class:`~flarebench.wire.encoder.WireFormat`.
@@ -88,7 +89,7 @@ class Threshold(MessageCompressor):
         w = ByteWriter().tag(self.payload_id).u8(codec.id)
         for k in payload.counts:
             w.varint(k)
-        return w.varint(len(data)).raw(data).bits(payload.values.numpy() > 0).getvalue()
+        return w.raw(data).bits(payload.values.numpy() > 0).getvalue()
 
     def decode(self, data: bytes) -> Message:
         if self.values == "exact":
@@ -103,10 +104,10 @@ class Threshold(MessageCompressor):
             raise DecodeError(f"{self.name}: unknown position codec id {codec_id}")
         counts = tuple(r.varint(max_value=n) for n in self.sizes)
         total = sum(counts)
-        length = r.varint(max_value=r.remaining)
-        if length + (total + 7) // 8 != r.remaining:  # before decoding or allocating anything sized by the message
-            raise DecodeError(f"{self.name}: message has {r.remaining} bytes after its header, its header implies "
-                              f"{length} + {(total + 7) // 8}")
+        length = r.remaining - (total + 7) // 8  # the positions: what the sign bits leave
+        if length < 0:  # before decoding or allocating anything sized by the message
+            raise DecodeError(f"{self.name}: message has {r.remaining} bytes after its header, its {total} signs "
+                              f"alone need {(total + 7) // 8}")
         codec = POSITION_CODECS_BY_ID[codec_id]
         pos = codec.decode(r.raw(length), self.sizes, counts)
         signs = r.bits(total)
