@@ -124,17 +124,13 @@ SETTINGS = {  # compressor -> (parameters, round): the settings whose cost diffe
     "threshold": [({"tau": 1.5}, 0), ({"tau": 1.5, "values": "exact"}, 0)],
     "randk": [({"scale": True}, 0)],
 }
-QUANTIZERS = {"qsgd", "terngrad", "natural"}  # their on-device work is issue 21a's
 
 
 def cases():
     load_parts()
     for name in sorted(REGISTRY["compressor"]):
         for params, round_idx in SETTINGS.get(name, [({}, 0)]):
-            marks = ()
-            if name in QUANTIZERS:  # they still copy the whole float update to the host (numpy); issue 21a moves them
-                marks = pytest.mark.xfail(strict=False, reason="issue-21a: qsgd/terngrad/natural compute on the host")
-            yield pytest.param(name, params, round_idx, marks=marks, id=f"{name}-{params}-r{round_idx}")
+            yield pytest.param(name, params, round_idx, id=f"{name}-{params}-r{round_idx}")
 
 
 @pytest.mark.parametrize("name,params,round_idx", list(cases()))

@@ -147,8 +147,9 @@ class Natural(Quantizer):
         return empirical_entropy_bits(torch.bincount(symbols, minlength=512).cpu().numpy())
 
     def host_bytes_bound(self, payload: NaturalPayload) -> int:
-        """One byte per entry (its symbol, for the coder; issue 21)."""
-        return self.num_params
+        """Nine bits per entry (its exponent byte, for the coder, and its sign bit) and the exponents'
+        histogram (at most 512 int64 counts)."""
+        return self.num_params + -(-self.num_params // 8) + 8 * 512
 
 
 __all__ = ["Natural", "NaturalPayload", "pack_bits"]
