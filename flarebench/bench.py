@@ -210,7 +210,7 @@ def bench(
     ``compile``: also time both engines with their step under ``torch.compile`` (warm-up round = compile
     time, not counted). ``progress(str)``: called before each measurement. ``lr``: client lr (None: the run default).
     """
-    from .runner import resolve_device
+    from .world import resolve_device
 
     dev = resolve_device(device)
     report = BenchReport(device_peak(dev))

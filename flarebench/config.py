@@ -29,18 +29,15 @@ class RunConfig:
     compressor: str | None = None
     memory: str | None = None
     aggregator: str | None = None
-    params: dict = dataclasses.field(default_factory=dict)  # {kind: {param: value}}; resolved: every declared param
+    params: dict = dataclasses.field(default_factory=dict)  # {kind: {param: value}}, all 7 kinds; resolved: every declared param
     downlink: str = "dense"  # dense: fp32 model to each participant | sparse: encoded update to every client
     # data and model
     dataset: str = "mnist-embedded"
     data_root: str = DEFAULT_DATA_ROOT
     download: bool = False
+    # a registered part name or an import reference (pkg.mod:Name, path/file.py:Name); parameters in params
     model: str = "mlp"
-    fc_linear: bool = False  # reference FC quirk: no activations
-    cnn_double_softmax: bool = False  # reference CNN quirk: softmax applied twice before the loss
-    vgg11_reference_relu: bool = False  # reference VGG-11 quirk: no ReLU after the 1st conv of its 256/512 blocks
     partition: str = "contiguous"
-    dirichlet_alpha: float = 0.5
     samples_per_client: int | None = None
     # federation
     clients: int = 10
@@ -62,6 +59,9 @@ class RunConfig:
     engine: str = "auto"  # auto | sequential | vectorized (engine/select.py)
     client_chunk: int | None = None  # vectorized engine: clients per vmapped batch (None: auto)
     backend: str = "local"  # local: the in-process loop | flower: Flower's simulation engine (backends/flower)
+    # what each user part (import reference or plug-in part) was when the run started: {kind: {reference, file,
+    # sha256 | module/plugin, distribution, version}} (references.source_of); filled by make_config, checked when given
+    sources: dict = dataclasses.field(default_factory=dict)
     out: str = "results"
     name: str | None = None
 
@@ -82,7 +82,16 @@ class RunConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
-PART_KINDS = ("regularizer", "compressor", "memory", "aggregator")
+PART_KINDS = ("regularizer", "compressor", "memory", "aggregator", "model", "dataset", "partition")  # registry.ALL_KINDS
+METHOD_KINDS, WORLD_KINDS = PART_KINDS[:4], PART_KINDS[4:]
+# RunConfig fields of earlier versions that are a part's parameter now: (kind, part, param). They still read
+# (TOML, make_config, config.json), as that part's parameter whenever it runs: [kind.PART] param = value.
+LEGACY_PART_KEYS = {
+    "fc_linear": ("model", "fc", "linear"),
+    "cnn_double_softmax": ("model", "cnn", "double_softmax"),
+    "vgg11_reference_relu": ("model", "vgg11", "reference_relu"),
+    "dirichlet_alpha": ("partition", "dirichlet", "alpha"),
+}
 TOML_SECTIONS_IGNORED_BY_RUN = {"sweep", "meta"}
 # keys of earlier versions, now part parameters: one line says where they went
 MOVED = {
@@ -113,8 +122,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config into ``{field: value}`` (keys may use dashes); unknown keys -> ConfigError.
 
     Top-level keys are RunConfig fields. Part tables ``[regularizer]``, ``[compressor]``, ``[memory]``,
-    ``[aggregator]`` hold an optional ``name`` (the part replacing the method's) and that part's
-    parameters (returned under ``params``). Tables named in TOML_SECTIONS_IGNORED_BY_RUN (``[sweep]``,
+    ``[aggregator]``, ``[model]``, ``[dataset]``, ``[partition]`` hold an optional ``name`` (the part) and that
+    part's parameters (returned under ``params``); keys of earlier versions in LEGACY_PART_KEYS read as the
+    parameter of their part (``fc-linear = true`` is ``[model.fc] linear = true``). Tables named in TOML_SECTIONS_IGNORED_BY_RUN (``[sweep]``,
     ``[meta]``) are for other commands and are returned under their own name.
     """
     p = Path(path)
@@ -139,6 +149,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             if "name" in table:
                 out[k] = table.pop("name")
             out.setdefault("params", {})[k] = table
+            continue
+        if k in LEGACY_PART_KEYS:
+            _merge(out.setdefault("params", {}), _legacy_param(k, value))
             continue
         if k not in FIELD_NAMES or k == "params":
             raise _unknown(k, f" in {p}", key)
@@ -169,6 +182,12 @@ def parse_param_options(items: list[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
+def _legacy_param(key: str, value: Any) -> dict:
+    """``{kind: {part: {param: value}}}`` for an earlier version's RunConfig field ``key`` (LEGACY_PART_KEYS)."""
+    kind, part, param = LEGACY_PART_KEYS[key]
+    return {kind: {part: {param: value}}}
+
+
 def _merge(into: dict, new: dict) -> None:
     """``into.update(new)``, merging nested tables (a part's parameters) instead of replacing them."""
     for k, v in new.items():
@@ -194,6 +213,10 @@ def make_config(toml_path: str | Path | None = None, **overrides) -> RunConfig:
         values.update({k: v for k, v in loaded.items() if k in FIELD_NAMES})
     for k, v in overrides.items():
         k = _norm_key(k)
+        if k in LEGACY_PART_KEYS:
+            if v is not None:
+                _merge(params, _legacy_param(k, v))
+            continue
         if k not in FIELD_NAMES:
             raise _unknown(k, "")
         if k == "params":
@@ -210,37 +233,76 @@ def make_config(toml_path: str | Path | None = None, **overrides) -> RunConfig:
         if f.name in values:
             setattr(cfg, f.name, _coerce(f, values[f.name]))
     validate(cfg)
+    from .references import absolute, check_sources, sources_of
+
+    for kind in PART_KINDS:  # a file reference's path, absolute: resume, Flower nodes and Ray workers find it anywhere
+        if getattr(cfg, kind):
+            setattr(cfg, kind, absolute(getattr(cfg, kind)))
     _resolve_parts(cfg, params)
+    cfg.sources = check_sources(cfg.sources, sources_of(cfg))  # a user part's file changed since the run started: error
+    from .world import check_fits
+
+    check_fits(cfg)  # before anything is loaded or created: e.g. mlp takes images, not tokens
     return cfg
 
 
 def _resolve_parts(cfg: RunConfig, params: dict[str, dict]) -> None:
-    """Fill ``cfg``'s part names and full parameter sets from its method (methods/presets.py)."""
-    from .methods.presets import check_combination, resolve
+    """Fill ``cfg``'s part names and full parameter sets: the method's parts from its preset
+    (methods/presets.py), the world's (model, dataset, partition) from their fields."""
+    from .methods.presets import check_combination, resolve, resolve_world
     from .methods.registry import part_class
 
     unknown = set(params) - set(PART_KINDS) - {"*"}
     if unknown:
         raise ConfigError(f"unknown part kind '{sorted(unknown)[0]}' in params (choose from: {', '.join(PART_KINDS)})")
-    chosen = {kind: getattr(cfg, kind) for kind in PART_KINDS}
+    chosen = {kind: getattr(cfg, kind) for kind in METHOD_KINDS}
     names, _ = resolve(cfg.method, chosen, {})
+    names.update({kind: getattr(cfg, kind) for kind in WORLD_KINDS})
     for name, value in params.pop("*", {}).items():  # -p PARAM=VALUE: the one part that declares PARAM
         owners = [k for k in PART_KINDS if any(p.name == _norm_key(name) for p in part_class(k, names[k]).params)]
         if len(owners) != 1:
             why = "no part of this run declares it" if not owners else f"declared by {' and '.join(owners)}: say which"
-            raise ConfigError(f"-p {name}: {why} (use -p KIND.{name}=VALUE; `flarebench methods` lists parameters)")
+            raise ConfigError(f"-p {name}: {why} (use -p KIND.{name}=VALUE; `flarebench parts` lists parameters)")
         params.setdefault(owners[0], {})[name] = value
     names, resolved = resolve(cfg.method, chosen, params)
-    for kind in PART_KINDS:
+    for kind in METHOD_KINDS:
         setattr(cfg, kind, names[kind])
+    resolved.update(resolve_world({kind: getattr(cfg, kind) for kind in WORLD_KINDS}, params))
     cfg.params = resolved
     check_combination(cfg)
 
 
 def upgrade_config(config: dict) -> dict:
-    """A config.json ``config`` of an earlier version (flat ``ef``, ``flare_tau0``, ``value_codec``, ...,
-    no parts) in this version's form: parts named, their parameters under ``params``. Others: as they are.
-    A method or value this version cannot resolve is left as it is (the caller reports what it needs)."""
+    """A config.json ``config`` of an earlier version in this version's form: method parts named with their
+    parameters under ``params`` (versions with flat ``ef``, ``flare_tau0``, ``value_codec``, ...), and the
+    world parts' parameters under ``params.model`` / ``.dataset`` / ``.partition`` (versions with RunConfig
+    fields ``fc_linear``, ``dirichlet_alpha``, ...: LEGACY_PART_KEYS). Others: as they are. A method or
+    value this version cannot resolve is left as it is (the caller reports what it needs)."""
+    return _upgrade_world(_upgrade_methods(config))
+
+
+def _upgrade_world(config: dict) -> dict:
+    """``config`` with ``params`` for the world kinds, from the LEGACY_PART_KEYS it has (dropped)."""
+    params = config.get("params")
+    if not isinstance(params, dict) or all(kind in params for kind in WORLD_KINDS):
+        return config
+    from .methods.presets import resolve_world
+
+    legacy: dict = {}
+    for key, value in config.items():
+        if _norm_key(key) in LEGACY_PART_KEYS:
+            _merge(legacy, _legacy_param(_norm_key(key), value))
+    names = {kind: config.get(kind, getattr(RunConfig, kind)) for kind in WORLD_KINDS}
+    try:
+        world = resolve_world(names, legacy)
+    except (ConfigError, TypeError):
+        return config
+    out = {k: v for k, v in config.items() if _norm_key(k) not in LEGACY_PART_KEYS}
+    return {**out, "params": {**params, **{k: v for k, v in world.items() if k not in params}}}
+
+
+def _upgrade_methods(config: dict) -> dict:
+    """``config`` with its method's parts named and their parameters under ``params`` (no-op if it has them)."""
     if "params" in config or not isinstance(config.get("method"), str):
         return config
     from .methods.presets import method_names, resolve
@@ -302,19 +364,13 @@ def _coerce(f: dataclasses.Field, value: Any) -> Any:
 
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError with one clear sentence for the first invalid value."""
-    from .data.datasets import DATASETS
-    from .data.partition import PARTITIONS
     from .methods.presets import method_names
-    from .models import MODELS
 
     def one_of(name: str, value: str, allowed) -> None:
         if value not in allowed:
             raise ConfigError(f"unknown {name} '{value}' (choose from: {', '.join(sorted(allowed))})")
 
     one_of("method", cfg.method, method_names())
-    one_of("dataset", cfg.dataset, DATASETS)
-    one_of("model", cfg.model, MODELS)
-    one_of("partition", cfg.partition, PARTITIONS)
     one_of("downlink", cfg.downlink, {"dense", "sparse"})
     one_of("device", cfg.device, {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)})
     one_of("engine", cfg.engine, {"auto", "sequential", "vectorized"})
@@ -350,17 +406,12 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.momentum >= 1:
         raise ConfigError(f"momentum must be < 1, got {cfg.momentum}")
-    if not cfg.dirichlet_alpha > 0:
-        raise ConfigError(f"dirichlet-alpha must be > 0, got {cfg.dirichlet_alpha}")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be an integer in [0, 2^63), got {cfg.seed}")
     if cfg.name is not None:
         from .rundir import check_run_name
 
         check_run_name(cfg.name)
-    from .models import check_fits
-
-    check_fits(cfg.model, cfg.dataset)  # before anything is loaded or created: e.g. mlp takes images, not tokens
 
 
 def default_name(cfg: RunConfig, stamp: str) -> str:
@@ -369,8 +420,10 @@ def default_name(cfg: RunConfig, stamp: str) -> str:
     (``flare+stc-s0.999-...``)."""
     from .methods.presets import method_label, uses_sparsity
 
+    from .references import short
+
     sparsity = f"-s{cfg.sparsity:g}" if uses_sparsity(cfg) else ""
-    return f"{method_label(cfg)}{sparsity}-{cfg.dataset}-{cfg.model}-{stamp}"
+    return f"{method_label(cfg)}{sparsity}-{short(cfg.dataset)}-{short(cfg.model)}-{stamp}"
 
 
 __all__ = ["RunConfig", "make_config", "load_toml", "validate", "default_name", "upgrade_config", "parse_param_options"]

@@ -1,6 +1,8 @@
-"""The Python API behind ``flarebench run``: set a run up, run its rounds, write its results.
+"""A run's setup and its rounds: :func:`setup` (world + parts + federation), :func:`execute` (the rounds,
+the metrics and checkpoints written). Backends are chosen by the launcher (launch.py), which every entry
+point calls; this module knows no backend.
 
-    from flarebench import make_config, run
+    from flarebench import make_config, run   # run is launch.run
     result = run(make_config(method="flare", sparsity=0.999, rounds=20))
     result.final_accuracy, result.total_uplink_bits, result.path
 """
@@ -8,6 +10,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,31 +21,15 @@ import torch
 
 from . import __version__
 from .config import RunConfig, default_name
-from .data import Dataset, load_dataset, partition
+from .data import Dataset
 from .engine.round import Federation, RoundStats
-from .engine.seeds import derive
 from .errors import ConfigError
 from .flat import Layout
 from .methods.presets import build_parts, get_preset
-from .models import ModelOptions, build_model
-from .checkpoint import Checkpointer, Resumed, pin_engine, resume_run
+from .checkpoint import Checkpointer, Resumed, resume_run
 from .rundir import locked_run
+from .world import build_world
 from .results import COLUMNS, RunWriter, check_new_run_dir, check_writable, git_commit
-
-
-DEVICES = {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; asking for cuda without one, or for another device
-    (e.g. ``tpu``), is a ConfigError."""
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device '{name}' (choose from: auto, cpu, cuda, cuda:N)")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name} requested but no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
 
 
 @dataclass
@@ -75,30 +62,13 @@ class Setup:
         }
 
 
-def build_world(cfg: RunConfig) -> tuple[torch.device, Dataset, list[torch.Tensor], torch.nn.Module]:
-    """The device, the data (on it), every client's sample rows and the model with its seeded initial
-    weights, in the one order every backend builds them (so a Flower node builds what a local run does)."""
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    data = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
-    clients = partition(
-        data.y_train, cfg.partition, cfg.clients, cfg.seed, cfg.samples_per_client, cfg.dirichlet_alpha, data.natural_clients
-    )
-    data = data.to(device)
-    torch.manual_seed(derive(cfg.seed, "init"))
-    model = build_model(cfg.model, data.input_shape, data.num_classes, ModelOptions.from_config(cfg)).to(device)
-    return device, data, clients, model
-
-
 def setup(cfg: RunConfig) -> Setup:
     """Load data, build the model, the method's parts and the federation (seeded by ``cfg.seed``)."""
-    device, data, clients, model = build_world(cfg)
-    layout = Layout.of(model)
-    parts = build_parts(cfg, layout, device)
-    fed = Federation(cfg, model, layout, parts, data, clients, device)
-    return Setup(cfg, device, data, layout, fed)
+    w = build_world(cfg)
+    layout = Layout.of(w.model)
+    parts = build_parts(cfg, layout, w.device)
+    fed = Federation(cfg, w.model, layout, parts, w.data, w.clients, w.device)
+    return Setup(cfg, w.device, w.data, layout, fed)
 
 
 @dataclass
@@ -119,39 +89,34 @@ class RunResult:
         return self.rows[-1]["cumulative_uplink_bits"] if self.rows else 0
 
 
-def run(
-    cfg: RunConfig,
+def execute(
+    s: Setup,
     *,
     on_round: Callable[[dict, RoundStats | None], None] | None = None,
     overwrite: bool = False,
-    prepared: Setup | None = None,
     resume: str | Path | None = None,
     checkpoint_every: int | None = None,
 ) -> RunResult:
-    """Run ``cfg.rounds`` rounds and write ``cfg.out/NAME/{config.json,metrics.csv,checkpoint.pt}``.
+    """Run the rounds of a set-up run ``s`` (``s.cfg`` named and its output checked: launch.prepare) and write
+    ``OUT/NAME/{config.json,metrics.csv,checkpoint.pt}``. The launcher (launch.py) calls this for every backend:
+    ``s.federation`` is the local Federation or a backend's (Flower's) with the same interface.
 
     ``on_round(row, stats)`` is called after each row is written (row 0: initial model, stats None).
-    ``resume``: an interrupted run's directory; ``cfg`` must be its config (checkpoint.resume_config);
+    ``resume``: an interrupted run's directory; ``s.cfg`` must be its config (checkpoint.resume_config);
     it continues after its checkpoint; with more ``cfg.rounds`` than the run had, it extends the run
     (a complete one too). ``checkpoint_every``: save the state every N rounds (None: auto, at most
     ~2.4% of run time (1/41)); the state after the last round is kept in checkpoint.pt for extending.
-    Bad input raises a FlarebenchError before anything is written.
     """
-    if cfg.backend == "flower" and prepared is None:  # Flower's simulation engine runs the rounds (backends/flower)
-        from .backends.flower.simulation import run_simulated
-
-        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every)
-    check_output(cfg, overwrite, resume)
-    Checkpointer.check_every(checkpoint_every)
-    s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
-    name = cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S"))
-    cfg = s.cfg = cfg.replace(name=name)
-    writer, resumed = _open_writer(s, Path(cfg.out).expanduser() / name, overwrite, resume)
+    cfg = s.cfg
+    if not cfg.name:
+        raise ValueError("runner.execute needs a named config (launch.prepare stamps the default name)")
+    writer, resumed = _open_writer(s, Path(cfg.out).expanduser() / cfg.name, overwrite, resume)
     saver = Checkpointer(writer.dir, checkpoint_every)
     if resumed:
         saver.saved_round = resumed.checkpoint.round
     fed, t0 = s.federation, time.perf_counter() - (resumed.checkpoint.elapsed_s if resumed else 0.0)
     rows: list[dict] = list(resumed.rows) if resumed else []
+    discard: Path | None = None
     up, down = (rows[-1]["cumulative_uplink_bits"], rows[-1]["cumulative_downlink_bits"]) if resumed else (0, 0)
     try:
         if not resumed:
@@ -197,11 +162,20 @@ def run(
         writer.set_status("complete", wall_time_s=time.perf_counter() - t0, **saver.summary())
     except BaseException as e:  # Ctrl-C -> "interrupted", an error -> "failed"; resumable from the checkpoint
         writer.set_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", **saver.summary())
+        if isinstance(e, ConfigError) and not resumed and (not rows or rows[-1]["round"] == 0):
+            discard = writer.dir  # bad input found by the first round (a user compressor's wire check): leave nothing
         raise
     finally:
         writer.close()
         saver.close()
+        if discard is not None:
+            shutil.rmtree(discard, ignore_errors=True)
     return RunResult(writer.dir, rows, time.perf_counter() - t0)
+
+
+def stamp_name(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its default name (method, sparsity, dataset, model, start time) where it has none."""
+    return cfg if cfg.name else cfg.replace(name=default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
 
 
 def check_output(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None = None) -> None:

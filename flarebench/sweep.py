@@ -146,16 +146,16 @@ def run_state(cfg: RunConfig) -> str:
 
 def _can_resume(cfg: RunConfig) -> bool:
     """Whether the runner offers resuming and this run has a checkpoint to resume from."""
-    from . import runner
+    from . import launch
 
-    return "resume" in inspect.signature(runner.run).parameters and (Path(cfg.out) / cfg.name / CHECKPOINT_FILE).is_file()
+    return "resume" in inspect.signature(launch.run).parameters and (Path(cfg.out) / cfg.name / CHECKPOINT_FILE).is_file()
 
 
 def execute(cfg: RunConfig, action: str, threads: int | None = None) -> dict:
     """Run (``run``/``restart``) or resume one grid point; returns a summary dict. Used in worker processes."""
     import torch
 
-    from .runner import run
+    from .launch import run
 
     if threads:
         torch.set_num_threads(threads)

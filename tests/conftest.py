@@ -79,3 +79,82 @@ def lock_held_elsewhere(run_dir):
     finally:
         holder.kill()
         holder.wait()
+
+
+PLUGIN = '''"""A tiny flarebench plug-in for the tests: a compressor, a model and a preset."""
+import math
+
+import torch
+from torch import nn
+
+from flarebench.methods.compressors.base import Compressor
+from flarebench.methods.presets import preset
+from flarebench.methods.registry import Param, positive, register
+from flarebench.models.base import ModelPart
+
+
+@register
+class Half(Compressor):
+    name = "plug-half"
+    summary = "every entry as fp16 (16 bits per entry)"
+
+    def compress(self, v, ctx):
+        return [row.detach().to(torch.float16).cpu() for row in v]
+
+    def encode(self, payload):
+        return payload.numpy().tobytes()
+
+    def decode(self, data):
+        return torch.frombuffer(bytearray(data), dtype=torch.float16)
+
+    def decompress(self, payload, device=None):
+        return payload.float().to(device)
+
+    def nnz(self, payload):
+        return payload.numel()
+
+    def bound_bits(self, payload):
+        return 16.0 * payload.numel()
+
+
+@register
+class Tiny(ModelPart):
+    name = "plug-tiny"
+    summary = "flatten, dense width + tanh, dense classes"
+    inputs = ("images", "vectors")
+    params = (Param("width", int, 16, "hidden width", check=positive, rule="> 0"),)
+
+    def build(self, input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), self.width), nn.Tanh(),
+                             nn.Linear(self.width, num_classes))
+
+
+preset("plug-half-ef", "fp16 entries with error feedback (a plug-in's preset)", "the test plug-in",
+       compressor="plug-half", memory="residual")
+'''
+
+
+def plugin_site(root: Path, broken: bool = False) -> Path:
+    """A directory to put on PYTHONPATH holding the installed plug-in ``fbplug`` 0.1 (a hand-written
+    .dist-info with its ``flarebench.parts`` entry point), and with ``broken`` a second one whose module
+    does not exist."""
+    site = root / "site"
+    (site / "fbplug").mkdir(parents=True, exist_ok=True)
+    (site / "fbplug" / "__init__.py").write_text(PLUGIN)
+    dists = [("fbplug", "fbplug")] + ([("fbbroken", "fbbroken_not_there")] if broken else [])
+    for dist, module in dists:
+        info = site / f"{dist}-0.1.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[flarebench.parts]\n{dist} = {module}\n")
+        (info / "top_level.txt").write_text(f"{module}\n")
+    return site
+
+
+def env_with(*paths, **extra) -> dict:
+    """os.environ with ``paths`` (and this checkout) first on PYTHONPATH, one torch thread, and ``extra``."""
+    import os
+
+    repo = str(Path(__file__).resolve().parents[1])
+    python_path = os.pathsep.join([*map(str, paths), repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", **extra}

@@ -7,7 +7,10 @@ from torch.func import functional_call, vmap
 
 from flarebench import ConfigError, make_config
 from flarebench.flat import Layout
-from flarebench.models import VGG_BLOCKS, CharGRU, ModelOptions, build_model, num_params_for
+from flarebench.models import build_model
+from flarebench.models.gru import CharGRU
+from flarebench.models.vgg import VGG_BLOCKS
+from flarebench.world import num_params_for
 
 
 def vgg_params(variant: str, in_ch: int = 3, classes: int = 10, hw: int = 32) -> int:
@@ -52,15 +55,18 @@ def test_vgg_shapes(variant, convs):
 
 def test_vgg11_reference_quirk_drops_three_relus():
     default = meta_model("vgg11", (3, 32, 32), 10)
-    quirk = meta_model("vgg11", (3, 32, 32), 10, ModelOptions(vgg11_reference_relu=True))
+    quirk = meta_model("vgg11", (3, 32, 32), 10, {"reference_relu": True})
     relus = lambda m: sum(isinstance(x, nn.ReLU) for x in m.modules())  # noqa: E731
     assert relus(default) == 8 + 2 and relus(quirk) == 8 + 2 - 3
     # layer order in the 256 block: conv, conv, relu
     mods = list(quirk)
     i = next(k for k, x in enumerate(mods) if isinstance(x, nn.Conv2d) and x.out_channels == 256)
     assert [type(x) for x in mods[i : i + 3]] == [nn.Conv2d, nn.Conv2d, nn.ReLU]
-    # the flag only changes VGG-11
-    assert relus(meta_model("vgg16", (3, 32, 32), 10, ModelOptions(vgg11_reference_relu=True))) == 13 + 2
+    # the switch is VGG-11's only; the legacy config key still reads, as VGG-11's parameter
+    with pytest.raises(ConfigError, match="model 'vgg16' has no parameter 'reference_relu'"):
+        meta_model("vgg16", (3, 32, 32), 10, {"reference_relu": True})
+    assert make_config(model="vgg16", dataset="cifar10", vgg11_reference_relu=True).params["model"] == {}
+    assert make_config(model="vgg11", dataset="cifar10", vgg11_reference_relu=True).params["model"] == {"reference_relu": True}
 
 
 def test_vgg_forward_and_too_small_images():
@@ -119,7 +125,7 @@ def test_cnn_double_softmax_quirk_is_the_reference_loss():
     """Same weights: the quirk's loss is -log softmax(softmax(z))_y, its gradient much smaller; argmax unchanged."""
     torch.manual_seed(0)
     sound = build_model("cnn", (1, 28, 28), 10)
-    quirk = build_model("cnn", (1, 28, 28), 10, ModelOptions(cnn_double_softmax=True))
+    quirk = build_model("cnn", (1, 28, 28), 10, {"double_softmax": True})
     quirk.load_state_dict(sound.state_dict())
     assert count(quirk) == count(sound) == 582_026
     x, y = torch.randn(8, 1, 28, 28), torch.arange(8)

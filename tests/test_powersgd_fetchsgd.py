@@ -316,7 +316,7 @@ def test_decoders_of_huge_layouts_check_lengths_before_allocating():
 
 def test_powersgd_learns_tiny_setting(tiny_config):
     """mlp on 4 clients x 200 samples, 25 rounds at the defaults (rank 2, residual memory)."""
-    from flarebench.runner import run
+    from flarebench import run
 
     result = run(tiny_config(method="powersgd", rounds=25, eval_every=25))
     assert result.final_accuracy >= 0.75, result.final_accuracy
@@ -519,7 +519,7 @@ def test_fetchsgd_seam_bits_and_stateless_clients(tiny_config):
 def test_fetchsgd_learns_tiny_setting_at_the_papers_k(tiny_config):
     """mlp on 4 clients x 200 samples, 25 rounds, paper defaults (5 rows, 10 k columns, rho 0.9) at --sparsity 0.99:
     k = 1% of the model, as the paper's CIFAR-10 runs (k = 50,000 of 6.5M). At 0.999 (k = 80) it does not learn."""
-    from flarebench.runner import run
+    from flarebench import run
 
     result = run(tiny_config(method="fetchsgd", sparsity=0.99, rounds=25, eval_every=25))
     assert result.final_accuracy >= 0.7, result.final_accuracy
@@ -528,7 +528,7 @@ def test_fetchsgd_learns_tiny_setting_at_the_papers_k(tiny_config):
 @pytest.mark.parametrize("method,sparsity", [("powersgd", 0.999), ("fetchsgd", 0.99)])
 def test_server_state_survives_resume(tiny_config, method, sparsity):
     """Warm-start Q (powersgd) and S_u, S_e (fetchsgd) live in the checkpoint: 2 rounds + 2 resumed = 4 rounds."""
-    from flarebench.runner import run
+    from flarebench import run
 
     cfg = tiny_config(method=method, sparsity=sparsity, rounds=2, eval_every=1, samples_per_client=100, name="short")
     run(cfg)

@@ -313,3 +313,40 @@ def test_a_port_that_accepts_and_never_answers_is_bounded():
         port = silent.getsockname()[1]
         with pytest.raises(ConfigError, match=r"no Ray cluster answers at 127.0.0.1:\d+ \(nothing answered within 0.5 s\)"):
             probe_grpc("127.0.0.1", port, f"127.0.0.1:{port}", timeout=0.5)
+
+
+PLUGIN_GRID = """clients = 3
+samples-per-client = 40
+batch-size = 20
+rounds = 3
+eval-every = 1
+device = "cpu"
+engine = "sequential"
+[model]
+name = "plug-tiny"
+width = 8
+[sweep]
+methods = ["plug-half-ef", "topk-ef"]
+sparsities = [0.99]
+seeds = [0]
+"""
+
+
+def test_plugin_parts_reach_the_ray_workers(ray_head, tmp_path):
+    """A plug-in installed only on the driver's PYTHONPATH (not the head's): its preset, compressor and model
+    run in Ray workers (the sweep's runtime environment carries the path) and equal a local sweep."""
+    from conftest import env_with, plugin_site
+
+    site = plugin_site(tmp_path)
+    config = tmp_path / "plugin.toml"
+    config.write_text(PLUGIN_GRID)
+    sweep = [sys.executable, "-m", "flarebench", "sweep", str(config)]
+    for where, extra in (("local", []), ("ray", ["--ray", ray_head])):
+        done = subprocess.run([*sweep, *extra, "--out", str(tmp_path / where)], env=env_with(site), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    names = sorted(p.name for p in (tmp_path / "ray").iterdir() if (p / "metrics.csv").is_file())
+    assert names == ["plug-half-ef-seed0", "topk-ef-s0.99-seed0"], names
+    assert_same_runs(tmp_path / "ray", tmp_path / "local", names, compare=False)
+    m = metrics(tmp_path / "ray" / "plug-half-ef-seed0")
+    assert (m["uplink_bits"][1:] == 3 * 16 * (784 * 8 + 8 + 8 * 10 + 10)).all()  # fp16 entries of the width-8 model

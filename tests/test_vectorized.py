@@ -109,13 +109,11 @@ def test_engine_cnn_short():
 
 
 def test_engine_char_gru():
-    """The hand-written GRU cell of models.py (vmappable, no fallback): [B, T] tokens, logits per position."""
-    from flarebench import models
+    """The hand-written GRU cell of models/gru.py (vmappable, no fallback): [B, T] tokens, logits per position."""
+    from flarebench.models.gru import CharGRU
 
-    if not hasattr(models, "CharGRU"):
-        pytest.skip("models.CharGRU not present")
     torch.manual_seed(0)
-    model = models.CharGRU(12, 6, 10)
+    model = CharGRU(12, 6, 10)
     layout = Layout.of(model)
     w = layout.flatten(model)
     x, y = torch.randint(0, 12, (40, 7)), torch.randint(0, 12, (40, 7))

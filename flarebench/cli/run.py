@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from datetime import datetime
 
 from ..config import RunConfig, default_name, parse_param_options
 from ..progress import RunProgress
@@ -48,7 +47,7 @@ def run_command(
     cnn_double_softmax: Optional[bool] = typer.Option(None, "--cnn-double-softmax/--cnn-softmax", help="Reference quirk: the CNN's loss is cross-entropy of softmax(softmax(logits)), as the authors' code (slower learning, smaller gradients). \\[default: cnn-softmax]", rich_help_panel=_DATA),
     vgg11_reference_relu: Optional[bool] = typer.Option(None, "--vgg11-reference-relu/--vgg11-relu", help="Reference quirk: VGG-11 without ReLU after the first conv of its 256/512 blocks. \\[default: vgg11-relu]", rich_help_panel=_DATA),
     partition: Optional[str] = typer.Option(None, help=f"contiguous (paper) | iid | dirichlet | shards | natural. \\[default: {D.partition}]", rich_help_panel=_DATA),
-    dirichlet_alpha: Optional[float] = typer.Option(None, help=f"Dirichlet concentration; smaller = more skewed labels. \\[default: {D.dirichlet_alpha}]", rich_help_panel=_DATA),
+    dirichlet_alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration; smaller = more skewed labels (same as -p partition.alpha=V). \\[default: 0.5]", rich_help_panel=_DATA),
     samples_per_client: Optional[int] = typer.Option(None, help="Samples per client. \\[default: training set / clients]", rich_help_panel=_DATA),
     clients: Optional[int] = typer.Option(None, help=f"Clients in the federation. \\[default: {D.clients} clients]", rich_help_panel=_FED),
     clients_per_round: Optional[int] = typer.Option(None, help="Clients drawn uniformly each round. \\[default: all clients]", rich_help_panel=_FED),
@@ -76,9 +75,9 @@ def run_command(
 ) -> None:
     """Run one federated training job and write OUT/NAME/config.json and metrics.csv (one row per round)."""
     from ..config import make_config
-    from ..runner import check_output, run, setup
+    from ..launch import prepare, run
 
-    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "check_output", "run", "setup", "resume", "checkpoint_every", "param"}}
+    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "prepare", "run", "resume", "checkpoint_every", "param"}}
     overrides["params"] = parse_param_options(param) or None
     if config is not None and resume is None:  # after `overrides`: its locals() are the options
         from .app import check_config_path
@@ -86,23 +85,22 @@ def run_command(
         check_config_path(config)  # a directory or /dev/null is said as such, not as "not found"
     cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
-        from ..models import num_params_for
+        from ..world import num_params_for
 
         run_dir = Path(cfg.out) / (cfg.name or default_name(cfg, "YYYYMMDD-HHMMSS"))  # the stamp is the start time
         typer.echo(json.dumps({"config": cfg.to_dict(), "num_params": num_params_for(cfg), "run_dir": str(run_dir)}, indent=2))
         return
-    check_output(cfg, overwrite, resume)  # before the data is loaded and the engines timed
-    prepared = setup(cfg) if cfg.backend == "local" else None  # flower: its ServerApp sets the run up (runner.run)
-    if not quiet and prepared is not None:
-        typer.echo(f"engine: {prepared.federation.engine_choice.describe()}")
-
-    cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
-    if prepared is not None:
-        prepared.cfg = cfg
+    cfg = prepare(cfg, overwrite, resume, checkpoint_every)  # before the data is loaded and the engines timed
     run_dir = resume or Path(cfg.out).expanduser() / cfg.name
+
+    def show_engine(s) -> None:
+        if not quiet:
+            typer.echo(f"engine: {s.federation.engine_choice.describe()}")
+
     try:
         with RunProgress(cfg.rounds, quiet=quiet) as progress:
-            result = run(cfg, on_round=progress, overwrite=overwrite, prepared=prepared, resume=resume, checkpoint_every=checkpoint_every)
+            result = run(cfg, on_round=progress, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                         on_setup=show_engine, checked=True)
     except KeyboardInterrupt:
         typer.echo(f"flarebench: interrupted; continue with: flarebench run --resume {run_dir}", err=True)
         raise typer.Exit(130) from None

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..methods.registry import register
+from .base import Dataset, DatasetPart, DataSpec
 
 ASSET_MD5 = "6fb458f1232090904fb40fe944165e91"
 SEQ_LEN = 100  # characters per sample (input and target)
@@ -102,10 +104,21 @@ def build_clients(min_sequences: int = MIN_SEQUENCES) -> list[tuple[str, np.ndar
     return kept
 
 
-def load_shakespeare(root: str | None = None, download: bool = False):
-    """The ``shakespeare`` Dataset: int64 ``x``/``y`` ``[N, 100]``, 65 classes, one natural client per role."""
-    from .datasets import Dataset
+@register
+class Shakespeare(DatasetPart):
+    """Tiny Shakespeare by speaking role (shipped, offline): next-character prediction, one natural client per role."""
 
+    name = "shakespeare"
+    summary = "tiny Shakespeare by speaking role: int64 [N, 100] characters, next-character targets, 141 natural clients"
+    paper = "LEAF (Caldas et al. 2018), built from Karpathy's tiny Shakespeare"
+    data_spec = DataSpec((SEQ_LEN,), len(VOCAB), "tokens", natural=True)
+
+    def load(self, root: str, download: bool, seed: int) -> Dataset:
+        return load_shakespeare()
+
+
+def load_shakespeare() -> Dataset:
+    """The ``shakespeare`` Dataset: int64 ``x``/``y`` ``[N, 100]``, 65 classes, one natural client per role."""
     clients = build_clients()
     train = np.concatenate([c[1] for c in clients])
     test = np.concatenate([c[2] for c in clients])

@@ -29,6 +29,32 @@ from .sequential import LocalSpec
 State = dict[str, torch.Tensor]
 
 
+def check_wire(compressor, payload: Any, data: Any) -> None:
+    """ConfigError (one line naming the compressor) unless ``data = encode(payload)`` is ``bytes`` whose
+    decoding is the payload: ``decompress(decode(data))`` equals ``decompress(payload)`` exactly and
+    re-encoding gives the same bytes; and its stated floor ``bound_bits`` is at most the ``8 * len(data)``
+    bits counted. flarebench counts every message as ``8 * len(bytes)``: a user's compressor is held to it."""
+    from ..errors import ConfigError
+
+    name = compressor.name
+    if not isinstance(data, bytes):
+        raise ConfigError(f"compressor {name}: encode() must return bytes (bits are counted as 8 * len(bytes)), "
+                          f"got {type(data).__name__}")
+    back = compressor.decode(data)
+    again = compressor.encode(back)
+    try:
+        same = torch.equal(compressor.decompress(payload), compressor.decompress(back))
+    except NotImplementedError:  # a multi-phase compressor's first payload may not decompress alone
+        same = True
+    if not same or again != data:
+        raise ConfigError(f"compressor {name}: decode(encode(x)) changes the payload "
+                          f"({'decompressed values differ' if not same else f're-encoding gives {len(again)} bytes, not the {len(data)} sent'})")
+    floor = compressor.bound_bits(payload)
+    if floor > 8 * len(data):
+        raise ConfigError(f"compressor {name}: states a floor of {floor:g} bits (bound_bits) above the "
+                          f"{8 * len(data)} bits of its {len(data)} bytes")
+
+
 @dataclass
 class ClientRound:
     """A round in progress on the client side, for clients ``ids`` (rows k = 0..K-1)."""
@@ -61,6 +87,10 @@ class ClientSide:
             cfg, model, layout, parts.regularizer, x, y, ordered, self.spec
         )
         self.keeps_momentum = bool(cfg.keep_optimizer_state and cfg.momentum)
+        from ..references import source_of
+
+        # a user's compressor (import reference or plug-in): its wire format is checked once, on its first message
+        self.check_wire = source_of("compressor", parts.compressor.name) is not None
 
     # ------------------------------------------------------------------ state
     def initial_state(self) -> State:
@@ -109,7 +139,11 @@ class ClientSide:
         compressor = self.parts.compressor
         rnd.broadcasts.append(None if broadcast is None else compressor.decode(broadcast))
         payloads = compressor.compress_phase(phase, rnd.v, rnd.broadcasts, self.context(rnd.round_idx, rnd.ids))
-        return [compressor.encode(p) for p in payloads]
+        sent = [compressor.encode(p) for p in payloads]
+        if self.check_wire:
+            check_wire(compressor, payloads[0], sent[0])
+            self.check_wire = False
+        return sent
 
     def sent(self, rnd: ClientRound) -> torch.Tensor:
         """``[K, P]``: each client's update as the server reconstructs it from the bytes (decoded here the same way)."""

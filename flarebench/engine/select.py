@@ -77,6 +77,28 @@ def vectorization_blocker(model: nn.Module) -> str | None:
     return None
 
 
+def vmap_failure(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Why ``torch.func.vmap`` cannot run ``model`` over two stacked copies of its weights (a forward pass on
+    the samples ``x``; no gradients, the RNGs untouched), or None when it can."""
+    from torch.func import functional_call, vmap
+
+    stacked = {n: torch.stack([p.detach(), p.detach()]) for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            vmap(lambda p: functional_call(model, {**p, **buffers}, (x,)), randomness="different")(stacked)
+    except Exception as e:  # whatever vmap raises for this model's code
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return f"vmap cannot batch the model ({type(e).__name__}: {first})"
+    return None
+
+
+def _is_user_model(cfg) -> bool:
+    from ..references import source_of
+
+    return source_of("model", getattr(cfg, "model", "mlp")) is not None
+
+
 MARGIN = 0.10  # another engine must be predicted this much faster than sequential to be picked
 
 
@@ -301,6 +323,8 @@ def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer
     if requested == "sequential":
         return sequential, EngineChoice(requested, "sequential", "as requested")
     blocker = vectorization_blocker(model)
+    if blocker is None and _is_user_model(cfg):  # a user's model: try vmap once rather than fail mid-round
+        blocker = vmap_failure(model, x[:2])
     if blocker:
         choice = EngineChoice(requested, "sequential", f"fallback: {blocker}")
         (log.warning if requested == "vectorized" else log.info)("engine: %s", choice.describe())

@@ -113,17 +113,30 @@ def resolve(method: str, overrides: dict[str, str | None], params: dict[str, dic
     names, resolved = {}, {}
     for kind in KINDS:
         name = overrides.get(kind) or p.part(kind)
-        part_class(kind, name)  # ConfigError for an unknown part
-        user = (params or {}).get(kind) or {}
-        tables = {k: v for k, v in user.items() if isinstance(v, dict)}  # [kind.PART]: for that part, if it runs
-        for part, table in tables.items():
-            resolve_params(kind, part, table)  # checked even when that part does not run: typos are errors
-        base = dict(p.params.get(kind, {})) if name == p.part(kind) else {}
-        base.update(tables.get(name, {}))
-        base.update({k: v for k, v in user.items() if not isinstance(v, dict)})
         names[kind] = name
-        resolved[kind] = resolve_params(kind, name, base)
+        resolved[kind] = resolve_kind(kind, name, (params or {}).get(kind), p.params.get(kind) if name == p.part(kind) else None)
     return names, resolved
+
+
+def resolve_world(names: dict[str, str], params: dict[str, dict] | None) -> dict[str, dict]:
+    """The full parameter sets of the world parts ``names`` (``{"model": "cnn", "dataset": ..., "partition": ...}``),
+    from the user's ``params[kind]`` as in :func:`resolve`: -> ``{kind: {param: value}}``."""
+    return {kind: resolve_kind(kind, name, (params or {}).get(kind)) for kind, name in names.items()}
+
+
+def resolve_kind(kind: str, name: str, user: dict | None, base: dict | None = None) -> dict:
+    """Every parameter of part ``kind/name``: its defaults <- ``base`` (a preset's values) <- the user's
+    ``[kind.NAME]`` table <- the user's ``[kind]`` values. ``user``'s tables for other parts are checked too
+    (a typo is an error even where that part does not run)."""
+    part_class(kind, name)  # ConfigError for an unknown part
+    user = user or {}
+    tables = {k: v for k, v in user.items() if isinstance(v, dict)}  # [kind.PART]: for that part, if it runs
+    for part, table in tables.items():
+        resolve_params(kind, part, table)
+    values = dict(base or {})
+    values.update(tables.get(name, {}))
+    values.update({k: v for k, v in user.items() if not isinstance(v, dict)})
+    return resolve_params(kind, name, values)
 
 
 @dataclass
@@ -212,7 +225,9 @@ def method_label(run) -> str:
     if method not in method_names():
         return str(method)
     p = PRESETS[method]
-    extra = [get(kind) for kind in KINDS if get(kind) and get(kind) != p.part(kind)]
+    from ..references import short
+
+    extra = [short(get(kind)) for kind in KINDS if get(kind) and get(kind) != p.part(kind)]
     return "+".join([method, *extra])
 
 
@@ -230,8 +245,37 @@ def _load() -> None:
     load_parts()
 
 
-__all__ = ["Preset", "PRESETS", "preset", "Parts", "build_parts", "resolve", "method_names", "get_preset",
-           "uses_sparsity", "is_uncompressed", "method_label", "check_combination", "catalog"]
+__all__ = ["Preset", "PRESETS", "preset", "Parts", "build_parts", "resolve", "resolve_world", "resolve_kind", "method_names", "get_preset",
+           "uses_sparsity", "is_uncompressed", "method_label", "check_combination", "catalog", "parts_catalog", "part_entry"]
+
+
+def part_entry(cls: type[Part], values: dict | None = None) -> dict:
+    """One part for listings: kind, name, summary, paper, the plug-in it came from, and its parameters (name,
+    type, value: ``values`` or the default, unit, rule, help, paper)."""
+    values = values if values is not None else cls.defaults()
+    return {"kind": cls.kind, "name": cls.name, "summary": cls.summary, "paper": cls.paper, "plugin": _plugin(cls.kind, cls.name),
+            "params": [{"name": q.name, "type": q.type.__name__, "value": values[q.name], "unit": q.unit,
+                        "rule": q.rule or ("one of " + "|".join(map(str, q.choices)) if q.choices else ""),
+                        "help": q.help, "paper": q.paper} for q in cls.params]}
+
+
+def parts_catalog(kind: str | None = None) -> list[dict]:
+    """What ``flarebench parts`` prints: every registered part of ``kind`` (None: of every kind, in
+    registry.ALL_KINDS order, built-ins before plug-ins), as :func:`part_entry`."""
+    from .registry import ALL_KINDS, REGISTRY
+
+    _load()
+    if kind is not None and kind not in ALL_KINDS:
+        raise ConfigError(f"unknown part kind '{kind}' (choose from: {', '.join(ALL_KINDS)})")
+    return [part_entry(cls) for k in ([kind] if kind else ALL_KINDS) for cls in REGISTRY[k].values()]
+
+
+def _plugin(kind: str, name: str) -> str | None:
+    """``plug-in NAME (distribution version)`` for a part or preset a plug-in registered, else None."""
+    from ..plugins import plugin_of
+
+    o = plugin_of(kind, name)
+    return f"{o['plugin']} ({o['distribution']} {o['version']})" if o else None
 
 
 def catalog(method: str | None = None) -> list[dict]:
@@ -244,11 +288,8 @@ def catalog(method: str | None = None) -> list[dict]:
         parts = []
         for kind in KINDS:
             cls = part_class(kind, p.part(kind))
-            values = resolve_params(kind, cls.name, p.params.get(kind))
-            parts.append({"kind": kind, "name": cls.name, "summary": cls.summary, "paper": cls.paper,
-                          "params": [{"name": q.name, "type": q.type.__name__, "value": values[q.name], "unit": q.unit,
-                                      "rule": q.rule or ("one of " + "|".join(map(str, q.choices)) if q.choices else ""),
-                                      "help": q.help, "paper": q.paper} for q in cls.params]})
+            parts.append(part_entry(cls, resolve_params(kind, cls.name, p.params.get(kind))))
         out.append({"method": name, "description": p.description, "paper": p.paper,
-                    "uses_sparsity": part_class("compressor", p.compressor).uses_sparsity, "parts": parts})
+                    "uses_sparsity": part_class("compressor", p.compressor).uses_sparsity, "parts": parts,
+                    "plugin": _plugin("method", name)})
     return out

@@ -1,15 +1,26 @@
-"""Part registries: every regularizer, compressor, memory and aggregator, by name, with its parameters.
+"""Part registries: everything a run is built from, by kind and name, with its parameters.
 
-A part is a small object with ``state_dict``/``load_state_dict`` that declares, once, on its class:
+Two families of kinds share this one mechanism:
 
-- ``kind``: ``regularizer`` | ``compressor`` | ``memory`` | ``aggregator``;
+- the METHOD kinds (:data:`KINDS`): ``regularizer`` | ``compressor`` | ``memory`` | ``aggregator``: small
+  stateful objects built per run with a :class:`PartContext` (``cls(ctx, **params)``);
+- the WORLD kinds (:data:`WORLD_KINDS`): ``model`` | ``dataset`` | ``partition``: stateless recipes built from
+  their parameters alone (``cls(**params)``, base :class:`WorldPart`), whose methods build the run's model,
+  load its data and split it into clients. Their contracts (shapes, units) are on their base classes:
+  :class:`flarebench.models.base.ModelPart`, :class:`flarebench.data.base.DatasetPart`,
+  :class:`flarebench.data.partitions.base.PartitionPart`.
+
+A part declares, once, on its class:
+
+- ``kind``: one of :data:`ALL_KINDS`;
 - ``name``: the registry key (``--compressor NAME``, ``[compressor] name = "NAME"``);
 - ``params``: a tuple of :class:`Param` (name, type, default, unit, one-line help, paper);
 - ``summary`` and ``paper``: one line each, for ``flarebench methods``.
 
-``@register`` puts a class in its kind's registry. Config validation, the TOML tables
-``[regularizer]`` ``[compressor]`` ``[memory]`` ``[aggregator]``, the ``-p kind.param=value`` command-line
-option and ``flarebench methods`` are all derived from these declarations; nothing lists parts by hand.
+``@register`` puts a class in its kind's registry. Config validation, the TOML tables ``[KIND]`` (e.g.
+``[compressor]``, ``[model]``), the ``-p KIND.PARAM=VALUE`` command-line option and ``flarebench methods`` /
+``flarebench parts`` are all derived from these declarations; nothing lists parts by hand. Built-ins are one
+file each in the part packages (:data:`PART_PACKAGES`), imported by :func:`load_parts`.
 
 Every part is built with a :class:`PartContext` (model layout, number of clients, device, run seed,
 the run's sparsity) and its resolved parameters as keyword arguments. Randomness is drawn from
@@ -31,7 +42,11 @@ from ..engine.seeds import derive
 from ..errors import ConfigError
 from ..flat import Layout
 
-KINDS = ("regularizer", "compressor", "memory", "aggregator")
+KINDS = ("regularizer", "compressor", "memory", "aggregator")  # a method's parts (methods/presets.py)
+WORLD_KINDS = ("model", "dataset", "partition")  # what the run's world is built from (world.py)
+ALL_KINDS = KINDS + WORLD_KINDS
+# packages whose every module is imported by load_parts(), so that their @register lines run
+PART_PACKAGES = ("flarebench.methods.compressors", "flarebench.models", "flarebench.data", "flarebench.data.partitions")
 _TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
 
 
@@ -208,13 +223,23 @@ class Part:
         return {p.name: p.default for p in cls.params}
 
 
-REGISTRY: dict[str, dict[str, type[Part]]] = {k: {} for k in KINDS}
+class WorldPart(Part):
+    """Base of the world kinds (model, dataset, partition): built from its parameters alone, ``cls(**params)``
+    (each declared parameter becomes an attribute; missing ones take their defaults). No state: a run's
+    world is rebuilt from its config (seeded), never from a checkpoint."""
+
+    def __init__(self, **params):
+        for p in self.params:
+            setattr(self, p.name, params.get(p.name, p.default))
+
+
+REGISTRY: dict[str, dict[str, type[Part]]] = {k: {} for k in ALL_KINDS}
 
 
 def register(cls: type[Part]) -> type[Part]:
     """Class decorator: add ``cls`` to the registry of ``cls.kind`` under ``cls.name``."""
     if cls.kind not in REGISTRY:
-        raise TypeError(f"{cls.__name__}.kind must be one of {KINDS}, got {cls.kind!r}")
+        raise TypeError(f"{cls.__name__}.kind must be one of {ALL_KINDS}, got {cls.kind!r}")
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
     names = [p.name for p in cls.params]
@@ -234,15 +259,24 @@ def load_parts() -> None:
         return
     _LOADED = True
     from . import aggregation, memory, regularizers  # noqa: F401
-    from . import compressors
 
-    for mod in pkgutil.iter_modules(compressors.__path__):
-        importlib.import_module(f"{compressors.__name__}.{mod.name}")
+    for package in PART_PACKAGES:
+        pkg = importlib.import_module(package)
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{package}.{mod.name}")
+    from ..plugins import load_plugins
+
+    load_plugins()  # installed plug-ins (entry points "flarebench.parts") after the built-ins
 
 
 def part_class(kind: str, name: str) -> type[Part]:
-    """The registered class, or ConfigError naming the choices."""
+    """The registered class, the class of an import reference (``MODULE:ATTR``, ``PATH.py:ATTR``: see
+    references.py), or ConfigError naming the choices."""
     load_parts()
+    if ":" in name:
+        from ..references import reference_class
+
+        return reference_class(kind, name)
     table = REGISTRY[kind]
     if name not in table:
         raise ConfigError(f"unknown {kind} '{name}' (choose from: {', '.join(sorted(table))})")
@@ -267,8 +301,13 @@ def resolve_params(kind: str, name: str, given: dict[str, Any] | None) -> dict[s
     return out
 
 
+def make_part(kind: str, name: str, given: dict[str, Any] | None = None) -> "WorldPart":
+    """World part ``kind/name`` built with its resolved parameters (``given`` over the defaults, checked)."""
+    return part_class(kind, name)(**resolve_params(kind, name, given))
+
+
 __all__ = [
-    "KINDS", "Param", "Part", "PartContext", "RoundContext", "REGISTRY", "register", "load_parts", "part_class",
-    "resolve_params", "positive", "non_negative", "in_unit_interval", "positive_float32", "float32_or_zero",
-    "FLOAT32_TINY", "FLOAT32_MAX", "FLOAT32_RULE",
+    "KINDS", "WORLD_KINDS", "ALL_KINDS", "PART_PACKAGES", "Param", "WorldPart", "Part", "PartContext", "RoundContext",
+    "REGISTRY", "register", "load_parts", "part_class", "resolve_params", "make_part", "positive", "non_negative",
+    "in_unit_interval", "positive_float32", "float32_or_zero", "FLOAT32_TINY", "FLOAT32_MAX", "FLOAT32_RULE",
 ]

@@ -1,7 +1,7 @@
 """What a Flower node builds from a run's config: the data, its partition, the model and the parts.
 
 Every node (the ServerApp and each ClientApp) builds them itself from the shared config and seed,
-with the local backend's own ``runner.build_world``, so the partition a
+with the local backend's own ``world.build_world``, so the partition a
 node trains on and the initial weights are the local backend's. The config travels as the JSON of
 ``RunConfig.to_dict()`` and is rebuilt with ``make_config`` (as ``--resume`` does).
 """
@@ -66,10 +66,10 @@ class NodeSetup:
 
 def node_setup(cfg: RunConfig) -> NodeSetup:
     """Data, partition, model (initial weights seeded as the local backend seeds them) for ``cfg``."""
-    from ...runner import build_world
+    from ...world import build_world
 
-    device, data, clients, model = build_world(cfg)
-    return NodeSetup(cfg, device, data, clients, model, Layout.of(model))
+    w = build_world(cfg)
+    return NodeSetup(cfg, w.device, w.data, w.clients, w.model, Layout.of(w.model))
 
 
 class ClientCache:

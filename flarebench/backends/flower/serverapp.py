@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from ...config import RunConfig, default_name, make_config
+from ...config import RunConfig, make_config
 from ...errors import ConfigError, FlarebenchError
 from .federation import FlowerFederation, FlowerOptions
 from .node import node_setup
@@ -34,17 +33,15 @@ EVENTS_FILE = "flower-events.log"  # in the run directory: node losses, timeouts
 
 
 def run_on_grid(grid: Grid, cfg: RunConfig, options: FlowerOptions, *, on_round: Callable | None = None,
-                overwrite: bool = False, resume: str | Path | None = None, checkpoint_every: int | None = None):
-    """Run ``cfg`` with the nodes of ``grid`` as its clients; -> runner.RunResult.
+                overwrite: bool = False, resume: str | Path | None = None):
+    """Run ``cfg`` (named, its output checked: launch.prepare) with the nodes of ``grid`` as its clients;
+    -> runner.RunResult.
 
-    The state is saved after every round (``checkpoint_every`` must be None or 1): a client commits a
-    round when the server has used it and saved it, so a resumed run matches an uninterrupted one.
+    The state is saved after every round: a client commits a round when the server has used it and saved
+    it, so a resumed run matches an uninterrupted one.
     """
     from ... import runner
 
-    check_checkpoint_every(checkpoint_every)
-    runner.check_output(cfg, overwrite, resume)
-    cfg = cfg.replace(name=cfg.name or default_name(cfg, datetime.now().strftime("%Y%m%d-%H%M%S")))
     run_dir = Path(resume) if resume is not None else Path(cfg.out).expanduser() / cfg.name
     events = run_dir / EVENTS_FILE
     if resume is None and events.exists() and overwrite:
@@ -52,7 +49,7 @@ def run_on_grid(grid: Grid, cfg: RunConfig, options: FlowerOptions, *, on_round:
     node = node_setup(cfg)
     fed = FlowerFederation(node, grid, options, events)
     prepared = runner.Setup(cfg, node.device, node.data, node.layout, fed)
-    return runner.run(cfg, on_round=on_round, overwrite=overwrite, prepared=prepared, resume=resume, checkpoint_every=1)
+    return runner.execute(prepared, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=1)
 
 
 def check_checkpoint_every(every: int | None) -> None:
@@ -91,7 +88,10 @@ def main(grid: Grid, context: Context) -> None:
     """The deployed ServerApp: a flarebench run as the run config says (errors: one line, then raised)."""
     logging.getLogger("flarebench").setLevel(logging.INFO)
     try:
+        from ...launch import prepare
+
         cfg, resume, overwrite = config_from_run_config(context.run_config)
+        cfg = prepare(cfg, overwrite, resume)
         options = FlowerOptions.from_run_config(context.run_config)
         result = run_on_grid(grid, cfg, options, overwrite=overwrite, resume=resume,
                              on_round=lambda row, stats: print(_progress(row, cfg), flush=True))

@@ -43,16 +43,15 @@ def backend_config(cfg: RunConfig, threads: int) -> dict:
 
 
 def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite: bool = False,
-                  resume: str | Path | None = None, checkpoint_every: int | None = None):
-    """Run ``cfg`` on Flower's simulation engine; -> runner.RunResult (same run directory as a local run)."""
+                  resume: str | Path | None = None):
+    """Run ``cfg`` (named, its output checked: launch.prepare) on Flower's simulation engine; -> runner.RunResult
+    (the same run directory as a local run)."""
     require_flower()
-    from ... import runner
     from .federation import FlowerOptions
-    from .serverapp import check_checkpoint_every, run_on_grid
+    from ...world import resolve_device
+    from .serverapp import run_on_grid
 
-    check_checkpoint_every(checkpoint_every)  # bad input: one line before Ray starts
-    runner.check_output(cfg, overwrite, resume)
-    runner.resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before Ray and Flower start
+    resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before Ray and Flower start
     threads = torch.get_num_threads()
     options = FlowerOptions(client_threads=threads)
     result: dict = {}
@@ -67,8 +66,7 @@ def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite
 
     @server_app.main()
     def _main(grid, context) -> None:
-        result["run"] = run_on_grid(grid, cfg, options, on_round=on_round, overwrite=overwrite, resume=resume,
-                                    checkpoint_every=checkpoint_every)
+        result["run"] = run_on_grid(grid, cfg, options, on_round=on_round, overwrite=overwrite, resume=resume)
 
     flwr_log = logging.getLogger("flwr")
     drop, level = _DropDeprecation(), flwr_log.level

@@ -1,0 +1,1 @@
+"""Partitions: the ``partition`` part kind (base.py: the contract), one file per built-in (``@register``)."""

@@ -1,0 +1,66 @@
+"""The launcher: the one place a run starts and its backend is chosen. The CLI, :func:`flarebench.run`,
+sweeps (local processes and Ray workers) and Flower's deployed ServerApp all come through here.
+
+:func:`prepare` runs once per run, before anything is loaded: every check of the output directory
+(runner.check_output), of ``checkpoint_every``, and the default name stamped. :func:`run` then starts the
+backend: ``local`` sets the run up (world.py, runner.setup) and runs runner.execute; ``flower`` starts
+Flower's simulation (backends/flower), whose ServerApp builds the same world and calls runner.execute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .checkpoint import Checkpointer, pin_engine
+from .config import RunConfig
+from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
+
+
+def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None = None,
+            checkpoint_every: int | None = None) -> RunConfig:
+    """``cfg`` named, after the checks of its output (FlarebenchError before anything is written or loaded)."""
+    check_output(cfg, overwrite, resume)
+    Checkpointer.check_every(checkpoint_every)
+    if cfg.backend == "flower":
+        from .backends.flower.serverapp import check_checkpoint_every
+
+        check_checkpoint_every(checkpoint_every)
+    return stamp_name(cfg)
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    on_round: Callable | None = None,
+    overwrite: bool = False,
+    prepared: Setup | None = None,
+    resume: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    on_setup: Callable[[Setup], None] | None = None,
+    checked: bool = False,
+) -> RunResult:
+    """Run ``cfg`` on its backend and write ``cfg.out/NAME/{config.json,metrics.csv,checkpoint.pt}``.
+
+    ``on_round(row, stats)``: after each metrics row is written (row 0: the initial model, stats None).
+    ``resume``: an interrupted run's directory (``cfg`` = checkpoint.resume_config of it); more ``cfg.rounds``
+    than it had extends it. ``checkpoint_every``: rounds between saved states (None: auto). ``prepared``: a
+    local run already set up (runner.setup of this cfg). ``on_setup(s)``: called once a local run is set up,
+    before its first round (the CLI prints the engine). ``checked``: ``cfg`` is :func:`prepare`'s result
+    already (the CLI prepares first, to name the run directory). Bad input raises a FlarebenchError before
+    anything is written.
+    """
+    if not checked:
+        cfg = prepare(cfg, overwrite, resume, checkpoint_every)
+    if cfg.backend == "flower":  # Flower's simulation engine runs the rounds (backends/flower)
+        from .backends.flower.simulation import run_simulated
+
+        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume)
+    s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
+    s.cfg = cfg
+    if on_setup:
+        on_setup(s)
+    return execute(s, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every)
+
+
+__all__ = ["prepare", "run"]
