@@ -259,6 +259,17 @@ def pin_engine(cfg: "RunConfig", run_dir: str | Path) -> "RunConfig":
     return cfg.replace(**pinned_engine(read_meta(run_dir)))
 
 
+def check_resumable(run_dir: str | Path, rounds: int, stored: dict | None = None) -> bool:
+    """Whether resuming ``run_dir`` to ``rounds`` rounds extends it; ResultsError if it is complete and
+    ``rounds`` is not more than it had (nothing to resume). ``stored``: its config.json, if read already."""
+    stored = read_meta(run_dir) if stored is None else stored
+    planned = stored["config"].get("rounds")
+    extend = isinstance(planned, int) and rounds > planned
+    if stored.get("status") == "complete" and not extend:
+        raise ResultsError(f"run {run_dir} is complete; nothing to resume (to extend it, give --rounds N with N more than its {planned} rounds)")
+    return extend
+
+
 def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
     """Check ``run_dir`` belongs to setup ``s``, load its checkpoint into ``s.federation`` and the RNGs,
     truncate metrics.csv to the checkpoint's round and reopen it for appending. ``s.cfg.rounds`` above
@@ -266,9 +277,7 @@ def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
     run_dir = Path(run_dir)
     stored = read_meta(run_dir)
     planned = stored["config"].get("rounds")
-    extend = isinstance(planned, int) and s.cfg.rounds > planned
-    if stored.get("status") == "complete" and not extend:
-        raise ResultsError(f"run {run_dir} is complete; nothing to resume (to extend it, give --rounds N with N more than its {planned} rounds)")
+    extend = check_resumable(run_dir, s.cfg.rounds, stored)
     check_same_run(stored, s.meta(), run_dir, extend=extend)
     with locked_run(run_dir):  # kept by the run's Checkpointer
         return _reopen(s, run_dir, stored, planned if extend else None)

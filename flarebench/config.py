@@ -118,6 +118,26 @@ def _unknown(key: str, where: str, written: str | None = None) -> ConfigError:
     return ConfigError(f"unknown key '{shown}'{where}{_did_you_mean(key)}")
 
 
+def check_config_path(path: str | Path) -> None:
+    """ConfigError saying what ``path`` is, unless it is a regular file (``--config`` / a sweep config):
+    missing, a directory, or another kind of file such as ``/dev/null`` (a character device)."""
+    import stat
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"config file {p} is a directory, not a TOML file")
+    if not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ConfigError(f"config file {p} is {kind}, not a TOML file")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config into ``{field: value}`` (keys may use dashes); unknown keys -> ConfigError.
 
@@ -128,12 +148,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     ``[meta]``) are for other commands and are returned under their own name.
     """
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config {p} is a directory, not a TOML file")
-    if not p.exists():
-        raise ConfigError(f"config file not found: {p}")
-    if not p.is_file():
-        raise ConfigError(f"config {p} is not a regular file (a device or pipe?); give a TOML file")
+    check_config_path(p)
     try:
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -426,4 +441,4 @@ def default_name(cfg: RunConfig, stamp: str) -> str:
     return f"{method_label(cfg)}{sparsity}-{short(cfg.dataset)}-{short(cfg.model)}-{stamp}"
 
 
-__all__ = ["RunConfig", "make_config", "load_toml", "validate", "default_name", "upgrade_config", "parse_param_options"]
+__all__ = ["RunConfig", "make_config", "load_toml", "check_config_path", "validate", "default_name", "upgrade_config", "parse_param_options"]

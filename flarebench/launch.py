@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import Checkpointer, pin_engine
+from .checkpoint import Checkpointer, check_resumable, pin_engine
 from .config import RunConfig
+from .divergence import POLICIES
+from .errors import ConfigError
 from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
 
 
@@ -21,6 +23,8 @@ def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None =
             checkpoint_every: int | None = None) -> RunConfig:
     """``cfg`` named, after the checks of its output (FlarebenchError before anything is written or loaded)."""
     check_output(cfg, overwrite, resume)
+    if resume is not None:
+        check_resumable(resume, cfg.rounds)  # a complete run: said before anything is loaded or timed
     Checkpointer.check_every(checkpoint_every)
     if cfg.backend == "flower":
         from .backends.flower.serverapp import check_checkpoint_every
@@ -39,6 +43,7 @@ def run(
     checkpoint_every: int | None = None,
     on_setup: Callable[[Setup], None] | None = None,
     checked: bool = False,
+    on_divergence: str = "continue",
 ) -> RunResult:
     """Run ``cfg`` on its backend and write ``cfg.out/NAME/{config.json,metrics.csv,checkpoint.pt}``.
 
@@ -47,20 +52,24 @@ def run(
     than it had extends it. ``checkpoint_every``: rounds between saved states (None: auto). ``prepared``: a
     local run already set up (runner.setup of this cfg). ``on_setup(s)``: called once a local run is set up,
     before its first round (the CLI prints the engine). ``checked``: ``cfg`` is :func:`prepare`'s result
-    already (the CLI prepares first, to name the run directory). Bad input raises a FlarebenchError before
+    already (the CLI prepares first, to name the run directory). ``on_divergence``: ``continue`` or ``stop``
+    once the run has diverged (divergence.py; recorded in config.json either way). Bad input raises a FlarebenchError before
     anything is written.
     """
+    if on_divergence not in POLICIES:
+        raise ConfigError(f"on_divergence takes {' or '.join(POLICIES)}, got {on_divergence!r}")
     if not checked:
         cfg = prepare(cfg, overwrite, resume, checkpoint_every)
     if cfg.backend == "flower":  # Flower's simulation engine runs the rounds (backends/flower)
         from .backends.flower.simulation import run_simulated
 
-        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume)
+        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume, on_divergence=on_divergence)
     s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
     s.cfg = cfg
     if on_setup:
         on_setup(s)
-    return execute(s, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every)
+    return execute(s, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                   on_divergence=on_divergence)
 
 
 __all__ = ["prepare", "run"]

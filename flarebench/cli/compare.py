@@ -26,11 +26,12 @@ def _warn(message: str) -> None:
 
 def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
     """config.json's status with notes, e.g. ``interrupted (killed, resumable)``; ``hint``: how to resume."""
+    from ..divergence import marked
     from ..rundir import run_status
 
     status, killed, resumable = run_status(run_dir, meta)
     notes = ["killed"] * killed + [f"resumable: flarebench run --resume {run_dir}" if hint else "resumable"] * resumable
-    return status + (f" ({', '.join(notes)})" if notes else "")
+    return marked(status, meta) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _under(run_dir: Path, root: Path) -> str:

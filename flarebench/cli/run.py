@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Optional
@@ -9,8 +10,11 @@ from typing import Optional
 import typer
 
 
-from ..config import RunConfig, default_name, parse_param_options
+from ..config import FIELD_NAMES, LEGACY_PART_KEYS, RunConfig, default_name, parse_param_options
+from ..divergence import POLICIES
+from ..errors import ConfigError
 from ..progress import RunProgress
+from ..units import human_bits
 from .app import app
 
 D = RunConfig()  # defaults, quoted in the help texts
@@ -19,13 +23,6 @@ _DATA = "Data and model"
 _FED = "Federation and local training"
 _COMP = "Compression"
 _OUT = "Output"
-
-
-def _human_bits(bits: float) -> str:
-    for unit, scale in (("Gib", 2**30), ("Mib", 2**20), ("Kib", 2**10)):
-        if bits >= scale:
-            return f"{bits / scale:.2f} {unit}"
-    return f"{bits:.0f} bit"
 
 
 @app.command("run")
@@ -69,6 +66,7 @@ def run_command(
     name: Optional[str] = typer.Option(None, help="Run name. \\[default: method-sSPARSITY-dataset-model-time]", rich_help_panel=_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its last checkpoint; its config.json is the config (flags given must agree).", rich_help_panel=_OUT),
+    on_divergence: str = typer.Option("continue", "--on-divergence", metavar="continue|stop", help="When the run diverges (a loss or the weights' norm not finite or above 100x its first value; see the README): continue (default: the run is compared over the same rounds and bits as its peers) or stop after that round (saves time in sweeps). Either way a warning, and config.json records it.", rich_help_panel=_OUT),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. \\[default: auto, at most ~2.4% of run time (1/41)]", rich_help_panel=_OUT),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit.", rich_help_panel=_OUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output.", rich_help_panel=_OUT),
@@ -77,12 +75,11 @@ def run_command(
     from ..config import make_config
     from ..launch import prepare, run
 
-    overrides = {k: v for k, v in locals().items() if k not in {"config", "overwrite", "dry_run", "quiet", "make_config", "prepare", "run", "resume", "checkpoint_every", "param"}}
+    given = locals()
+    overrides = {k: given[k] for k in CONFIG_OPTIONS}
     overrides["params"] = parse_param_options(param) or None
-    if config is not None and resume is None:  # after `overrides`: its locals() are the options
-        from .app import check_config_path
-
-        check_config_path(config)  # a directory or /dev/null is said as such, not as "not found"
+    if on_divergence not in POLICIES:
+        raise ConfigError(f"--on-divergence takes {' or '.join(POLICIES)}, got {on_divergence!r}")
     cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
         from ..world import num_params_for
@@ -94,21 +91,31 @@ def run_command(
     run_dir = resume or Path(cfg.out).expanduser() / cfg.name
 
     def show_engine(s) -> None:
-        if not quiet:
-            typer.echo(f"engine: {s.federation.engine_choice.describe()}")
+        if quiet:
+            return
+        choice = s.federation.engine_choice
+        typer.echo(f"engine: {choice.engine} (as the run started)" if resume else f"engine: {choice.describe()}")
 
     try:
         with RunProgress(cfg.rounds, quiet=quiet) as progress:
             result = run(cfg, on_round=progress, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
-                         on_setup=show_engine, checked=True)
+                         on_setup=show_engine, checked=True, on_divergence=on_divergence)
     except KeyboardInterrupt:
         typer.echo(f"flarebench: interrupted; continue with: flarebench run --resume {run_dir}", err=True)
         raise typer.Exit(130) from None
     acc = result.final_accuracy
     typer.echo(
-        f"done: {result.path}  final test accuracy {acc:.4f}  total uplink {_human_bits(result.total_uplink_bits)} "
+        f"done: {result.path}  final test accuracy {acc:.4f}  total uplink {human_bits(result.total_uplink_bits)} "
         f"({result.total_uplink_bits} bits)  wall {result.wall_time_s:.1f}s"
     )
+    if result.diverged:
+        d = result.diverged
+        stopped = "; stopped there" if d.policy == "stop" else ""
+        typer.echo(f"warning: this run diverged at round {d.round} ({d.reason}){stopped}; `list` and `compare` mark it")
+
+
+# the options that are config keys (RunConfig fields, and earlier versions' fields now part parameters)
+CONFIG_OPTIONS = [n for n in inspect.signature(run_command).parameters if n in FIELD_NAMES or n in LEGACY_PART_KEYS]
 
 
 def _resume_config(resume: Path, toml: Optional[Path], overrides: dict) -> RunConfig:

@@ -64,7 +64,7 @@ def sweep_command(
     from ..units import human_bits, human_seconds
 
     from ..errors import ConfigError
-    from .app import check_config_path
+    from ..config import check_config_path
 
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
