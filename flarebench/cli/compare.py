@@ -81,7 +81,7 @@ def print_table(t) -> None:
 @app.command("compare")
 def compare_command(
     paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
-    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. \\[default: 95% of the best uncompressed (method none) run of each dataset/model]"),
+    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. [default: 95% of the best uncompressed (method none) run of each dataset/model]"),
     out: Path = typer.Option(Path("compare"), help="Directory for compare.csv and the figures."),
     x: str = typer.Option("bits,rounds", "--x", help="x axes of the figures: bits (cumulative uplink, log scale), rounds, or bits,rounds."),
     format: str = typer.Option("png,pdf", "--format", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),

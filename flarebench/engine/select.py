@@ -187,13 +187,14 @@ def round_estimate(
     """Predicted seconds of one round's local training per engine: ``t1 + (S - 1) * slope``.
 
     ``t1``: every client's first local step (with the engine's per-round set-up, e.g. stacking the
-    clients' batches; best of ``reps`` after a warm-up call); ``slope``: the cost of one more step, from
+    clients' batches; best of ``reps`` calls after a warm-up call); ``slope``: the cost of one more step, from
     timing ``m = min(S, 3)`` steps; ``S``: local epochs x the most batches any client has. Timing one step
     alone would charge the vectorized engine's set-up to a single step and undervalue it on long rounds.
 
     Bounded: ``budget_s`` seconds in all (or a function of the first engine's predicted round, e.g.
     :func:`probe_budget`), checked before each timed call against that call's predicted cost, so the
-    probe exceeds it by at most one warm-up call of one step. Cut short: an engine whose measured time
+    probe exceeds it by at most one engine's warm-up call and first step (a warm-up can hold one-off costs:
+    vmap's first call traces the model, about 2 s on a CPU). Cut short: an engine whose measured time
     already exceeds another's predicted whole round is clearly slower and is not timed further. Where
     the budget stops the slope measurement, every engine is predicted as ``S * t1`` (the same rule for
     all: the set-up is then charged to every step, which favours none but sequential, the first timed).
@@ -219,19 +220,21 @@ def round_estimate(
 
     why = ""
     for i, name in enumerate(engines):
-        if i and not fits(2 * min(one.values())):  # its warm-up and one timed step, predicted as the fastest so far
+        if i and not fits(2 * min(one.values())):  # its warm-up and first step, predicted as the fastest engine's so far
             why = f"no time left to time {name}"
             break
-        t = timed(name, 1, warmup=True)
+        t = timed(name, 1, warmup=True)  # a cold first call is no measure (vmap's first call traces: ~2 s on a CPU)
+        rounds_of_others = [steps * one[n] for n in one]
+        if rounds_of_others and t > min(rounds_of_others):  # one step of it > a whole round of another
+            one[name] = t
+            why = f"{name} is clearly slower: one step {t:.3g} s > another engine's round"
+            break
         for _ in range(reps - 1):
             if fits(t):
                 t = min(t, timed(name, 1, warmup=False))
         one[name] = t
         if i == 0 and callable(budget_s):
             budget = budget_s(steps * t)
-        if i and t > min(steps * one[n] for n in one if n != name):  # one step of it > a whole round of another
-            why = f"{name} is clearly slower: one step {t:.3g} s > another engine's round"
-            break
     if why or m == 1:
         est = {n: steps * t for n, t in one.items()} if why else one
     elif fits(sum(m * t for t in one.values())):
