@@ -16,6 +16,7 @@ from .checkpoint import Checkpointer, check_resumable, pin_engine
 from .config import RunConfig
 from .divergence import POLICIES
 from .errors import ConfigError
+from .tblog import LOGS, TensorBoardLog, require_tensorboard
 from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
 
 
@@ -44,6 +45,7 @@ def run(
     on_setup: Callable[[Setup], None] | None = None,
     checked: bool = False,
     on_divergence: str = "continue",
+    log: str = "none",
 ) -> RunResult:
     """Run ``cfg`` on its backend and write ``cfg.out/NAME/{config.json,metrics.csv,checkpoint.pt}``.
 
@@ -53,13 +55,22 @@ def run(
     local run already set up (runner.setup of this cfg). ``on_setup(s)``: called once a local run is set up,
     before its first round (the CLI prints the engine). ``checked``: ``cfg`` is :func:`prepare`'s result
     already (the CLI prepares first, to name the run directory). ``on_divergence``: ``continue`` or ``stop``
-    once the run has diverged (divergence.py; recorded in config.json either way). Bad input raises a FlarebenchError before
+    once the run has diverged (divergence.py; recorded in config.json either way). ``log``: ``tensorboard``
+    also writes every row to a TensorBoard event file in the run directory (tblog.py). Bad input raises a FlarebenchError before
     anything is written.
     """
     if on_divergence not in POLICIES:
         raise ConfigError(f"on_divergence takes {' or '.join(POLICIES)}, got {on_divergence!r}")
+    if log not in LOGS:
+        raise ConfigError(f"log takes {' or '.join(LOGS)}, got {log!r}")
+    if log == "tensorboard":
+        require_tensorboard()
     if not checked:
         cfg = prepare(cfg, overwrite, resume, checkpoint_every)
+    if log == "tensorboard":
+        with TensorBoardLog(resume or Path(cfg.out).expanduser() / cfg.name, cfg.to_dict()) as tb:
+            return run(cfg, on_round=both(on_round, tb), overwrite=overwrite, prepared=prepared, resume=resume,
+                       checkpoint_every=checkpoint_every, on_setup=on_setup, checked=True, on_divergence=on_divergence)
     if cfg.backend == "flower":  # Flower's simulation engine runs the rounds (backends/flower)
         from .backends.flower.simulation import run_simulated
 
@@ -72,4 +83,16 @@ def run(
                    on_divergence=on_divergence)
 
 
-__all__ = ["prepare", "run"]
+def both(first: Callable | None, second: Callable) -> Callable:
+    """One ``on_round`` callback calling ``first`` (if any), then ``second``."""
+    if first is None:
+        return second
+
+    def call(row: dict, stats=None) -> None:
+        first(row, stats)
+        second(row, stats)
+
+    return call
+
+
+__all__ = ["prepare", "run", "both"]

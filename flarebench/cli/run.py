@@ -14,6 +14,7 @@ from ..config import FIELD_NAMES, LEGACY_PART_KEYS, RunConfig, default_name, par
 from ..divergence import POLICIES
 from ..errors import ConfigError
 from ..progress import RunProgress
+from ..tblog import LOGS, require_tensorboard
 from ..units import human_bits
 from .app import app
 
@@ -66,6 +67,7 @@ def run_command(
     name: Optional[str] = typer.Option(None, help="Run name. [default: method-sSPARSITY-dataset-model-time]", rich_help_panel=_OUT),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.", rich_help_panel=_OUT),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run in this directory from its last checkpoint; its config.json is the config (flags given must agree).", rich_help_panel=_OUT),
+    log: str = typer.Option("none", "--log", metavar="none|tensorboard", help="tensorboard: also write every round's accuracy, losses and bits (and the config as hparams) to an event file in the run directory; `tensorboard --logdir OUT` compares runs. Needs: pip install -e \".[tensorboard]\"", rich_help_panel=_OUT),
     on_divergence: str = typer.Option("continue", "--on-divergence", metavar="continue|stop", help="When the run diverges (a loss or the weights' norm not finite or above 100x its first value; see the README): continue (default: the run is compared over the same rounds and bits as its peers) or stop after that round (saves time in sweeps). Either way a warning, and config.json records it.", rich_help_panel=_OUT),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save the run state for --resume every N rounds. [default: auto, at most ~2.4% of run time (1/41)]", rich_help_panel=_OUT),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and parameter count, then exit.", rich_help_panel=_OUT),
@@ -80,6 +82,10 @@ def run_command(
     overrides["params"] = parse_param_options(param) or None
     if on_divergence not in POLICIES:
         raise ConfigError(f"--on-divergence takes {' or '.join(POLICIES)}, got {on_divergence!r}")
+    if log not in LOGS:
+        raise ConfigError(f"--log takes {' or '.join(LOGS)}, got {log!r}")
+    if log == "tensorboard":
+        require_tensorboard()  # a missing extra: one line before anything is loaded
     cfg = _resume_config(resume, config, overrides) if resume else make_config(config, **overrides)
     if dry_run:  # no dataset files needed: the model is built from the dataset's known shape
         from ..world import num_params_for
@@ -99,7 +105,7 @@ def run_command(
     try:
         with RunProgress(cfg.rounds, quiet=quiet) as progress:
             result = run(cfg, on_round=progress, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
-                         on_setup=show_engine, checked=True, on_divergence=on_divergence)
+                         on_setup=show_engine, checked=True, on_divergence=on_divergence, log=log)
     except KeyboardInterrupt:
         typer.echo(f"flarebench: interrupted; continue with: flarebench run --resume {run_dir}", err=True)
         raise typer.Exit(130) from None
