@@ -73,3 +73,31 @@ def test_the_probe_status_shows_on_the_bar_and_as_lines(capsys):
         log.debug("engine: timing vectorized [flower]")
         assert p._bar.tasks[0].description == "engine: timing vectorized \\[flower]"  # shown as text, not markup
     assert not log.handlers  # the status line's handler leaves with the progress
+
+
+def test_ray_auto_without_a_cluster_names_flarebenchs_own_flag():
+    """Ray's own advice (its --address flag, RAY_ADDRESS) is replaced by flarebench's (--ray HOST:PORT)."""
+    from flarebench.errors import ConfigError
+    from flarebench.sweep_ray import connect
+
+    class NoCluster:  # what ray.init(address="auto") raises with nothing running (Ray 2.x wording)
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kwargs):
+            raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                                  "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    with pytest.raises(ConfigError) as e:
+        connect(NoCluster, "auto")
+    assert "--ray HOST:PORT" in str(e.value) and "RAY_ADDRESS" not in str(e.value) and "--address" not in str(e.value)
+
+
+def test_resume_of_a_complete_run_says_so_before_any_engine_line(tmp_path, capsys):
+    args = ["run", "--clients", "3", "--samples-per-client", "60", "--rounds", "1", "--engine", "vectorized", "--device", "cpu",
+            "--out", tmp_path, "--name", "done"]
+    assert cli(capsys, *args)[0] == 0
+    code, out, err = cli(capsys, "run", "--resume", tmp_path / "done")
+    assert code == 2 and "is complete; nothing to resume" in err and "engine" not in out + err

@@ -335,8 +335,8 @@ def fake_engines(monkeypatch, cost):
 
     def fake_measure(engines, w, x, y, idx, spec, steps=1, reps=3, warmup=True):
         (name,) = engines
-        calls.append((name, steps, warmup))
-        t = cost[name](steps)
+        calls.append((name, steps, warmup) if len(idx) != 2 else (name, "2 clients"))
+        t = cost[name](steps) * (0.2 if len(idx) == 2 else 1.0)  # 2 clients: a fifth of a 10-client call
         clock.now += t * ((1 if warmup else 0) + reps)
         return {name: t}
 
@@ -348,10 +348,10 @@ def test_round_estimate_is_set_up_plus_steps_times_the_step_cost(monkeypatch):
     """t1 + (S - 1) * (t_m - t1) / (m - 1), S = epochs x most batches of any client, m = min(S, 3)."""
     _, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 0.5 + 0.01 * n})
     spec = LocalSpec(2, 10, None, True, 0)
-    idx = [torch.arange(95), torch.arange(40)]  # 10 batches -> S = 2 epochs x 10 = 20 steps
+    idx = [torch.arange(95), torch.arange(40), torch.arange(40)]  # 10 batches -> S = 2 epochs x 10 = 20 steps
     est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec)
-    assert calls == [("sequential", 1, True), ("sequential", 1, False), ("vectorized", 1, True), ("vectorized", 1, False),
-                     ("sequential", 3, False), ("vectorized", 3, False)]
+    assert calls == [("sequential", 1, True), ("sequential", 1, False), ("vectorized", "2 clients"), ("vectorized", 1, False),
+                     ("vectorized", 1, False), ("sequential", 3, False), ("vectorized", 3, False)]
     assert est == pytest.approx({"sequential": 2.0, "vectorized": 0.51 + 19 * 0.01})
     assert select.choose(est) == "vectorized"  # one step alone (0.1 vs 0.51) would have picked sequential
     calls.clear()
@@ -370,15 +370,15 @@ def test_the_probe_stays_within_its_budget_and_stops_at_a_clearly_slower_engine(
     clock, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 0.9 * n})
     est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec,
                                 budget_s=lambda r: select.probe_budget(r, 2), say=lambda t, final=False: says.append(t))
-    assert calls == [("sequential", 1, True), ("sequential", 1, False), ("vectorized", 1, True)]
-    assert select.choose(est) == "sequential" and est == pytest.approx({"sequential": 10.0, "vectorized": 90.0})
-    assert clock.now <= 1.0 + 2 * 0.9  # the budget, and the one warm-up call and step past it
+    assert calls == [("sequential", 1, True), ("sequential", 1, False), ("vectorized", "2 clients")]
+    assert select.choose(est) == "sequential" and est == {"sequential": pytest.approx(10.0)}  # vectorized not timed
+    assert clock.now <= 1.0  # its step over 10 clients (predicted 0.9 s from 2 clients) would not fit
     assert says[0].startswith("engine: timing sequential") and says[-1].startswith("engine: probe done")
     # clearly slower: one vectorized step (11 s) costs more than a whole sequential round (10 s): cut short
     clock, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 11.0 * n})
     select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec, budget_s=100.0,
                           say=lambda t, final=False: says.append(t))
-    assert calls[-1] == ("vectorized", 1, True) and "clearly slower" in says[-1]
+    assert calls[-1] == ("vectorized", 1, False) and "clearly slower" in says[-1]
     # a long run: the whole probe fits one sequential round (10 s), the slope is measured
     clock, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 0.05 * n})
     est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec,

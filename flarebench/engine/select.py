@@ -139,7 +139,8 @@ def measure(
     reps: int = 3,
     warmup: bool = True,
 ) -> dict[str, float]:
-    """Seconds for ``steps`` local steps of every client, per engine (best of ``reps``, after a warm-up call).
+    """Seconds for ``steps`` local steps of every client, per engine (best of ``reps``, after a warm-up call;
+    ``reps=0``: the warm-up call only).
 
     Runs on a copy of ``w``, one epoch, ``steps * B`` samples per client, with no regularizer term
     (the choice must not depend on the method); the global RNG is restored afterwards, so nothing
@@ -162,6 +163,11 @@ def measure(
                 if rep:  # rep 0 is the warm-up
                     best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def round_steps(client_indices: list[torch.Tensor], spec: LocalSpec) -> int:
+    """Local steps of a round: local epochs x the most batches any client has."""
+    return spec.epochs * max(math.ceil(len(i) / spec.batch_size) for i in client_indices)
 
 
 PROBE_SHARE = 0.05  # auto's probe may take at most this share of the planned run (its predicted sequential rounds)
@@ -193,15 +199,16 @@ def round_estimate(
 
     Bounded: ``budget_s`` seconds in all (or a function of the first engine's predicted round, e.g.
     :func:`probe_budget`), checked before each timed call against that call's predicted cost, so the
-    probe exceeds it by at most one engine's warm-up call and first step (a warm-up can hold one-off costs:
-    vmap's first call traces the model, about 2 s on a CPU). Cut short: an engine whose measured time
+    probe exceeds it by at most one call of one step (an engine after the first is warmed up and timed on 2
+    clients, which predicts its step over all clients; a warm-up holds one-off costs, e.g. vmap's tracing
+    of the model, about 2 s on a CPU). Cut short: an engine whose measured time
     already exceeds another's predicted whole round is clearly slower and is not timed further. Where
     the budget stops the slope measurement, every engine is predicted as ``S * t1`` (the same rule for
     all: the set-up is then charged to every step, which favours none but sequential, the first timed).
     ``say(text, final)``: what the probe is doing, for a status line (``final``: its last word).
     """
     say = say or (lambda text, final=False: None)
-    steps = spec.epochs * max(math.ceil(len(i) / spec.batch_size) for i in client_indices)
+    steps = round_steps(client_indices, spec)
     m = min(steps, 3)
     t0, budget = time.perf_counter(), budget_s if not callable(budget_s) else math.inf
     one: dict[str, float] = {}
@@ -220,10 +227,16 @@ def round_estimate(
 
     why = ""
     for i, name in enumerate(engines):
-        if i and not fits(2 * min(one.values())):  # its warm-up and first step, predicted as the fastest engine's so far
-            why = f"no time left to time {name}"
-            break
-        t = timed(name, 1, warmup=True)  # a cold first call is no measure (vmap's first call traces: ~2 s on a CPU)
+        if i:  # a later engine: warmed up and timed on 2 clients first (a cold call is no measure: vmap traces, ~2 s)
+            say(f"engine: warming {name} up on 2 clients ({spent():.1f} s of at most {budget:.1f} s)")
+            two = measure({name: engines[name]}, w, x, y, client_indices[:2], spec, steps=1, reps=1)[name]
+            predicted = two * len(client_indices) / min(2, len(client_indices))
+            if not fits(predicted):  # its first step over all clients, predicted from the warm-up
+                why = f"no time left to time {name} (one step predicted at {predicted:.3g} s)"
+                break
+            t = timed(name, 1, warmup=False)
+        else:
+            t = timed(name, 1, warmup=True)
         rounds_of_others = [steps * one[n] for n in one]
         if rounds_of_others and t > min(rounds_of_others):  # one step of it > a whole round of another
             one[name] = t
@@ -406,6 +419,12 @@ def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer
         return vectorized, EngineChoice(requested, "vectorized", "as requested", chunk)
     key = shape_key(cfg.model, layout, x, K, spec, chunk)
     entry = lookup(key)
+    steps_in_run = max(1, int(getattr(cfg, "rounds", 1))) * round_steps(client_indices[:K], spec)
+    if entry is None and steps_in_run * PROBE_SHARE < 1:  # one step of timing would exceed the share
+        choice = EngineChoice(requested, "sequential", f"not timed: the run has {steps_in_run} local steps, one step "
+                              f"of timing would be more than {PROBE_SHARE:.0%} of it", chunk)
+        log.info("engine: %s", choice.describe())
+        return sequential, choice
     if entry is None:
         probe_log.info("engine: timing sequential and vectorized on this shape (at most %.0f%% of the planned run, "
                        "once per shape)", 100 * PROBE_SHARE)
