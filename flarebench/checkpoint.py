@@ -40,10 +40,7 @@ import torch
 
 from .errors import ConfigError, ResultsError
 from .results import RunWriter
-from .rundir import (  # noqa: F401  (re-exported: run-directory logic lives in rundir.py)
-    CHECKPOINT_FILE, CODE_VERSION_META, VOLATILE_META, check_same_run, is_locked, lock_run, locked_run, pinned_engine,
-    run_status, unlock_run,
-)
+from .rundir import CHECKPOINT_FILE, check_same_run, lock_run, locked_run, pinned_engine, unlock_run
 from .rundir import read_meta as _read_meta
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -348,7 +345,6 @@ def _norm(v):
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint",
-    "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "read_meta",
-    "resume_config", "pin_engine", "check_same_run", "resume_run", "state_misfit",
+    "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint",
+    "remove_checkpoint", "read_meta", "resume_config", "check_resumable", "pin_engine", "resume_run", "state_misfit",
 ]

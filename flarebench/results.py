@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ResultsError
-from .rundir import CONFIG_FILE, METRICS_FILE, check_new_run_dir, read_meta  # noqa: F401  (re-exported)
+from .rundir import CONFIG_FILE, METRICS_FILE, check_new_run_dir, read_meta
 
 COLUMNS = [
     "round",  # rounds completed (0 = initial model)

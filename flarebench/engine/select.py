@@ -200,8 +200,9 @@ def round_estimate(
     Bounded: ``budget_s`` seconds in all (or a function of the first engine's predicted round, e.g.
     :func:`probe_budget`), checked before each timed call against that call's predicted cost, so the
     probe exceeds it by at most one call of one step (an engine after the first is warmed up and timed on 2
-    clients, which predicts its step over all clients; a warm-up holds one-off costs, e.g. vmap's tracing
-    of the model, about 2 s on a CPU). Cut short: an engine whose measured time
+    clients, which predicts its step over all clients). Warm-up calls are not counted: they hold one-off
+    costs (lazy initialisation, vmap's tracing of the model: seconds on a loaded CPU) that say nothing of
+    a round, and the run pays its engine's at its first round anyway; they are reported apart. Cut short: an engine whose measured time
     already exceeds another's predicted whole round is clearly slower and is not timed further. Where
     the budget stops the slope measurement, every engine is predicted as ``S * t1`` (the same rule for
     all: the set-up is then charged to every step, which favours none but sequential, the first timed).
@@ -212,31 +213,38 @@ def round_estimate(
     m = min(steps, 3)
     t0, budget = time.perf_counter(), budget_s if not callable(budget_s) else math.inf
     one: dict[str, float] = {}
+    warmups = 0.0  # seconds of warm-up calls: one-off costs (lazy initialisation, vmap's tracing), not counted
 
     def spent() -> float:
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0 - warmups
 
-    def timed(name: str, n: int, warmup: bool) -> float:
+    def warm_up(name: str, clients: list[torch.Tensor]) -> None:
+        nonlocal warmups
+        say(f"engine: warming {name} up on {len(clients)} clients")
+        t = time.perf_counter()
+        measure({name: engines[name]}, w, x, y, clients, spec, steps=1, reps=0)
+        warmups += time.perf_counter() - t
+
+    def timed(name: str, n: int, clients: list[torch.Tensor] = client_indices) -> float:
         limit = f"at most {budget:.1f} s" if math.isfinite(budget) else "no limit"
-        say(f"engine: timing {name}, {n} local step{'s' if n > 1 else ''} of {len(client_indices)} clients "
+        say(f"engine: timing {name}, {n} local step{'s' if n > 1 else ''} of {len(clients)} clients "
             f"({spent():.1f} s of {limit})")
-        return measure({name: engines[name]}, w, x, y, client_indices, spec, steps=n, reps=1, warmup=warmup)[name]
+        return measure({name: engines[name]}, w, x, y, clients, spec, steps=n, reps=1, warmup=False)[name]
 
     def fits(cost: float) -> bool:
         return spent() + cost <= budget
 
     why = ""
     for i, name in enumerate(engines):
-        if i:  # a later engine: warmed up and timed on 2 clients first (a cold call is no measure: vmap traces, ~2 s)
-            say(f"engine: warming {name} up on 2 clients ({spent():.1f} s of at most {budget:.1f} s)")
-            two = measure({name: engines[name]}, w, x, y, client_indices[:2], spec, steps=1, reps=1)[name]
-            predicted = two * len(client_indices) / min(2, len(client_indices))
-            if not fits(predicted):  # its first step over all clients, predicted from the warm-up
+        if i:  # a later engine: warmed up and timed on 2 clients first, which predicts its step over all clients
+            warm_up(name, client_indices[:2])
+            predicted = timed(name, 1, client_indices[:2]) * len(client_indices) / min(2, len(client_indices))
+            if not fits(predicted):
                 why = f"no time left to time {name} (one step predicted at {predicted:.3g} s)"
                 break
-            t = timed(name, 1, warmup=False)
         else:
-            t = timed(name, 1, warmup=True)
+            warm_up(name, client_indices)
+        t = timed(name, 1)
         rounds_of_others = [steps * one[n] for n in one]
         if rounds_of_others and t > min(rounds_of_others):  # one step of it > a whole round of another
             one[name] = t
@@ -244,19 +252,20 @@ def round_estimate(
             break
         for _ in range(reps - 1):
             if fits(t):
-                t = min(t, timed(name, 1, warmup=False))
+                t = min(t, timed(name, 1))
         one[name] = t
         if i == 0 and callable(budget_s):
             budget = budget_s(steps * t)
     if why or m == 1:
         est = {n: steps * t for n, t in one.items()} if why else one
     elif fits(sum(m * t for t in one.values())):
-        more = {n: timed(n, m, warmup=False) for n in engines}
+        more = {n: timed(n, m) for n in engines}
         est = {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
     else:
         why = "the budget leaves no time to time several steps: a round predicted as steps x one step"
         est = {n: steps * t for n, t in one.items()}
-    say(f"engine: probe done in {spent():.1f} s" + (f" ({why})" if why else ""), final=True)
+    say(f"engine: probe done in {spent():.1f} s of timing and {warmups:.1f} s of warm-up" + (f" ({why})" if why else ""),
+        final=True)
     return est
 
 
