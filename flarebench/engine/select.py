@@ -186,16 +186,15 @@ def round_estimate(
     y: torch.Tensor,
     client_indices: list[torch.Tensor],
     spec: LocalSpec,
-    reps: int = 2,
     budget_s: float | Callable[[float], float] = math.inf,
     say: Callable[..., None] | None = None,
 ) -> dict[str, float]:
     """Predicted seconds of one round's local training per engine: ``t1 + (S - 1) * slope``.
 
     ``t1``: every client's first local step (with the engine's per-round set-up, e.g. stacking the
-    clients' batches; best of ``reps`` calls after a warm-up call); ``slope``: the cost of one more step, from
-    timing ``m = min(S, 3)`` steps; ``S``: local epochs x the most batches any client has. Timing one step
-    alone would charge the vectorized engine's set-up to a single step and undervalue it on long rounds.
+    clients' batches; one call after a warm-up call); ``slope``: the cost of one more step, from timing
+    ``m = min(S, 3)`` steps (2 where the budget allows no more); ``S``: local epochs x the most batches
+    any client has. Timing one step alone would charge the vectorized engine's set-up to a single step and undervalue it on long rounds.
 
     Bounded: ``budget_s`` seconds in all (or a function of the first engine's predicted round, e.g.
     :func:`probe_budget`), checked before each timed call against that call's predicted cost, so the
@@ -210,7 +209,6 @@ def round_estimate(
     """
     say = say or (lambda text, final=False: None)
     steps = round_steps(client_indices, spec)
-    m = min(steps, 3)
     t0, budget = time.perf_counter(), budget_s if not callable(budget_s) else math.inf
     one: dict[str, float] = {}
     warmups = 0.0  # seconds of warm-up calls: one-off costs (lazy initialisation, vmap's tracing), not counted
@@ -250,20 +248,19 @@ def round_estimate(
             one[name] = t
             why = f"{name} is clearly slower: one step {t:.3g} s > another engine's round"
             break
-        for _ in range(reps - 1):
-            if fits(t):
-                t = min(t, timed(name, 1))
         one[name] = t
         if i == 0 and callable(budget_s):
             budget = budget_s(steps * t)
-    if why or m == 1:
+    if why or steps == 1:
         est = {n: steps * t for n, t in one.items()} if why else one
-    elif fits(sum(m * t for t in one.values())):
-        more = {n: timed(n, m) for n in engines}
-        est = {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
-    else:
-        why = "the budget leaves no time to time several steps: a round predicted as steps x one step"
-        est = {n: steps * t for n, t in one.items()}
+    else:  # the slope from m steps: 3 where the budget allows, else 2
+        m = next((k for k in (min(steps, 3), 2) if fits(sum(k * t for t in one.values()))), None)
+        if m is None:
+            why = "the budget leaves no time to time several steps: a round predicted as steps x one step"
+            est = {n: steps * t for n, t in one.items()}
+        else:
+            more = {n: timed(n, m) for n in engines}
+            est = {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
     say(f"engine: probe done in {spent():.1f} s of timing and {warmups:.1f} s of warm-up" + (f" ({why})" if why else ""),
         final=True)
     return est
