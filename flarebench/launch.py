@@ -18,6 +18,7 @@ from .divergence import POLICIES
 from .errors import ConfigError
 from .tblog import LOGS, TensorBoardLog, require_tensorboard
 from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
+from .world import resolve_device
 
 
 def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None = None,
@@ -27,6 +28,7 @@ def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None =
     if resume is not None:
         check_resumable(resume, cfg.rounds)  # a complete run: said before anything is loaded or timed
     Checkpointer.check_every(checkpoint_every)
+    resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before data, Ray or Flower start
     if cfg.backend == "flower":
         from .backends.flower.serverapp import check_checkpoint_every
 

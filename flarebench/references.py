@@ -35,7 +35,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 SEP = ":"
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -150,8 +150,10 @@ def _as_part(kind: str, name: str, obj: Any) -> type:
 
 
 def _declared_or_signature(obj: Any, where: str, skip: int, kind: str) -> tuple:
+    from .methods.registry import Param
+
     declared = getattr(obj, "params", None)
-    if isinstance(declared, tuple) and declared and all(type(p).__name__ == "Param" for p in declared):
+    if isinstance(declared, tuple) and declared and all(isinstance(p, Param) for p in declared):
         return declared
     return _from_signature(obj.__init__ if isinstance(obj, type) else obj, where, skip=skip, kind=kind,
                            also=("input_shape", "num_classes", "root", "download", "seed", "samples_per_client", "natural"))
@@ -187,7 +189,7 @@ def _dataset(name: str, obj: Any, where: str) -> type:
         run = {k: v for k, v in (("root", root), ("download", download), ("seed", seed)) if k in passed}
         try:
             result = obj(**run, **{p.name: getattr(self, p.name) for p in self.params})
-        except (ConfigError, _data_error()):
+        except (ConfigError, DataError):
             raise
         except Exception as e:
             raise ConfigError(f"dataset '{name}' failed ({_one_line(e)})") from None
@@ -207,7 +209,7 @@ def _partition(name: str, obj: Any, where: str) -> type:
         extra = {k: v for k, v in (("samples_per_client", samples_per_client), ("natural", natural)) if k in passed}
         try:
             out = obj(labels, clients, seed, **extra, **{p.name: getattr(self, p.name) for p in self.params})
-        except (ConfigError, _data_error()):
+        except (ConfigError, DataError):
             raise
         except Exception as e:
             raise ConfigError(f"partition '{name}' failed ({_one_line(e)})") from None
@@ -283,12 +285,6 @@ def _named(fn: Callable) -> set[str]:
 def _summary(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.strip().splitlines()[0] if doc.strip() else f"user part {getattr(obj, '__qualname__', obj)}"
-
-
-def _data_error():
-    from .errors import DataError
-
-    return DataError
 
 
 def _one_line(e: BaseException, n: int = 200) -> str:

@@ -132,6 +132,15 @@ def connect(ray, address: str) -> bool:
     return True
 
 
+def worker_env() -> dict:
+    """The runtime environment of the sweep's tasks: the driver's PYTHONPATH, led by its working directory, so
+    that workers import what the driver imports: a module reference (``my_pkg.nets:Net``) and installed
+    plug-ins found on that path (their ``flarebench.parts`` entry points). File references are absolute
+    paths in the config already; like OUT, they must be on the shared filesystem."""
+    paths = [os.getcwd(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + an empty SETTINGS frame
 H2_SETTINGS = 0x04  # frame type of the server's first frame
 
@@ -158,15 +167,6 @@ def probe_grpc(host: str, port: int, address: str, timeout: float = CONNECT_TIME
     if len(head) < 9 or head[3] != H2_SETTINGS:
         raise ConfigError(f"no Ray cluster answers at {address}: another service does, not in Ray's gRPC "
                           f"(its first bytes: {head[:9]!r}); {hint}")
-
-
-def worker_env() -> dict:
-    """The runtime environment of the sweep's tasks: the driver's PYTHONPATH, led by its working directory, so
-    that workers import what the driver imports: a module reference (``my_pkg.nets:Net``) and installed
-    plug-ins found on that path (their ``flarebench.parts`` entry points). File references are absolute
-    paths in the config already; like OUT, they must be on the shared filesystem."""
-    paths = [os.getcwd(), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
 
 
 def check_resources(ray, cpus: int, gpus: float) -> None:
@@ -295,5 +295,4 @@ def _one_line(ray, e: Exception) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-__all__ = ["run_sweep_ray", "run_task", "Progress", "connect", "probe_grpc", "worker_env", "check_resources", "gpus_for",
-           "import_ray", "MAX_RETRIES"]
+__all__ = ["run_sweep_ray", "run_task", "Progress", "connect", "probe_grpc", "worker_env", "check_resources", "gpus_for", "import_ray", "MAX_RETRIES"]

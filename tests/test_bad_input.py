@@ -233,10 +233,10 @@ RUN = ["run", "--model", "mlp", "--clients", "3", "--rounds", "2", "--batch-size
     (["--method", "threshold", "-p", "compressor.tau=1e-300"], "compressor.tau must be in [1.18e-38"),
     (["--method", "fetchsgd", "-p", "compressor.columns_per_k=1e300"], "compressor.columns_per_k must be in (0, 1073741824]"),
     (["--method", "fetchsgd", "-p", "compressor.rows=10000000"],
-     "rows=10000000, columns_per_k=10.0 make a sketch of 10000000 x 800 cells (k = 80 of the model's 79510 entries) and "
-     "10000000 x 79510 hash codes: 3.06e+06 MiB, more than 64 times the model (0.303 MiB)"),
-    (["--method", "fetchsgd", "-p", "compressor.rows=100000"], "3.06e+04 MiB, more than 64 times the model"),
-    (["--method", "fetchsgd", "--sparsity", "0.001", "-p", "compressor.rows=6"], "a sketch of 6 x 794300 cells"),
+     "rows=10000000, columns_per_k=10.0, columns_per_entry=0.077 make a sketch of 10000000 x 6123 cells (k = 80 of the "
+     "model's 79510 entries) and 10000000 x 79510 hash codes: 3.27e+06 MiB, more than 64 times the model (0.303 MiB)"),
+    (["--method", "fetchsgd", "-p", "compressor.rows=100000"], "3.27e+04 MiB, more than 64 times the model"),
+    (["--method", "fetchsgd", "--sparsity", "0.001", "-p", "compressor.rows=60"], "a sketch of 60 x 794300 cells"),
     (["--method", "flare", "-p", "regularizer.decay=1e-200"],
      "regularizer flare: tau_r = tau0 / decay^(r+1) with tau0=0.05, decay=1e-200 must stay finite over the run's 2 rounds: "
      "tau_r is 5e+198 at round 1, above float32's 3.4e+38"),

@@ -81,7 +81,7 @@ def test_compare_writes_csv_and_figures_with_numbers_from_the_csvs(results, tmp_
 def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = cli(capsys, "compare", results / "none-0", results / "topk-ef-0", "--out", out,
-                            "--target-accuracy", "0.5", "--format", "png", "--x", "bits")
+                            "--target-accuracy", "0.5", "--figures", "png", "--x", "bits")
     assert code == 0, err
     table = pd.read_csv(out / "compare.csv")
     assert list(table["run"]) == ["none-0", "topk-ef-0"] and (table["target_source"] == "given").all()
@@ -90,11 +90,13 @@ def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
     assert "none-0" in stdout and "topk-ef-0" in stdout and "Mib" in stdout and "Kib" in stdout
     for run_name in ["none-0", "topk-ef-0"]:  # the printed numbers are those of the CSVs
         want = expected_from_csv(results / run_name, 0.5)
-        cells = [c.strip() for c in next(l for l in stdout.splitlines() if f" {run_name} " in l).split("│")]
+        line = next(l for l in stdout.splitlines() if l.startswith(f" {run_name} "))
+        cells = [c.strip() for c in line.split("  ") if c.strip()]  # the compact (piped) table: columns apart by 2+ spaces
         assert f"{want['final_accuracy']:.4f}" in cells and f"{want['best_accuracy']:.4f}" in cells, cells
         assert human_bits(want["total_uplink_bits"]) in cells, cells
-        assert (human_bits(want["bits_to_target"]) if want["bits_to_target"] is not None else "not reached") in cells, cells
-        assert (str(want["rounds_to_target"]) if want["rounds_to_target"] is not None else "-") in cells, cells
+        to_target = (f"{human_bits(want['bits_to_target'])} @{want['rounds_to_target']}" if want["bits_to_target"] is not None
+                     else "not reached")
+        assert to_target in cells, cells
     assert sorted(p.name for p in out.iterdir()) == [
         "compare.csv", "mnist-embedded-mlp-accuracy-vs-bits.png", "mnist-embedded-mlp-frontier.png",
         "mnist-embedded-mlp-loss-vs-bits.png", "mnist-embedded-mlp-summary.png",
@@ -104,7 +106,7 @@ def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
 def test_seeds_are_one_line_and_groups_stay_apart(results, tmp_path):
     records, _ = collect_runs([results])
     exps = experiments(records)
-    assert [(label, len(runs)) for label, _, _, runs in exps] == [("none (dense)", 1), ("topk-ef s=0.999 (2 seeds)", 2)]
+    assert [(e.legend_label, len(e.runs)) for e in exps] == [("none (dense)", 1), ("topk-ef s=0.999 (2 seeds)", 2)]
     # a run of another model is a separate group: own figures, and no uncompressed run -> no target
     other = tmp_path / "results" / "cnn-run"
     shutil.copytree(results / "topk-ef-0", other)
@@ -124,8 +126,9 @@ def test_bad_input_is_one_line(results, tmp_path, capsys):
         (["compare", tmp_path], "no flarebench runs"),
         (["compare", results, "--target-accuracy", "95"], "fraction in (0, 1]"),
         (["compare", results, "--x", "time"], "--x takes bits, rounds"),
-        (["compare", results, "--format", "gif"], "unknown figure format"),
-        (["compare", results, "--format", "png,gif"], "unknown figure format 'gif'"),
+        (["compare", results, "--figures", "gif"], "unknown figure format"),
+        (["compare", results, "--figures", "png,gif"], "unknown figure format 'gif'"),
+        (["compare", results, "--format", "png,gif"], "--format takes table, csv, markdown"),
         (["show", tmp_path], "is not a flarebench run"),
         (["list", tmp_path / "missing"], "does not exist"),
     ]
@@ -200,7 +203,7 @@ def test_a_default_target_below_a_compressed_run_is_flagged():
 
 def test_compare_warns_when_runs_side_by_side_used_different_engines_or_devices(results, tmp_path, capsys):
     """Runs of one group trained with other engines (or on other devices) differ by float rounding too: warned."""
-    code, _, err = cli(capsys, "compare", results, "--out", tmp_path / "same", "--format", "none")
+    code, _, err = cli(capsys, "compare", results, "--out", tmp_path / "same", "--figures", "none")
     assert code == 0 and "different engines" not in err and "different devices" not in err, err
     root = tmp_path / "mixed"
     shutil.copytree(results, root)
@@ -208,13 +211,13 @@ def test_compare_warns_when_runs_side_by_side_used_different_engines_or_devices(
     meta = json.loads(meta_path.read_text())
     meta["engine_resolved"] = {**meta["engine_resolved"], "engine": "vectorized"}
     meta_path.write_text(json.dumps(meta))
-    code, _, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--format", "none")
+    code, _, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--figures", "none")
     (line,) = [l for l in err.splitlines() if "different" in l]
     assert code == 0 and line.startswith("flarebench: warning: group mnist-embedded/mlp: the runs used different engines "
                                          "(sequential: none-0, topk-ef-0; vectorized: topk-ef-1)"), err
     assert "differ by float rounding as well as by method" in line
     meta_path.write_text(json.dumps({**meta, "engine_resolved": json.loads((results / "none-0" / "config.json").read_text())["engine_resolved"],
                                      "device": "cuda (NVIDIA H100 80GB HBM3)"}))
-    code, _, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--format", "none")
+    code, _, err = cli(capsys, "compare", root, "--out", tmp_path / "cmp", "--figures", "none")
     (line,) = [l for l in err.splitlines() if "different" in l]
     assert "the runs used different devices (cpu: none-0, topk-ef-0; cuda (NVIDIA H100 80GB HBM3): topk-ef-1)" in line, err

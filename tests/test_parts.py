@@ -133,8 +133,10 @@ def test_compare_orders_and_colours_by_preset_without_a_list():
 
     names = method_names()
     assert [method_index(n) for n in names] == list(range(len(names)))
-    colours = [method_color(n) for n in names]
-    assert len(set(colours)) == len(colours)  # every method its own colour
+    from flarebench.styles import method_style
+
+    styles = [method_style(n) for n in names]
+    assert len(set(styles)) == len(styles)  # every method its own style (colour x marker x line style)
     assert method_color("none") == "#000000"
 
 

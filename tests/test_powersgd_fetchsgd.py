@@ -16,6 +16,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import cli
+
 from flarebench.errors import ConfigError, DecodeError
 from flarebench.flat import Layout, Segment
 from flarebench.methods.aggregation import Aggregator, FetchSGDAggregator
@@ -323,8 +325,10 @@ def test_powersgd_learns_tiny_setting(tiny_config):
 
 
 # ====================================================================== count sketch / FetchSGD
-def sketch_of(P=1000, density=0.01, rows=5, columns_per_k=10.0, seed=0) -> CountSketch:
-    return CountSketch(ctx_of(layout_of((P,)), density=density, seed=seed), rows=rows, columns_per_k=columns_per_k)
+def sketch_of(P=1000, density=0.01, rows=5, columns_per_k=10.0, seed=0, columns_per_entry=0.0) -> CountSketch:
+    """A count sketch sized from k alone unless ``columns_per_entry`` says otherwise."""
+    return CountSketch(ctx_of(layout_of((P,)), density=density, seed=seed), rows=rows, columns_per_k=columns_per_k,
+                       columns_per_entry=columns_per_entry)
 
 
 def sketch_matrix(cs: CountSketch) -> np.ndarray:
@@ -350,6 +354,52 @@ def test_count_sketch_sizes_and_hand_example():
     # the hashes come from the run seed alone: a second instance (another client, the server) has the same
     assert torch.equal(sketch_of(P=6, density=0.5, rows=2, columns_per_k=1.0).codes(), tiny.codes())
     assert not torch.equal(sketch_of(P=1000, seed=1).codes(), cs.codes())
+
+
+MAIN_JOB_MLP = ((100, 784), (100,), (10, 100), (10,))  # the main job's mlp on 28 x 28 images: 79,510 entries
+
+
+@pytest.mark.parametrize("sparsity,k,columns", [(0.999, 80, 6123), (0.99, 795, 7950)])
+def test_fetchsgd_preset_sizes_the_main_jobs_sketch(sparsity, k, columns):
+    """The preset's sketch on the main job: columns = max(ceil(10 k), ceil(0.077 * 79,510) = 6,123); server momentum off."""
+    from flarebench import make_config
+    from flarebench.methods.presets import build_parts
+
+    layout = layout_of(*MAIN_JOB_MLP)
+    assert layout.num_params == 79510
+    parts = build_parts(make_config(method="fetchsgd", sparsity=sparsity), layout)
+    cs = parts.compressor
+    assert (cs.rows, cs.k, cs.columns) == (5, k, columns)
+    assert parts.aggregator.rho == 0.0
+    assert 8 * len(cs.encode(cs.sketch(torch.ones(layout.num_params)))) == 16 + 32 * 5 * columns
+    paper = build_parts(make_config(method="fetchsgd", sparsity=sparsity, params={"compressor": {"columns_per_entry": 0}}), layout)
+    assert paper.compressor.columns == 10 * k  # sized from k alone
+
+
+def test_count_sketch_size_limits():
+    """columns_per_entry is checked when the config is made; a sketch over MAX_CELLS (or MAX_MODELS models) is refused
+    by the config check and again when the part is built (library use)."""
+    from flarebench import make_config
+    from flarebench.methods.compressors.count_sketch import MAX_CELLS
+
+    with pytest.raises(ConfigError, match="columns_per_entry must be >= 0"):
+        make_config(method="fetchsgd", params={"compressor": {"columns_per_entry": -0.5}})
+    layout = layout_of((1000,))
+    CountSketch(ctx_of(layout, density=0.01), rows=4, columns_per_k=1e5)  # 4 x 1M cells: 16 MiB, within 64 MiB
+    for params in ({"rows": 4, "columns_per_k": 2e6}, {"rows": 2, "columns_per_entry": MAX_CELLS / 1000.0}):
+        with pytest.raises(ConfigError, match="more than 64 times the model"):
+            CountSketch(ctx_of(layout, density=0.01), **params)
+    big = layout_of((2**23,))  # a model large enough that a sketch within 64 models can pass MAX_CELLS
+    CountSketch(ctx_of(big, density=0.01), rows=5, columns_per_k=600.0)  # 5 x 50.3M cells: under the limit
+    with pytest.raises(ConfigError, match=f"over {MAX_CELLS:,} cells"):
+        CountSketch(ctx_of(big, density=0.01), rows=5, columns_per_k=700.0)  # 5 x 58.7M cells
+
+
+def test_count_sketch_too_large_is_one_line_before_any_write(capsys, tmp_path):
+    code, out, err = cli(capsys, "run", "--method", "fetchsgd", "--rounds", "1", "--clients", "2", "--out", tmp_path / "r",
+                         "--name", "big", "-p", "compressor.columns_per_entry=1e6", "-q")
+    assert code == 2 and err.count("\n") == 1 and "more than 64 times the model" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "big").exists()
 
 
 def test_count_sketch_is_linear():
@@ -516,12 +566,13 @@ def test_fetchsgd_seam_bits_and_stateless_clients(tiny_config):
     assert set(fed.parts.aggregator.state_dict()) == {"u", "e"}
 
 
-def test_fetchsgd_learns_tiny_setting_at_the_papers_k(tiny_config):
-    """mlp on 4 clients x 200 samples, 25 rounds, paper defaults (5 rows, 10 k columns, rho 0.9) at --sparsity 0.99:
-    k = 1% of the model, as the paper's CIFAR-10 runs (k = 50,000 of 6.5M). At 0.999 (k = 80) it does not learn."""
+@pytest.mark.parametrize("sparsity", [0.99, 0.999])
+def test_fetchsgd_learns_tiny_setting_at_its_defaults(tiny_config, sparsity):
+    """mlp on 4 clients x 200 samples, 25 rounds, the preset's defaults: k = 1% of the model (the paper's CIFAR-10
+    ratio, 50,000 of 6.5M) and k = 0.1% (80 heavy hitters from 6,123 columns)."""
     from flarebench import run
 
-    result = run(tiny_config(method="fetchsgd", sparsity=0.99, rounds=25, eval_every=25))
+    result = run(tiny_config(method="fetchsgd", sparsity=sparsity, rounds=25, eval_every=25))
     assert result.final_accuracy >= 0.7, result.final_accuracy
 
 

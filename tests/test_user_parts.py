@@ -359,3 +359,21 @@ def test_a_user_part_run_resumes_after_sigkill_identically(user_files, tmp_path,
     pd.testing.assert_frame_equal(load_run(run_dir).metrics.drop(columns="wall_time_s"),
                                   load_run(out / "reference").metrics.drop(columns="wall_time_s"), check_exact=True)
     assert json.loads((run_dir / "config.json").read_text())["status"] == "complete"
+
+
+def test_a_module_reference_records_its_distribution_and_version(tmp_path, capsys, monkeypatch):
+    site = tmp_path / "site"
+    (site / "usernets").mkdir(parents=True)
+    (site / "usernets" / "__init__.py").write_text(NET)
+    info = site / "usernets-2.5.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: usernets\nVersion: 2.5\n")
+    (info / "top_level.txt").write_text("usernets\n")
+    monkeypatch.syspath_prepend(str(site))
+    code, _, err = cli(capsys, "run", "--model", "usernets:factory", "-p", "model.width=4", "--rounds", "1", *TINY,
+                       "--out", tmp_path / "r", "--name", "m")
+    assert code == 0, err
+    config = json.loads((tmp_path / "r" / "m" / "config.json").read_text())["config"]
+    assert config["model"] == "usernets:factory" and config["params"]["model"] == {"width": 4}
+    assert config["sources"] == {"model": {"reference": "usernets:factory", "module": "usernets",
+                                           "distribution": "usernets", "version": "2.5"}}

@@ -14,10 +14,11 @@ from .app import app
 
 
 def _console():
+    """``list`` and ``show``: the terminal's width; pipes/CI: wide, so their lines do not fold."""
     from rich.console import Console
 
     c = Console()
-    return c if c.is_terminal else Console(width=max(c.width, 180))  # pipes/CI: do not fold the columns
+    return c if c.is_terminal else Console(width=max(c.width, 180))
 
 
 def _warn(message: str) -> None:
@@ -40,42 +41,35 @@ def _under(run_dir: Path, root: Path) -> str:
     return str(run_dir.relative_to(root)) if run_dir != root and run_dir.is_relative_to(root) else run_dir.name
 
 
-def _density(d: float) -> str:
-    """Fraction of entries sent, e.g. ``0.1%`` or ``0.0021%``."""
-    return "-" if d is None or math.isnan(d) else f"{100 * d:.3g}%"
-
-
 def _acc(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def print_table(t) -> None:
-    """The comparison table (one row per run of ``compare.summarize``) and each group's target, with rich."""
-    from rich.table import Table
+def print_table(t, fmt: str = "table") -> None:
+    """The comparison table (one row per run of ``compare.summarize``) and each group's target:
+    ``fmt`` table (rich, fitted to the terminal; compact when piped), csv or markdown."""
+    from ..tables import render
 
-    from ..units import human_bits, human_seconds
+    render(t, fmt)
 
-    table = Table(title=f"{len(t)} run{'s' * (len(t) != 1)}", header_style="bold", title_justify="left",
-                  caption="sent: entries sent / dense entries, whole run; uplink: encoded bits, all clients; vs dense: 32-bit dense uplink / uplink; downlink: as --downlink counts it")
-    for name, justify in [("run", "left"), ("method", "left"), ("sparsity", "right"), ("sent", "right"), ("dataset/model", "left"),
-                          ("rounds", "right"), ("final acc", "right"), ("best acc", "right"), ("uplink", "right"),
-                          ("vs dense", "right"), ("bits to target", "right"), ("rounds to target", "right"),
-                          ("downlink", "right"), ("wall", "right")]:
-        table.add_column(name, justify=justify)
-    for r in t.itertuples(index=False):
-        table.add_row(
-            r.run, r.label.split(" ")[0], "-" if _na(r.sparsity) else f"{r.sparsity:g}", _density(r.sent_density), r.group,
-            f"{r.rounds_done}/{r.rounds_planned}", _acc(r.final_accuracy), _acc(r.best_accuracy),
-            human_bits(r.total_uplink_bits), "-" if math.isnan(r.compression_ratio) else f"{r.compression_ratio:,.0f}x",
-            "not reached" if _na(r.bits_to_target) and not math.isnan(r.target_accuracy) else human_bits(None if _na(r.bits_to_target) else r.bits_to_target),
-            "-" if _na(r.rounds_to_target) else str(r.rounds_to_target), human_bits(r.total_downlink_bits), human_seconds(r.wall_time_s),
-        )
-    console = _console()
-    console.print(table)
-    for g, sub in t.groupby("group", sort=True):
-        target, source = sub["target_accuracy"].iloc[0], sub["target_source"].iloc[0]
-        if not math.isnan(target):
-            console.print(f"target accuracy for {g}: {target:.4f} ({source})")
+
+_FIGURE_FORMATS = {"png", "pdf", "svg", "none"}
+
+
+def _split_formats(format: str, figures: str) -> tuple[str, list[str]]:
+    """(table format, figure formats) from --format and --figures; an old-style --format of figure
+    formats (png,pdf / none) still works, with a warning that says where they go now."""
+    items = [f.strip().lower().lstrip(".") for f in format.split(",") if f.strip()]
+    if items and set(items) <= _FIGURE_FORMATS:
+        _warn(f"--format {format} names figure formats: use --figures {format} (--format picks the table: table, csv or markdown)")
+        format, figures = "table", format
+    from ..tables import FORMATS
+
+    if format.strip().lower() not in FORMATS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--format takes {', '.join(FORMATS)} (figure formats go to --figures); got {format!r}")
+    return format.strip().lower(), [] if figures.strip().lower() == "none" else [f for f in figures.split(",") if f.strip()]
 
 
 @app.command("compare")
@@ -84,15 +78,20 @@ def compare_command(
     target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. [default: 95% of the best uncompressed (method none) run of each dataset/model]"),
     out: Path = typer.Option(Path("compare"), help="Directory for compare.csv and the figures."),
     x: str = typer.Option("bits,rounds", "--x", help="x axes of the figures: bits (cumulative uplink, log scale), rounds, or bits,rounds."),
-    format: str = typer.Option("png,pdf", "--format", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),
+    format: str = typer.Option("table", "--format", help="How the table is printed: table (fits the terminal; compact when piped), csv or markdown."),
+    figures: str = typer.Option("png,pdf", "--figures", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),
 ) -> None:
     """Compare runs: a table (accuracy, uplink bits, compression, bits to a target accuracy) and paper-style figures."""
     from ..compare import compare
 
-    formats = [] if format.strip().lower() == "none" else [f for f in format.split(",") if f.strip()]
+    fmt, formats = _split_formats(format, figures)
     result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats)  # logs its warnings (stderr)
-    print_table(result.table)
-    _console().print(f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else ""))
+    print_table(result.table, fmt)
+    wrote = f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else "")
+    if fmt == "table":
+        typer.echo(wrote)
+    else:  # stdout is the CSV / Markdown alone
+        typer.echo(wrote, err=True)
 
 
 def _na(v) -> bool:

@@ -6,6 +6,7 @@ Built-ins: ``mnist-embedded`` (default, shipped, offline), ``mnist``, ``fashion-
 
 from __future__ import annotations
 
+from ..errors import DataError
 from ..methods.registry import make_part
 from .base import Dataset, DataSpec
 
@@ -19,7 +20,7 @@ def dataset_shape(name: str, params: dict | None = None) -> tuple[tuple[int, ...
     """``(input_shape, num_classes)`` of dataset ``name`` without reading its files (ConfigError if unknown)."""
     spec = dataset_spec(name, params)
     if spec is None:
-        raise ValueError(f"dataset {name} has no shape before it is loaded")
+        raise DataError(f"dataset {name} knows its shape only once loaded (load_dataset(...).spec)")
     return spec.input_shape, spec.num_classes
 
 

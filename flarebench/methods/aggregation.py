@@ -238,11 +238,13 @@ class FetchSGDAggregator(Aggregator):
     The values applied are the sketch's estimates: the paper's optional second round trip for the
     exact values of the k entries is not made. ``S_u``, ``S_e`` are the aggregator's state; clients keep none.
 
-    Setting: the paper sketches per-minibatch gradients; here S_k sketches a round's local update d. On the
-    main job (mlp, 79,510 entries) the defaults learn at ``--sparsity 0.99`` (k = 1% of the model, the
-    paper's CIFAR-10 ratio k / d = 50,000 / 6.5M; 0.932 after 200 rounds) but diverge at 0.999 (k = 80;
-    with rho = 0.9 and with rho = 0): a 5 x 800 sketch of a dense update puts ~100 entries in every cell,
-    top-k picks the estimates collisions inflate, and the accumulated error S_e grows with what is mis-applied.
+    Setting: the paper's clients send the sketch of one minibatch gradient, with no local momentum
+    (the authors' code asserts ``local_momentum == 0`` with the error kept at the server), and ``rho = 0.9`` is the only
+    momentum. Here S_k sketches a round's local update, which local momentum SGD (the run's
+    ``--momentum``) already produced: ``rho = 0.9`` on top of it is momentum twice, as DGC's correction
+    was, and on the main job it diverges at ``--sparsity 0.999`` whatever the sketch's size (0.1495 with a
+    5 x 6,080 sketch; 0.937 with ``rho = 0``). The ``fetchsgd`` preset therefore sets ``rho = 0``;
+    ``-p aggregator.rho=0.9`` is the paper's.
     """
 
     name = "fetchsgd"

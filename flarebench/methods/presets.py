@@ -83,8 +83,10 @@ preset("onebit", "1-bit SGD: one bit per entry with error feedback, decoded as t
        "Seide et al., Interspeech 2014", compressor="onebit", memory="residual")
 preset("powersgd", "PowerSGD: rank r per matrix in two phases (P up, P-hat down, Q up), Q warm-started, error feedback",
        "Vogels et al., NeurIPS 2019", compressor="powersgd", memory="residual")
-preset("fetchsgd", "FetchSGD: count sketch of the update; server momentum and error accumulation in sketch space, top-k unsketched",
-       "Rothchild et al., ICML 2020", compressor="count-sketch", aggregator="fetchsgd")
+preset("fetchsgd", "FetchSGD: count sketch of the update (5 rows, max(10 k, 0.077 P) columns: the authors' ratios), error "
+       "accumulation in sketch space, top-k unsketched; server momentum off (-p aggregator.rho=0.9 is the paper's: "
+       "on round updates after local momentum it diverges)",
+       "Rothchild et al., ICML 2020", compressor="count-sketch", aggregator="fetchsgd", params={"aggregator": {"rho": 0.0}})
 
 
 # ------------------------------------------------------------------------------------------ resolving

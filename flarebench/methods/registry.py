@@ -240,8 +240,8 @@ def register(cls: type[Part]) -> type[Part]:
     """Class decorator: add ``cls`` to the registry of ``cls.kind`` under ``cls.name``."""
     if cls.kind not in REGISTRY:
         raise TypeError(f"{cls.__name__}.kind must be one of {ALL_KINDS}, got {cls.kind!r}")
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} has no name")
+    if not cls.name or ":" in cls.name:
+        raise TypeError(f"{cls.__name__} needs a name without ':' (a ':' marks an import reference), got {cls.name!r}")
     names = [p.name for p in cls.params]
     if len(set(names)) != len(names) or "name" in names:
         raise TypeError(f"{cls.__name__}: parameter names must be unique and not 'name'")

@@ -18,4 +18,11 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, param
     return make_part("model", name, params).build(tuple(input_shape), num_classes)
 
 
-__all__ = ["ModelPart", "INPUTS", "build_model", "image_shape", "sequence_shape"]
+def num_params_for(cfg) -> int:
+    """Trainable parameters of ``cfg``'s model on its dataset (world.num_params_for; kept here, where it was)."""
+    from ..world import num_params_for as count
+
+    return count(cfg)
+
+
+__all__ = ["ModelPart", "INPUTS", "build_model", "num_params_for", "image_shape", "sequence_shape"]

@@ -1,6 +1,6 @@
 """The server half of a run over Flower: flarebench's ServerSide, with Flower messages as the transport.
 
-:class:`FlowerFederation` is what ``runner.run`` drives (``run_round``, ``evaluate``, ``state_dict``),
+:class:`FlowerFederation` is what ``runner.execute`` drives (``run_round``, ``evaluate``, ``state_dict``),
 so a Flower run writes the same run directory, checkpoints and resumes as a local one. A round is the
 local backend's round with messages in between:
 

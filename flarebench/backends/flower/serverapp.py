@@ -2,7 +2,7 @@
 
 :func:`run_on_grid` is the whole server side: it builds what the server needs (data for the test set
 and the client sizes, the model, the parts), wraps it in a :class:`FlowerFederation` and hands it to
-``runner.run``, which writes ``OUT/NAME/`` (config.json, metrics.csv with the transport columns,
+``runner.execute``, which writes ``OUT/NAME/`` (config.json, metrics.csv with the transport columns,
 checkpoint.pt) as for a local run. ``app`` is the ServerApp of the Flower app in ``app/`` (deployed
 with ``flwr run``); it reads these run-config keys:
 

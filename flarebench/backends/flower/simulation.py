@@ -48,10 +48,8 @@ def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite
     (the same run directory as a local run)."""
     require_flower()
     from .federation import FlowerOptions
-    from ...world import resolve_device
     from .serverapp import run_on_grid
 
-    resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before Ray and Flower start
     threads = torch.get_num_threads()
     options = FlowerOptions(client_threads=threads)
     result: dict = {}

@@ -49,6 +49,7 @@ class Compressor(Part):
     kind = "compressor"
     phases: int = 1  # uplink transfers per round
     uses_sparsity: bool = False  # whether the run's --sparsity sets how much is sent
+    family: str = "other"  # for figures: dense | sparsifier | quantizer | sign | low-rank/sketch | other
     unbiased: bool = False  # E[decompress(compress(v))] = v over the compressor's own randomness
 
     # ------------------------------------------------------------ client side
@@ -174,6 +175,7 @@ class Sparsifier(MessageCompressor):
     the density coming from the run's ``--sparsity``."""
 
     uses_sparsity = True
+    family = "sparsifier"
     params = MessageCompressor.params + (
         Param("rounding", str, "round", "k per tensor: round = max(1, round(R n)); reference = round(R n) + 1 (authors' code)",
               choices=("round", "reference"), paper="Greidi & Cohen 2023 (reference code)"),

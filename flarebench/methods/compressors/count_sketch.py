@@ -9,10 +9,18 @@ sketch space (aggregation.FetchSGDAggregator, the ``fetchsgd`` aggregator).
 
 Unsketch ``U(S)``: entry i is estimated as ``median_j s_j(i) S[j, h_j(i)]``; the heavy hitters are the
 ``k`` entries with the largest ``|estimate|``, ``k = max(1, round(density P))`` from the run's
-``--sparsity`` over the whole model (FetchSGD's top-k is global, not per tensor). ``columns =
-ceil(columns_per_k k)``. Defaults: ``rows = 5``, ``columns_per_k = 10``: the authors' code
-(CommEfficient: ``--num_rows 5 --num_cols 500000 --k 50000``). With another aggregator (e.g.
-``weighted-mean``), :meth:`decompress` is the client's own heavy hitters, top-k of ``U(S)``.
+``--sparsity`` over the whole model (FetchSGD's top-k is global, not per tensor).
+
+Size: ``columns = max(ceil(columns_per_k k), ceil(columns_per_entry P))``. The authors' code sizes the
+sketch in absolute terms (CommEfficient: ``--num_rows 5 --num_cols 500000 --k 50000`` for the 6.5M
+entries of ResNet-9 on CIFAR-10): 10 columns per heavy hitter and 0.077 columns per entry (13 entries
+per cell). Their k was never below 0.77% of the model, so the two ratios agree there; at a smaller k
+(``--sparsity 0.999``) 10 k columns alone would put ~100 entries in every cell and the heavy hitters
+drown in collisions, so the default keeps the paper's entries per cell as a floor (``columns_per_entry
+= 0`` sizes from k alone). Defaults ``rows = 5``, ``columns_per_k = 10``, ``columns_per_entry = 0.077``.
+A sketch over ``MAX_CELLS`` cells is refused (ConfigError, one line) when the part is built, before
+anything is written. With another aggregator (e.g. ``weighted-mean``),
+:meth:`decompress` is the client's own heavy hitters, top-k of ``U(S)``.
 
 Wire: a 2-byte tag + ``rows * columns`` float32 cells (row-major): ``32 rows columns + 16`` bits per
 client and round, whatever the update; the sketch's size comes from the layout and the parameters, so
@@ -31,14 +39,16 @@ import math
 import torch
 
 from ...engine.seeds import generator
-from ...errors import DecodeError
+from ...errors import ConfigError, DecodeError
 from ...wire.frame import ByteReader, ByteWriter
-from ..registry import Param, PartContext, positive, register
+from ..registry import Param, PartContext, non_negative, positive, register
 from .base import Compressor
 
 TAG = 0x43
 MAX_COLUMNS = 2**30  # the hash codes are int32 2 h + sign bit: h < 2^30
-MAX_MODELS = 64  # the sketch's memory (hash codes + one sketch) is at most this many times the model's
+MAX_MODELS = 64  # the sketch's memory (hash codes + one sketch) is at most this many times the model's,
+MIN_LIMIT_BYTES = 2**26  # or 64 MiB, whichever is larger (a small model may have an exact sketch)
+MAX_CELLS = 2**28  # cells per sketch: 1 GiB of fp32 per client (and per server state S_u, S_e)
 
 
 def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -55,52 +65,76 @@ def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
     return x[(n - 1) // 2]
 
 
+def sketch_columns(num_params: int, k: int, columns_per_k: float, columns_per_entry: float) -> int:
+    """Columns of the sketch: ``max(ceil(columns_per_k k), ceil(columns_per_entry num_params), 1)``."""
+    return max(1, math.ceil(columns_per_k * k), math.ceil(columns_per_entry * num_params))
+
+
 @register
 class CountSketch(Compressor):
     name = "count-sketch"
+    family = "low-rank/sketch"
     summary = "count sketch [rows, columns] of the whole update (shared seeded hashes); linear, so sketches add up"
     paper = "Rothchild et al., ICML 2020 (FetchSGD); Charikar et al. 2002 (count sketch)"
     uses_sparsity = True
     params = (
         Param("rows", int, 5, "hash rows of the sketch (the estimate is the median over rows); "
-              f"hash codes + sketch at most {MAX_MODELS} times the model's memory", unit="rows",
+              f"hash codes + sketch at most {MAX_MODELS} times the model's memory or 64 MiB", unit="rows",
               check=positive, rule="> 0", paper="Rothchild et al. 2020 (authors' code: 5)"),
-        Param("columns_per_k", float, 10.0, "columns = ceil(columns_per_k * k), k = heavy hitters from --sparsity",
+        Param("columns_per_k", float, 10.0, "columns >= ceil(columns_per_k * k), k = heavy hitters from --sparsity",
               unit="columns per heavy hitter", check=lambda x: 0 < x <= MAX_COLUMNS, rule=f"in (0, {MAX_COLUMNS}]",
               paper="Rothchild et al. 2020 (authors' code: 500,000 columns for k = 50,000)"),
+        Param("columns_per_entry", float, 0.077, "columns >= ceil(columns_per_entry * P), P = the model's entries "
+              "(0: sized from k alone)", unit="columns per model entry", check=non_negative, rule=">= 0",
+              paper="Rothchild et al. 2020 (authors' code: 500,000 columns for ResNet-9's 6.5M entries)"),
     )
 
     def __init__(self, ctx: PartContext, **params):
         super().__init__(ctx, **params)
         self.num_params = ctx.num_params
         self.seed = ctx.seed
-        self.k, self.columns = self.shape(self.columns_per_k, self.num_params, ctx.density)
+        params = {"rows": self.rows, "columns_per_k": self.columns_per_k, "columns_per_entry": self.columns_per_entry}
+        self.k, self.columns = self.shape(params, self.num_params, ctx.density)
+        problem = self.size_problem(params, self.num_params, ctx.density)
+        if problem:
+            raise ConfigError(problem)
         self._codes: dict[str, torch.Tensor] = {}
 
     @staticmethod
-    def shape(columns_per_k: float, num_params: int, density: float) -> tuple[int, int]:
-        """``(k, columns)``: heavy hitters ``k = max(1, round(density P))`` (at most P), ``columns = ceil(columns_per_k k)``."""
+    def shape(params: dict, num_params: int, density: float) -> tuple[int, int]:
+        """``(k, columns)``: heavy hitters ``k = max(1, round(density P))`` (at most P) and the sketch's columns
+        (:func:`sketch_columns`) for the parameters ``params``."""
         k = min(num_params, max(1, int(round(density * num_params))))
-        return k, max(1, math.ceil(columns_per_k * k))
+        return k, sketch_columns(num_params, k, params["columns_per_k"], params["columns_per_entry"])
+
+    @classmethod
+    def size_problem(cls, params: dict, num_params: int, density: float) -> str | None:
+        """Why a sketch of ``params`` does not fit, or None: at most ``MAX_COLUMNS`` columns and ``MAX_CELLS`` cells,
+        and its memory, int32 hash codes ``[rows, P]`` plus one float32 sketch ``[rows, columns]``, at most
+        ``MAX_MODELS`` times the model's float32 ``[P]`` or ``MIN_LIMIT_BYTES``, whichever is larger."""
+        rows = params["rows"]
+        k, columns = cls.shape(params, num_params, density)
+        need, model = 4 * rows * (num_params + columns), 4 * num_params
+        if columns <= MAX_COLUMNS and need <= max(MAX_MODELS * model, MIN_LIMIT_BYTES):
+            if rows * columns <= MAX_CELLS:
+                return None
+            return (f"count-sketch: a {rows} x {columns:,} sketch is over {MAX_CELLS:,} cells (1 GiB per client): "
+                    "lower compressor.rows, columns_per_k or columns_per_entry")
+        return (f"compressor {cls.name}: rows={rows}, columns_per_k={params['columns_per_k']!r}, columns_per_entry="
+                f"{params['columns_per_entry']!r} make a sketch of {rows} x {columns} cells (k = {k} of the model's "
+                f"{num_params} entries) and {rows} x {num_params} hash codes: {need / 2**20:.3g} MiB, more than "
+                f"{MAX_MODELS} times the model ({model / 2**20:.3g} MiB) and more than {MIN_LIMIT_BYTES // 2**20} MiB"
+                + (f", and more than {MAX_COLUMNS} columns" if columns > MAX_COLUMNS else "")
+                + "; use fewer rows or smaller columns_per_k / columns_per_entry")
 
     @classmethod
     def check_run(cls, params, cfg):
-        """The sketch must fit the run: ``columns <= MAX_COLUMNS`` and its memory, int32 hash codes ``[rows, P]``
-        plus one float32 sketch ``[rows, columns]``, at most MAX_MODELS times the model's float32 ``[P]``."""
-        from ...models import num_params_for
+        """The sketch must fit the run (:meth:`size_problem`), checked with the config, before anything is built."""
+        from ...world import num_params_for
 
         if not params:
             return None
-        rows, num_params = params["rows"], num_params_for(cfg)
-        k, columns = cls.shape(params["columns_per_k"], num_params, cfg.density)
-        need, model = 4 * rows * (num_params + columns), 4 * num_params
-        if columns <= MAX_COLUMNS and need <= MAX_MODELS * model:
-            return None
-        return (f"compressor {cls.name}: rows={rows}, columns_per_k={params['columns_per_k']!r} make a sketch of {rows} x "
-                f"{columns} cells (k = {k} of the model's {num_params} entries) and {rows} x {num_params} hash codes: "
-                f"{need / 2**20:.3g} MiB, more than {MAX_MODELS} times the model ({model / 2**20:.3g} MiB)"
-                + (f", and more than {MAX_COLUMNS} columns" if columns > MAX_COLUMNS else "")
-                + "; use fewer rows or a smaller columns_per_k")
+        return cls.size_problem(params, num_params_for(cfg), cfg.density)
 
     # ------------------------------------------------------------ hashes
     def codes(self, device=None) -> torch.Tensor:

@@ -10,6 +10,7 @@ from .base import MessageCompressor
 @register
 class Identity(MessageCompressor):
     name = "identity"
+    family = "dense"
     summary = "every entry, dense (value codec fp32: 32 bits per entry)"
     paper = "McMahan et al., AISTATS 2017 (FedAvg)"
     params = tuple(p for p in MessageCompressor.params if p.name == "value_codec")  # no positions travel

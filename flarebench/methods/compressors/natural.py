@@ -47,6 +47,7 @@ class NaturalPayload:
 @register
 class Natural(Compressor):
     name = "natural"
+    family = "quantizer"
     summary = "unbiased stochastic rounding of every entry to a power of two: sign + 8-bit exponent (9 bits)"
     paper = "Horvath et al., 2019 (arXiv 1905.10988)"
     unbiased = True

@@ -90,6 +90,7 @@ def orthonormalise(p: torch.Tensor) -> torch.Tensor:
 @register
 class PowerSGD(Compressor):
     name = "powersgd"
+    family = "low-rank/sketch"
     summary = "rank-r power iteration per matrix: P = MQ up, orthonormal P-hat down, Q = M^T P-hat up; Q warm-started"
     paper = "Vogels et al., NeurIPS 2019"
     phases = 2

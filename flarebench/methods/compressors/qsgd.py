@@ -286,6 +286,7 @@ class QSGDPayload:
 @register
 class QSGD(Compressor):
     name = "qsgd"
+    family = "quantizer"
     summary = "s levels per bucket of d entries, stochastic rounding against the bucket norm, Elias-omega coded (unbiased)"
     paper = "Alistarh et al., NeurIPS 2017"
     unbiased = True

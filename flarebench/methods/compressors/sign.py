@@ -52,6 +52,7 @@ class SignFamily(Compressor):
     (``v`` ``[K, P]`` -> ``[K, T, m]``) and, for m > 0, :meth:`check_scales` (decoder-side validity).
     """
 
+    family = "sign"
     payload_id: int = -1
     scales_per_tensor: int = 0
 

@@ -57,6 +57,7 @@ class TernPayload:
 @register
 class TernGrad(Compressor):
     name = "terngrad"
+    family = "quantizer"
     summary = "stochastic ternary {-1, 0, 1} * max|v_t| per tensor (unbiased without clipping), 5 trits per byte"
     paper = "Wen et al., NeurIPS 2017"
     payload_id = 0x31

@@ -45,6 +45,7 @@ from .base import MessageCompressor
 @register
 class Threshold(MessageCompressor):
     name = "threshold"
+    family = "sparsifier"
     summary = "the entries with |v| > tau (a fixed threshold), sent as sign * tau (1 bit + position each)"
     paper = "Strom, Interspeech 2015"
     payload_id = 0x23
