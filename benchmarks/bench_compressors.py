@@ -1,24 +1,41 @@
-"""Every registered compressor at VGG-16 size: compress + encode + decode + decompress vs one training step.
+"""Every registered compressor at VGG-16 size: compress + encode + decode + reconstruction vs one training step.
 
-    python benchmarks/bench_compressors.py                     # all compressors, vgg16-15m, density 1e-3
+    python benchmarks/bench_compressors.py                     # all compressors, vgg16-15m, sparsity 0.999
     python benchmarks/bench_compressors.py --compressors topk,qsgd --sparsity 0.99 --threads 2
 
-The update is Gaussian noise ``[1, P]`` on the common CIFAR VGG-16 layout (14.7M entries; bench_wire.py).
-Each compressor is built at its defaults (``--sparsity`` for the sparsifiers) and timed on one client:
-``compress`` (client), ``encode`` (client), ``decode`` + ``contribution`` (server: what it adds up).
-Multi-phase compressors (PowerSGD) are timed through all their phases, server broadcasts included.
-The training step = forward + backward + SGD step on a batch of 32 3x32x32 images, same threads.
-Times are medians in milliseconds, measured in one run, so the ratios compare like with like.
+Model: ``vgg16-15m``, the CIFAR VGG-16 of the compression papers (13 3x3 convs + Linear(512, 10):
+14,719,818 entries; bench_wire.py). flarebench's own ``--model vgg16`` (the FLARE reference's
+4096-4096 head: 33.6M entries) adds 19M classifier entries that cost the step about 6% more FLOPs,
+so a per-entry cost weighs about 2.2x more there (``--model vgg16``).
+
+The update is Gaussian noise ``[1, P]``; each compressor is built at its defaults (``--sparsity`` for
+the sparsifiers) and timed on one client: ``compress`` + ``encode`` (client), ``decode`` + the
+server's reconstruction (``contribution``: what it adds up); multi-phase compressors (PowerSGD)
+through all their phases, server broadcasts included. Where the cost depends on state, the rows are
+the settings a run meets: ``dgc`` after its warm-up (density 1 - sparsity) and ``dgc@warm-up`` in its
+first round (the warm-up's densest, once per run); ``threshold`` with tau at the (1 - density)
+quantile of |v|, so that it sends what the sparsifiers send (a tau against the update's scale: with
+the default tau = 0.05 against N(0, 1) noise it would send 96% of the entries, a state no run meets).
+
+The training step = forward + backward + SGD step on a batch of 32 3x32x32 images, same threads. The
+step and the compressor are timed alternately (``--reps`` each), so load on the machine weighs on both
+alike; a share is median(compressor) / median(step), the table's step the median over all rows.
+Times are the process's CPU time (``--clock cpu``, time.process_time: user + system), so on a shared
+machine the time spent waiting for a core does not count; ``--clock wall`` for wall-clock time (use it
+with ``--threads`` > 1, where CPU time adds up the threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 
 import torch
 
-from bench_wire import build, median_ms, train_step_ms
+from bench_wire import build, train_step_fn
 from flarebench.flat import Layout
+from flarebench.methods.compressors.dgc import warmup_density
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts
 
 
@@ -36,6 +53,21 @@ def one_client_round(comp, v: torch.Tensor, ctx: RoundContext) -> tuple[int, tor
     return nbytes, comp.contribution(received[0], broadcasts)
 
 
+def rows(names: list[str], v: torch.Tensor, density: float):
+    """(label, compressor name, parameters, round, setting) for every row of the table."""
+    for name in names:
+        if name == "threshold":
+            tau = float(v.abs().flatten().kthvalue(v.numel() - max(1, round(density * v.numel()))).values)
+            yield name, name, {"tau": tau}, 0, f"tau = {tau:.3g} (sends ~{density:g})"
+        elif name == "dgc":
+            cls = REGISTRY["compressor"][name]
+            W = cls.defaults()["warmup_rounds"]
+            yield name, name, {}, W, f"after warm-up (round {W})"
+            yield "dgc@warm-up", name, {}, 0, f"warm-up round 0 (density {warmup_density(density, 0, W):.3g})"
+        else:
+            yield name, name, {}, 0, ""
+
+
 def main() -> None:
     load_parts()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,23 +76,37 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.999, help="for the compressors that use it")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="process CPU time or wall-clock time")
     args = ap.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build(args.model)
     layout = Layout.of(model)
-    step = train_step_ms(model, args.reps)
+    step = train_step_fn(model)
     v = torch.randn(1, layout.num_params)
-    ctx = RoundContext(0, [0], seed=0)
-    print(f"{args.model}: {layout.num_params:,} entries in {len(layout)} tensors; one training step "
-          f"(batch 32, {args.threads} thread(s)): {step:.0f} ms; sparsity {args.sparsity} for the sparsifiers")
-    print(f"| compressor | uplink KiB | bits/entry | compress+encode+decode ms | share of a step |")
-    print(f"|---|---:|---:|---:|---:|")
-    for name in args.compressors.split(","):
-        comp = REGISTRY["compressor"][name](PartContext(layout, 1, sparsity=args.sparsity, seed=0))
+    density = 1.0 - args.sparsity
+    lines, steps = [], []
+    for label, name, params, round_idx, setting in rows(args.compressors.split(","), v, density):
+        comp = REGISTRY["compressor"][name](PartContext(layout, 1, sparsity=args.sparsity, seed=0), **params)
+        ctx = RoundContext(round_idx, [0], seed=0)
         nbytes, _ = one_client_round(comp, v, ctx)  # warm-up
-        ms = median_ms(lambda: one_client_round(comp, v, ctx), args.reps)
-        print(f"| {name} | {nbytes / 1024:,.1f} | {8 * nbytes / layout.num_params:.4g} | {ms:,.1f} | {100 * ms / step:.1f}% |")
+        t_step, t_comp = [], []
+        for _ in range(args.reps):
+            for fn, out in ((step, t_step), (lambda: one_client_round(comp, v, ctx), t_comp)):
+                t0 = clock()
+                fn()
+                out.append(1e3 * (clock() - t0))
+        steps += t_step
+        ms, share = statistics.median(t_comp), statistics.median(t_comp) / statistics.median(t_step)
+        lines.append(f"| {label} | {setting} | {nbytes / 1024:,.1f} | {8 * nbytes / layout.num_params:.4g} | "
+                     f"{ms:,.1f} | {100 * share:.1f}% |")
+    print(f"{args.model}: {layout.num_params:,} entries in {len(layout)} tensors; one training step (batch 32, "
+          f"{args.threads} thread(s)): {statistics.median(steps):.0f} ms {args.clock} time (median of {len(steps)}); "
+          f"sparsity {args.sparsity} for the sparsifiers\n")
+    print("| compressor | setting | uplink KiB | bits/entry | compress+encode+decode+reconstruct ms | share of a step |")
+    print("|---|---|---:|---:|---:|---:|")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

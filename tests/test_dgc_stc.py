@@ -18,8 +18,8 @@ from flarebench.errors import DecodeError
 from flarebench.flat import Layout, Segment
 from flarebench.methods.compressors import tensor_k
 from flarebench.methods.compressors.dgc import DGC, sample_size, warmup_density
-from flarebench.methods.compressors.stc import STC, select_topk, ternarize
-from flarebench.methods.compressors.topk import topk_positions
+from flarebench.methods.compressors.stc import STC, ternarize
+from flarebench.methods.compressors.topk import full_topk_positions, topk_positions
 from flarebench.methods.memory import DGCMemory
 from flarebench.methods.registry import PartContext, RoundContext, part_class
 from flarebench.wire.bounds import expected_bits_per_entry
@@ -74,10 +74,11 @@ def test_ternarize_means_per_tensor():
 
 
 @FAST
-@given(st.integers(1, 200_000), st.integers(0, 2**31), st.sampled_from(["normal", "heavy", "ties", "ramp", "aliased"]), st.data())
-def test_stc_prefiltered_topk_is_the_exact_topk(n, seed, kind, data):
-    """select_topk == topk_positions (as sets of magnitudes: entries tied at the k-th may be swapped),
-    also where the strided sample is unrepresentative (aliased: large values exactly at the sampled stride)."""
+@given(st.integers(1, 200_000), st.integers(0, 2**31), st.sampled_from(["normal", "heavy", "ties", "ramp", "aliased", "nan"]), st.data())
+def test_prefiltered_topk_is_the_exact_topk(n, seed, kind, data):
+    """topk_positions == full_topk_positions (torch.topk over every entry) exactly, ties at the k-th
+    magnitude and NaN included, also where the strided sample is unrepresentative (aliased: large values
+    exactly at the sampled stride)."""
     k = data.draw(st.integers(1, max(1, n // 20)))
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, n, generator=g)
@@ -90,12 +91,12 @@ def test_stc_prefiltered_topk_is_the_exact_topk(n, seed, kind, data):
     elif kind == "aliased":
         x = x * 1e-3
         x[:, ::max(1, n // max(1024, 64 * -(-n // k)))] += 10.0
-    got, ref = select_topk(x, k), topk_positions(x, k)
+    elif kind == "nan":
+        x[0, data.draw(st.integers(0, n - 1))] = float("nan")
+    got, ref = topk_positions(x, k), full_topk_positions(x, k)
     assert got.shape == ref.shape == (2, k)
     assert torch.all(got[:, 1:] > got[:, :-1]) if k > 1 else True
-    for row in range(2):
-        mag = x[row].abs()
-        assert torch.equal(mag[got[row]].sort().values, mag[ref[row]].sort().values)
+    assert torch.equal(got, ref)
 
 
 def test_stc_bits_per_entry_formula():

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from flarebench.engine.seeds import derive
 from flarebench.flat import Layout, Segment
 from flarebench.methods.compressors import tensor_k
 from flarebench.methods.compressors.identity import Identity
@@ -75,9 +76,9 @@ def test_randk_server_rebuilds_exact_update_from_values_and_seed():
         data = comp.encode(msg)
         assert msg.indices is None and msg.seed == ctx.seed_for(k, "randk")  # positions never go on the wire
         got = server.decompress(server.decode(data))
-        g = torch.Generator().manual_seed(msg.seed)
         expected = torch.zeros_like(row)
-        for seg, kt in zip(layout.segments, comp.counts):
+        for t, (seg, kt) in enumerate(zip(layout.segments, comp.counts)):  # tensor t: randperm of its own generator
+            g = torch.Generator().manual_seed(derive(msg.seed, "randk", t))
             pos = torch.randperm(seg.numel, generator=g)[:kt] + seg.start
             expected[pos] = row[pos]
         assert torch.equal(got, expected)

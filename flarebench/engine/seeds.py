@@ -6,6 +6,7 @@ exactly what an uninterrupted one would have.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import numpy as np
@@ -28,3 +29,42 @@ def derive(seed: int, purpose: str, *parts: int) -> int:
 def generator(seed: int, purpose: str, *parts: int) -> torch.Generator:
     """A CPU torch.Generator seeded with :func:`derive` (CPU so draws are the same on every device)."""
     return torch.Generator().manual_seed(derive(seed, purpose, *parts))
+
+
+def randperm_prefix(seed: int, n: int, k: int) -> torch.Tensor:
+    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]`` (int64 ``[k]``, CPU) in O(k).
+
+    torch's CPU randperm is a Fisher-Yates shuffle over mt19937 (seeded with the low 32 bits of ``seed``):
+    step i swaps entry i with entry ``i + r_i % (n - i)``, r_i the i-th 32-bit draw, so the first k entries
+    are final after k steps; numpy's MT19937 gives the same draws. Checked against torch once per process
+    (:func:`_prefix_matches_torch`); where it does not match (another torch), torch.randperm is used.
+    """
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.int64)
+    if not _prefix_matches_torch():
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]
+    return torch.from_numpy(_fisher_yates_prefix(seed, n, k))
+
+
+def _fisher_yates_prefix(seed: int, n: int, k: int) -> np.ndarray:
+    bits = np.random.MT19937()
+    bits.state = {"bit_generator": "MT19937", "state": np.random.RandomState(seed & 0xFFFFFFFF).get_state(legacy=False)["state"]}
+    i = np.arange(k, dtype=np.int64)
+    z = bits.random_raw(k).astype(np.int64) % (n - i) + i  # the entry step i swaps with
+    # no entry is swapped twice and none of the first k is swapped in from later (the usual case for k << sqrt(n)):
+    # entry i ends as z_i. Otherwise replay the k swaps on a sparse array.
+    if np.all((z == i) | (z >= k)) and np.unique(z).size == k:
+        return z
+    moved: dict[int, int] = {}
+    out = np.empty(k, dtype=np.int64)
+    for a, b in enumerate(z.tolist()):
+        out[a] = moved.get(b, b)
+        moved[b] = moved.get(a, a)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _prefix_matches_torch() -> bool:
+    cases = [(12345, 1000, 40), (2**62 + 5, 70_000, 300), (7, 50, 50)]
+    return all(torch.equal(torch.from_numpy(_fisher_yates_prefix(s, n, k)),
+                           torch.randperm(n, generator=torch.Generator().manual_seed(s))[:k]) for s, n, k in cases)

@@ -175,9 +175,11 @@ class RoundContext:
         """A 63-bit seed for client ``ids[row]`` in this round (see engine/seeds.py)."""
         return derive(self.seed, purpose, self.round_idx, self.ids[row])
 
-    def generator(self, row: int, purpose: str = "compress") -> torch.Generator:
-        """A CPU generator for client ``ids[row]`` in this round: the same draws on every device and on resume."""
-        return torch.Generator().manual_seed(self.seed_for(row, purpose))
+    def generator(self, row: int, purpose: str = "compress", device=None) -> torch.Generator:
+        """A generator on ``device`` (default CPU) for client ``ids[row]`` in this round: the same draws on every
+        run on that device and on resume. Draws the server must repeat (shared positions) use the CPU one,
+        the same on every device; a client's private draws use its update's device (no host round trip)."""
+        return torch.Generator(device=device if device is not None else "cpu").manual_seed(self.seed_for(row, purpose))
 
     def server_generator(self, purpose: str = "server") -> torch.Generator:
         """A CPU generator for the server's draws in this round."""

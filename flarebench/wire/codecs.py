@@ -357,13 +357,13 @@ class ValueCodec:
         return (self.payload_bits(counts) + 7) // 8
 
     def encode(self, values: np.ndarray, counts=None) -> bytes:
-        return np.asarray(values, dtype=np.float32).astype(self.dtype).tobytes()
+        return np.asarray(values, dtype=np.float32).astype(self.dtype, copy=False).tobytes()  # fp32: one copy
 
     def decode(self, buf: bytes | memoryview, counts) -> np.ndarray:
         need = self.nbytes(counts)
         if len(buf) != need:
             raise DecodeError(f"{self.name} values need {need} bytes, got {len(buf)}")
-        return np.frombuffer(buf, dtype=self.dtype).astype(np.float32)
+        return np.frombuffer(buf, dtype=self.dtype).astype(np.float32, copy=False)  # fp32: a read-only view
 
 
 class Fp32(ValueCodec):

@@ -134,7 +134,7 @@ class WireFormat:
             return Encoded(data, POSITION_CODECS_BY_ID[codec_id].name)
         if msg.kind == SEEDED:
             return Encoded(bytes(self._header(SEEDED, 0, msg.counts) + int(msg.seed).to_bytes(8, "little") + values), None)
-        return Encoded(bytes(self._header(DENSE, 0, msg.counts) + values), None)
+        return Encoded(b"".join((self._header(DENSE, 0, msg.counts), values)), None)  # one copy of the values
 
     # ------------------------------------------------------------ decode
     def decode(self, data: bytes) -> Message:
@@ -193,6 +193,7 @@ class WireFormat:
             pos = POSITION_CODECS_BY_ID[codec_id].decode(buf[at : at + length], self.sizes, counts_t)
             at += length
             indices = torch.from_numpy(np.concatenate(pos).astype(np.int64)) if pos else torch.zeros(0, dtype=torch.int64)
-        values = torch.from_numpy(values_codec.decode(buf[at:], counts_t).copy())
+        values = values_codec.decode(buf[at:], counts_t)
+        values = torch.from_numpy(values if values.flags.writeable else values.copy())
         codec_name = POSITION_CODECS_BY_ID[codec_id].name if kind == SPARSE else None
         return Message(kind, self.sizes, counts_t, values, indices=indices, seed=seed, position_codec=codec_name)

@@ -99,6 +99,13 @@ class Compressor(Part):
         """The stated floor of this payload in bits (README, 'Wire formats'); headers and padding not counted."""
         raise NotImplementedError
 
+    def host_bytes_bound(self, payload: Any) -> int:
+        """The most bytes that may leave the update's device for the host in the compress + encode that built
+        ``payload`` (``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``, ``.to('cpu')``, ``bool()`` ...): the
+        payload itself, never the dense float update unless the compressor sends it densely (README,
+        'Where compressors compute'; tests/test_host_bytes.py holds every compressor to it)."""
+        raise NotImplementedError
+
     def label(self, payload: Any) -> str:
         """What kind of payload this is, for metrics.csv's ``position_codecs`` column (e.g. ``golomb``, ``qsgd``)."""
         return self.name
@@ -145,10 +152,9 @@ class MessageCompressor(Compressor):
         return msg.values.to(device=device, dtype=torch.float32)
 
     def decompress(self, payload: Message, device=None) -> torch.Tensor:
-        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
         if payload.is_dense:
-            out.copy_(self.values_of(payload, device))
-            return out
+            return torch.empty(self.layout.num_params, dtype=torch.float32, device=device).copy_(self.values_of(payload, device))
+        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
         out[self.flat_positions(payload, device)] = self.values_of(payload, device)
         return out
 
@@ -157,6 +163,13 @@ class MessageCompressor(Compressor):
 
     def bound_bits(self, payload: Message) -> float:
         return message_bound_bits(payload, self.wire.values)
+
+    def host_bytes_bound(self, payload: Message) -> int:
+        """4 bytes per entry for a dense message (float32 values); 8 (int64 position) + 4 (float32 value) per
+        sent entry of a sparse one, 4 per value of a seeded one (the positions are drawn on both sides);
+        + 8 bytes per tensor (counts, the selection's one-byte checks)."""
+        per_entry = 12 if payload.indices is not None else 4
+        return per_entry * payload.nnz + 8 * len(self.sizes)
 
     def label(self, payload: Message) -> str:
         if payload.is_dense:

@@ -43,6 +43,7 @@ from ...errors import ConfigError, DecodeError
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param, PartContext, non_negative, positive, register
 from .base import Compressor
+from .topk import CHUNK, positions_where, prefilter_threshold
 
 TAG = 0x43
 MAX_COLUMNS = 2**30  # the hash codes are int32 2 h + sign bit: h < 2^30
@@ -53,9 +54,17 @@ MAX_CELLS = 2**28  # cells per sketch: 1 GiB of fp32 per client (and per server 
 
 def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
     """Entry-wise median of ``len(rows)`` tensors of one shape (the lower median for an even count, as
-    torch.median): an odd-even transposition sorting network of min/max for up to 9 rows (much faster
-    than ``torch.median(dim=0)`` on CPU), torch.median above."""
+    torch.median), with min/max only (much faster than ``torch.median(dim=0)`` on CPU): a median selection
+    network for 3 and 5 rows (4 and 10 min/max), an odd-even transposition sort for the others up to 9,
+    torch.median above. Each picks one of its inputs, so every way gives the same value."""
     n = len(rows)
+    if n == 3:
+        return _median3(*rows)
+    if n == 5:  # the median of 5 is the median of e and the 2nd smallest / 2nd largest of the pairs (a, b), (c, d)
+        a, b, c, d, e = rows
+        lo_ab, hi_ab = torch.minimum(a, b), torch.maximum(a, b)
+        lo_cd, hi_cd = torch.minimum(c, d), torch.maximum(c, d)
+        return _median3(e, torch.maximum(lo_ab, lo_cd), torch.minimum(hi_ab, hi_cd))
     if n > 9:
         return torch.stack(rows).median(dim=0).values
     x = list(rows)
@@ -63,6 +72,10 @@ def median_of(rows: list[torch.Tensor]) -> torch.Tensor:
         for i in range(p % 2, n - 1, 2):
             x[i], x[i + 1] = torch.minimum(x[i], x[i + 1]), torch.maximum(x[i], x[i + 1])
     return x[(n - 1) // 2]
+
+
+def _median3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
 
 
 def sketch_columns(num_params: int, k: int, columns_per_k: float, columns_per_entry: float) -> int:
@@ -180,21 +193,39 @@ class CountSketch(Compressor):
         return out.scatter_add_(1, h, s * values.float())
 
     def estimate(self, table: torch.Tensor) -> torch.Tensor:
-        """``U(S)``: float32 ``[P]``, entry i = ``median_j s_j(i) S[j, h_j(i)]`` (lower median for even rows)."""
+        """``U(S)``: float32 ``[P]``, entry i = ``median_j s_j(i) S[j, h_j(i)]`` (lower median for even rows),
+        computed ``CHUNK`` entries at a time on ``table``'s device (its buffers stay small and are reused)."""
         codes = self.codes(table.device)
         signed = torch.stack([table, -table], dim=-1).reshape(self.rows, -1)  # [rows, 2 columns]: cell 2h + bit
-        return median_of([signed[j].index_select(0, codes[j]) for j in range(self.rows)])
+        est = torch.empty(self.num_params, dtype=torch.float32, device=table.device)
+        cells = torch.empty(self.rows, min(CHUNK, self.num_params), dtype=torch.float32, device=table.device)
+        for a in range(0, self.num_params, CHUNK):
+            b = min(a + CHUNK, self.num_params)
+            for j in range(self.rows):
+                torch.index_select(signed[j], 0, codes[j, a:b], out=cells[j, : b - a])
+            est[a:b] = median_of(list(cells[:, : b - a]))
+        return est
 
     def heavy_hitters(self, table: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` (default ``self.k``) entries of largest ``|U(S)|``: sorted int64 positions ``[k]``, values ``[k]``.
-        Ties (common: entries whose medians come from the same cells) go to the lowest positions, on every device."""
+        Ties (common: entries whose medians come from the same cells) go to the lowest positions, on every device.
+        The k-th largest |U(S)| is found among the entries above a sampled threshold (topk.prefilter_threshold),
+        or among all where fewer than k pass."""
         est = self.estimate(table)
         k = k or self.k
-        mag = est.abs()
-        kth = mag.topk(k, sorted=False).values.min()
-        above = torch.nonzero(mag > kth).flatten()
-        tied = torch.nonzero(mag == kth).flatten()[: k - above.numel()]
+        cand = None
+        if 16 * k <= self.num_params:
+            thr = prefilter_threshold(est[None], k)[0]
+            cand = positions_where(est, lambda m: m >= thr)  # ascending
+            if cand.numel() < k:
+                cand = None
+        cand_mag = est.abs() if cand is None else est[cand].abs()
+        kth = cand_mag.topk(k, sorted=False).values.min()
+        above = torch.nonzero(cand_mag > kth).flatten()
+        tied = torch.nonzero(cand_mag == kth).flatten()[: k - above.numel()]
         idx = torch.cat([above, tied]).sort().values
+        if cand is not None:
+            idx = cand[idx]
         return idx, est[idx]
 
     # ------------------------------------------------------------ the contract
@@ -230,6 +261,10 @@ class CountSketch(Compressor):
 
     def bound_bits(self, payload: torch.Tensor) -> float:
         return 32.0 * payload.numel()
+
+    def host_bytes_bound(self, payload: torch.Tensor) -> int:
+        """The sketch: 4 bytes per cell (``rows * columns`` float32), whatever P."""
+        return 4 * self.rows * self.columns
 
 
 __all__ = ["CountSketch"]

@@ -17,8 +17,10 @@ clipping: memory.py); this module is the selection and its warm-up:
   k sent). Fewer than ``lower_bound`` * k pass: thr <- ``lower_bound`` * thr and count again, at
   most 10 times (the authors' code's adaptation; 0: never); then all that pass are sent (<= k).
   (The authors' code refines only above 1.3 k and otherwise cuts to the first k by position.)
-  ``exact = true``: the exact top-k of every tensor instead (stc.select_topk).
-- Draws come from ``ctx.generator(row, "dgc")``: the same on every device and on resume.
+  ``exact = true``: the exact top-k of every tensor instead (topk.topk_positions).
+- Draws come from ``ctx.generator(row, "dgc", v.device)``, on the update's device: the same on every run on
+  that device and on resume (the server never repeats them). Everything runs on the update's device; the
+  positions (int64) and values (float32) sent cross to the host.
 
 Payload: a sparse Message (positions with ``position_codec``, default the smallest per message;
 values with ``value_codec``, default fp32); k varies per tensor and round. Bits per message:
@@ -42,8 +44,7 @@ import torch
 from ...wire.message import Message
 from ..registry import Param, non_negative, register
 from .base import Sparsifier
-from .stc import select_topk
-from .topk import topk_positions
+from .topk import positions_where, topk_positions
 
 MAX_ADAPTATION = 10  # the authors' code's max_adaptation_iters
 
@@ -97,26 +98,29 @@ class DGC(Sparsifier):
         s, ks = sample_size(n, k, density, self.sample_fraction)
         if s >= n:
             return None
-        idx = torch.randint(n, (s,), generator=g).to(block.device)
+        idx = torch.randint(n, (s,), generator=g, device=block.device)
         return block[idx].abs().topk(ks, sorted=False).values.min()
 
     def select_one(self, block: torch.Tensor, k: int, density: float, g: torch.Generator) -> torch.Tensor:
         """Sorted int64 positions sent of one tensor ``block`` ``[n]`` (see the module docstring)."""
         n = block.numel()
         if self.exact or k >= n:
-            return select_topk(block[None], k)[0]
+            return topk_positions(block[None], k)[0]
         thr = self.threshold(block, k, density, g)
         if thr is None:
             return topk_positions(block[None], k)[0]
-        mag = block.abs()
-        passed = torch.nonzero(mag >= thr, as_tuple=True)[0]
+        passed = positions_where(block, lambda m: m >= thr)
         for _ in range(MAX_ADAPTATION if self.lower_bound > 0 else 0):
             if passed.numel() >= self.lower_bound * k:
                 break
             thr = thr * self.lower_bound
-            passed = torch.nonzero(mag >= thr, as_tuple=True)[0]
+            passed = positions_where(block, lambda m: m >= thr)
         if passed.numel() > k:  # hierarchical selection: the exact top-k of those that passed
-            passed = passed[mag[passed].topk(k, sorted=False).indices].sort().values
+            mag = block[passed].abs()
+            keep = mag >= mag.kthvalue(passed.numel() - k + 1).values  # >= the k-th largest: ascending, no sort
+            if int(keep.sum()) == k:
+                return passed[keep]
+            passed = passed[mag.topk(k, sorted=False).indices].sort().values  # ties at the k-th: torch.topk's choice
         return passed
 
     def compress(self, v, ctx):
@@ -124,7 +128,7 @@ class DGC(Sparsifier):
         counts = self.counts_at(density)
         out = []
         for row in range(v.shape[0]):
-            g = ctx.generator(row, "dgc")
+            g = ctx.generator(row, "dgc", v.device)
             idx, val = [], []
             for seg, k in zip(self.layout.segments, counts):
                 block = v[row, seg.start : seg.stop]

@@ -112,5 +112,9 @@ class Natural(Compressor):
         symbols = payload.exponent.astype(np.uint16) | (payload.negative.astype(np.uint16) << np.uint16(8))
         return empirical_entropy_bits(np.bincount(symbols, minlength=512))
 
+    def host_bytes_bound(self, payload: NaturalPayload) -> int:
+        """One byte per entry (its symbol, for the coder; issue 21)."""
+        return self.num_params
+
 
 __all__ = ["Natural", "NaturalPayload"]

@@ -35,12 +35,12 @@ class OneBit(SignFamily):
     payload_id = 0x22
     scales_per_tensor = 2
 
-    def scales_of(self, v):
+    def scales_of(self, v, signs):
         cols = []
-        for block in self.blocks(v):  # [K, n_t]
+        for block, bits in zip(self.blocks(v), self.blocks(signs)):  # [K, n_t]
             pos = block.clamp(min=0).sum(1, dtype=torch.float64)  # sum of the entries >= 0
             neg = block.clamp(max=0).sum(1, dtype=torch.float64)  # sum of the negative entries
-            n_pos = (block >= 0).sum(1).double()
+            n_pos = bits.sum(1, dtype=torch.int32).double()
             n_neg = block.shape[1] - n_pos
             cols.append(torch.stack([pos / n_pos.clamp_min(1), neg / n_neg.clamp_min(1)], dim=1))  # empty group: 0
         return torch.stack(cols, dim=1).float().cpu()

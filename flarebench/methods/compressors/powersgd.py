@@ -228,6 +228,10 @@ class PowerSGD(Compressor):
     def bound_bits(self, payload: Factors) -> float:
         return 32.0 * payload.values.numel()
 
+    def host_bytes_bound(self, payload: Factors) -> int:
+        """The factors: 4 bytes per float32 of the payload (P_k and the vectors, or Q_k)."""
+        return 4 * int(payload.values.numel())
+
     def label(self, payload: Factors) -> str:
         return f"powersgd-{payload.kind}"
 

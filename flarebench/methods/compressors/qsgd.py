@@ -450,6 +450,10 @@ class QSGD(Compressor):
         hist[self.levels] += self.num_params - payload.positions.size
         return 32.0 * self.num_buckets + empirical_entropy_bits(hist)
 
+    def host_bytes_bound(self, payload: QSGDPayload) -> int:
+        """One byte per entry (its signed level, for the coder) + 4 bytes per bucket norm (issue 21)."""
+        return self.num_params + 4 * self.num_buckets
+
 
 __all__ = ["QSGD", "QSGDPayload", "omega_encode", "omega_decode", "omega_lengths", "pack_fields", "read_fields",
            "row_chunks", "uniform_bits", "uniform_floats", "stochastic_round"]

@@ -1,6 +1,11 @@
 """``randk``: k positions per tensor uniformly without replacement, drawn from a seed client and server
 share (derived from run seed, round and client), so the message carries the seed and the values only.
 
+Tensor t's positions are ``torch.randperm(n_t)[:k_t]`` (sorted) of a CPU generator seeded with
+``derive(seed, "randk", t)``: the same on every device (the server draws them again from the seed),
+computed in O(k_t) (engine/seeds.py, randperm_prefix) and moved to the update's device, where the
+values are gathered; only the k values cross to the host.
+
 ``scale = false`` (default, GRACE's RandomK): values as they are; with error feedback the usual choice.
 ``scale = true``: the server multiplies tensor t's values by ``n_t / k_t``, which makes the compressor
 unbiased (E[decompress] = v); no extra bits travel.
@@ -11,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ...wire.message import Message
+from ...engine.seeds import derive, randperm_prefix
 from ..registry import Param, register
 from .base import Sparsifier
 
@@ -29,9 +35,9 @@ class RandK(Sparsifier):
         return bool(self.scale)
 
     def seeded_positions(self, seed: int) -> list[torch.Tensor]:
-        """Per-tensor sorted positions drawn from ``seed`` (CPU generator: same on every device)."""
-        g = torch.Generator().manual_seed(seed)
-        return [torch.randperm(n, generator=g)[:k].sort().values for n, k in zip(self.layout.sizes, self.counts)]
+        """Per-tensor sorted int64 positions drawn from ``seed`` (CPU: the same on every device)."""
+        return [randperm_prefix(derive(seed, "randk", t), n, k).sort().values
+                for t, (n, k) in enumerate(zip(self.layout.sizes, self.counts))]
 
     def positions(self, msg):
         if msg.seed is None:

@@ -68,8 +68,8 @@ class SignFamily(Compressor):
         """``x`` ``[..., P]`` -> its per-tensor views ``[..., n_t]`` (a loop over tensors, never entries)."""
         return [x[..., s.start : s.stop] for s in self.layout.segments]
 
-    def scales_of(self, v: torch.Tensor) -> torch.Tensor:
-        """``[K, T, m]`` float32 reconstruction values (m = 0: none)."""
+    def scales_of(self, v: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        """``[K, T, m]`` float32 reconstruction values (m = 0: none) of ``v`` ``[K, P]`` with ``signs = v >= 0``."""
         return torch.zeros(v.shape[0], self.num_tensors, 0, dtype=torch.float32)
 
     def check_scales(self, scales: np.ndarray) -> None:
@@ -78,8 +78,9 @@ class SignFamily(Compressor):
     # ------------------------------------------------------------ client side
     def compress(self, v, ctx):
         v = v.detach()
-        signs = (v >= 0).cpu()
-        scales = self.scales_of(v).float().cpu()
+        signs = v >= 0
+        scales = self.scales_of(v, signs).float().cpu()
+        signs = signs.cpu()
         return [SignPayload(signs[k], scales[k]) for k in range(v.shape[0])]
 
     # ------------------------------------------------------------ bytes
@@ -87,7 +88,7 @@ class SignFamily(Compressor):
         w = ByteWriter().tag(self.payload_id)
         if self.scales_per_tensor:
             w.f32(payload.scales.numpy())
-        return w.bits(payload.signs.numpy()).getvalue()
+        return w.bits(payload.signs.numpy().view(np.uint8)).getvalue()
 
     def decode(self, data: bytes) -> SignPayload:
         r = ByteReader(data, self.name)
@@ -97,19 +98,23 @@ class SignFamily(Compressor):
         self.check_scales(scales)
         signs = r.bits(self.num_params)
         r.end()
-        return SignPayload(torch.from_numpy(signs.astype(bool)), torch.from_numpy(scales))
+        return SignPayload(torch.from_numpy(signs.view(bool)), torch.from_numpy(scales))
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: SignPayload, device=None) -> torch.Tensor:
-        """float32 ``[P]``: +-1 (m = 0); +-scale_t (m = 1); mu+_t where the bit is 1, mu-_t where 0 (m = 2)."""
+        """float32 ``[P]``: +-1 (m = 0); +-scale_t (m = 1); mu+_t where the bit is 1, mu-_t where 0 (m = 2):
+        per tensor, a lookup of its two values by the bit (index_select; faster than torch.where on CPU)."""
         signs = payload.signs.to(device)
-        out = signs.float().mul_(2.0).sub_(1.0)  # +1 / -1
-        if self.scales_per_tensor == 1:
-            for block, (scale,) in zip(self.blocks(out), payload.scales.tolist()):
-                block.mul_(scale)
-        elif self.scales_per_tensor == 2:
-            for block, bits, (pos, neg) in zip(self.blocks(out), self.blocks(signs), payload.scales.tolist()):
-                block.fill_(neg).masked_fill_(bits, pos)
+        out = torch.empty(self.num_params, dtype=torch.float32, device=device)
+        if self.scales_per_tensor == 0:
+            values = torch.tensor([[-1.0, 1.0]], device=device).expand(self.num_tensors, 2)
+        elif self.scales_per_tensor == 1:
+            scale = payload.scales.to(device=device, dtype=torch.float32)
+            values = torch.cat([-scale, scale], dim=1)
+        else:
+            values = payload.scales.to(device=device, dtype=torch.float32).flip(1)  # [mu-, mu+]: bit 0, bit 1
+        for block, bits, table in zip(self.blocks(out), self.blocks(signs), values):
+            torch.index_select(table, 0, bits.to(torch.int32), out=block)
         return out
 
     # ------------------------------------------------------------ accounting
@@ -119,6 +124,10 @@ class SignFamily(Compressor):
     def bound_bits(self, payload) -> float:
         """1 bit per entry + 32 bits per float32 scale."""
         return float(self.num_params + 32 * self.scales_per_tensor * self.num_tensors)
+
+    def host_bytes_bound(self, payload) -> int:
+        """One byte per entry (its sign, bool) + 4 bytes per float32 scale."""
+        return self.num_params + 4 * self.scales_per_tensor * self.num_tensors
 
 
 @register
@@ -145,7 +154,7 @@ class ScaledSign(SignFamily):
     payload_id = 0x21
     scales_per_tensor = 1
 
-    def scales_of(self, v):
+    def scales_of(self, v, signs):
         l1 = torch.stack([torch.linalg.vector_norm(b, 1, dim=1, dtype=torch.float64) for b in self.blocks(v)], dim=1)
         n = torch.tensor(self.sizes, dtype=torch.float64, device=v.device)
         return (l1 / n).float().unsqueeze(2).cpu()

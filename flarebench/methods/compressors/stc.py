@@ -1,7 +1,7 @@
 """``stc``: Sparse Ternary Compression (Sattler et al., IEEE TNNLS 2019), the client's uplink.
 
 Per tensor of n entries (Algorithm 1 of the paper): the k = tensor_k(n, 1 - ``--sparsity``) entries
-of largest |v| (exact top-k, found via a sampled prefilter: :func:`select_topk`), ``mu`` = mean |v| over those k, and each sent as
+of largest |v| (exact top-k: :func:`~.topk.topk_positions`), ``mu`` = mean |v| over those k, and each sent as
 ``+-mu`` (the sign of v). ``compress`` already gives the ternary values, so the payload a client
 builds and the one the server decodes are identical. The preset adds client error feedback
 (``residual`` memory: A <- v - sent) and the ``stc`` aggregator (server residual, STC-compressed
@@ -27,38 +27,9 @@ from ...errors import DecodeError
 from ...wire.codecs import POSITION_CODECS, VALUE_CODECS
 from ...wire.message import Message
 from ..registry import Param, register
-from .base import Sparsifier
-from .topk import topk_positions
+from .topk import TopK
 
 VALUE_CODEC = "sign+scale"
-
-
-def select_topk(block: torch.Tensor, k: int) -> torch.Tensor:
-    """``block`` ``[K, n]`` -> sorted int64 positions ``[K, k]`` of the k largest ``|block|`` per row.
-
-    The same set as :func:`topk_positions` (up to the choice among entries tied at the k-th magnitude),
-    faster for k << n: a threshold from a strided sample of s >= 64 n / k entries (its
-    ceil(2 s k / n)-th largest, so about 2k entries pass), then the exact top-k among those that pass.
-    If fewer than k pass (about 8 standard deviations away for a sample that is not structured), that
-    row falls back to the full top-k: the result is always the exact top-k.
-    """
-    K, n = block.shape
-    if 16 * k > n:
-        return topk_positions(block, k)
-    mag = block.abs()
-    stride = max(1, n // max(1024, 64 * -(-n // k)))
-    sample = mag[:, ::stride]
-    rank = min(sample.shape[1], -(-2 * sample.shape[1] * k // n))
-    thr = sample.topk(rank, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
-    passed = mag >= thr
-    out = []
-    for row in range(K):
-        idx = torch.nonzero(passed[row], as_tuple=True)[0]
-        if idx.numel() < k:
-            out.append(topk_positions(block[row : row + 1], k)[0])
-        else:
-            out.append(idx[mag[row, idx].topk(k, sorted=False).indices].sort().values)
-    return torch.stack(out)
 
 
 def ternarize(values: torch.Tensor, counts) -> torch.Tensor:
@@ -77,7 +48,7 @@ def ternarize(values: torch.Tensor, counts) -> torch.Tensor:
 
 
 @register
-class STC(Sparsifier):
+class STC(TopK):
     name = "stc"
     summary = "top-k per tensor, sent as +-mu (mu = mean |top-k|), Golomb positions + sign bits + one fp32 per tensor"
     paper = "Sattler et al., IEEE TNNLS 2019"
@@ -85,22 +56,14 @@ class STC(Sparsifier):
     params = (
         Param("position_codec", str, "golomb", "how positions travel (golomb: the paper's; auto: the smallest per message)",
               choices=("auto", *POSITION_CODECS), paper="Sattler et al. 2019: Golomb"),
-    ) + tuple(p for p in Sparsifier.params if p.name == "rounding")
+    ) + tuple(p for p in TopK.params if p.name == "rounding")
 
     def select(self, v: torch.Tensor, counts) -> list[Message]:
         """``v`` ``[K, P]`` -> K sparse messages of ternary values (top-``counts[t]`` of every tensor t)."""
-        idx_parts, val_parts = [], []
-        for seg, k in zip(self.layout.segments, counts):
-            block = v[:, seg.start : seg.stop]
-            idx = select_topk(block, k)
-            idx_parts.append(idx)
-            val_parts.append(block.gather(1, idx))
-        idx_all = torch.cat(idx_parts, dim=1).cpu()
-        val_all = torch.cat(val_parts, dim=1).detach().float().cpu()
-        return [Message.sparse(self.sizes, counts, idx_all[i], ternarize(val_all[i], counts)) for i in range(v.shape[0])]
-
-    def compress(self, v, ctx):
-        return self.select(v, self.counts)
+        msgs = super().select(v, counts)
+        for m in msgs:
+            m.values = ternarize(m.values, counts)
+        return msgs
 
     def decode(self, data: bytes) -> Message:
         """A sparse sign+scale message (DecodeError for any other kind, value codec or position codec)."""
@@ -114,4 +77,4 @@ class STC(Sparsifier):
         return msg
 
 
-__all__ = ["STC", "select_topk", "ternarize"]
+__all__ = ["STC", "ternarize"]

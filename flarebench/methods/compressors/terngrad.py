@@ -176,5 +176,9 @@ class TernGrad(Compressor):
         """32 bits per scale + the empirical entropy of the P trits."""
         return 32.0 * self.num_tensors + empirical_entropy_bits(np.bincount(payload.trits.astype(np.int64) + 1, minlength=3))
 
+    def host_bytes_bound(self, payload: TernPayload) -> int:
+        """One byte per entry (its trit, for the coder) + 4 bytes per float32 scale (issue 21)."""
+        return self.num_params + 4 * self.num_tensors
+
 
 __all__ = ["TernGrad", "TernPayload"]

@@ -40,6 +40,7 @@ from ...wire.frame import ByteReader, ByteWriter
 from ...wire.message import SPARSE, Message
 from ..registry import FLOAT32_RULE, Param, positive_float32, register
 from .base import MessageCompressor
+from .topk import positions_where
 
 
 @register
@@ -67,7 +68,7 @@ class Threshold(MessageCompressor):
         v = v.detach()
         out = []
         for row in v:
-            flat = torch.nonzero(row.abs() > self.tau, as_tuple=True)[0]
+            flat = positions_where(row, lambda m: m > self.tau)
             vals = row[flat].float()
             if self.values == "tau":
                 vals = torch.where(vals > 0, self.tau, -self.tau).float()

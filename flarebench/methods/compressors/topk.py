@@ -1,6 +1,12 @@
-"""``topk``: the k largest magnitudes of every tensor (ties broken by torch.topk), positions + values."""
+"""``topk``: the k largest magnitudes of every tensor (ties broken by torch.topk), positions + values.
+
+:func:`topk_positions` is flarebench's one exact top-k selection (topk, stc, dgc, the stc aggregator,
+count-sketch's heavy hitters use it): it runs on the device of the block it is given.
+"""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -9,9 +15,77 @@ from ..registry import register
 from .base import Sparsifier
 
 
-def topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
-    """``block`` ``[K, n]`` -> sorted int64 positions ``[K, k]`` of the k largest ``|block|`` per row."""
+CHUNK = 1 << 18  # entries per step of a scan: its temporaries stay in cache and are reused
+
+
+def positions_where(x: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``x`` ``[n]`` -> int64 ascending positions i where ``keep(|x_i|)`` (a bool tensor of ``|x|``), on ``x``'s
+    device, ``CHUNK`` entries at a time (no full-size float temporary: a mask and a nonzero per chunk)."""
+    n = x.shape[0]
+    parts = [sparse_nonzero(keep(x[a : a + CHUNK].abs())) + a for a in range(0, n, CHUNK)]
+    if not parts:
+        return torch.zeros(0, dtype=torch.int64, device=x.device)
+    return torch.cat(parts) if len(parts) != 1 else parts[0]
+
+
+def sparse_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """int64 ascending positions of the True entries of a bool ``mask`` ``[c]`` (== torch.nonzero): for a sparse
+    mask, nonzero over its 8-byte words, then the 8 entries of each word that has one (about 2x faster on CPU)."""
+    c = mask.shape[0]
+    c8 = c - c % 8
+    if c8 == 0 or mask.storage_offset() % 8 or not mask.is_contiguous():
+        return torch.nonzero(mask).flatten()
+    words = torch.nonzero(mask[:c8].view(torch.int64)).flatten()
+    if 16 * words.numel() > c8:  # dense: one pass of nonzero is cheaper
+        return torch.nonzero(mask).flatten()
+    cand = (words[:, None] * 8 + torch.arange(8, device=mask.device)).flatten()
+    hits = cand[mask[cand]]
+    return torch.cat([hits, torch.nonzero(mask[c8:]).flatten() + c8]) if c8 < c else hits
+
+
+def full_topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
+    """``block`` ``[K, n]`` -> sorted int64 positions ``[K, k]`` of the k largest ``|block|`` per row (torch.topk
+    over every entry: the reference :func:`topk_positions` equals)."""
     return block.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values
+
+
+def prefilter_threshold(block: torch.Tensor, k: int) -> torch.Tensor:
+    """``block`` ``[K, n]`` -> ``[K, 1]`` thresholds of |block| that about 2k entries per row reach: the
+    ceil(2 s k / n)-th largest |x| of a strided sample of s >= 64 n / k entries (s >= 1024)."""
+    n = block.shape[1]
+    stride = max(1, n // max(1024, 64 * -(-n // k)))
+    sample = block[:, ::stride].abs()
+    rank = min(sample.shape[1], -(-2 * sample.shape[1] * k // n))
+    return sample.topk(rank, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+
+
+def topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
+    """``block`` ``[K, n]`` -> sorted int64 positions ``[K, k]`` of the k largest ``|block|`` per row, on
+    ``block``'s device; always equal to :func:`full_topk_positions` (ties at the k-th magnitude included).
+
+    For k << n (16 k <= n) it is faster: a threshold from a strided sample (:func:`prefilter_threshold`),
+    then torch.topk among the entries that reach it (about 2k). A row falls back to the full top-k where
+    fewer than k reach it (a sample that misleads: about 8 standard deviations away for an unstructured
+    one) or where the k-th magnitude is tied with an entry left out (torch.topk's own choice among ties
+    is then the answer). NaN compares as the largest, as in torch.topk.
+    """
+    K, n = block.shape
+    if 16 * k > n:
+        return full_topk_positions(block, k)
+    thr = prefilter_threshold(block, k)
+    out = []
+    for row in range(K):
+        idx = positions_where(block[row], lambda m: ~(m < thr[row]))  # NaN passes (torch.topk ranks it first)
+        if idx.numel() >= k:
+            cand = block[row, idx].abs()
+            top = cand.topk(k, sorted=False)
+            kth = top.values.min()
+            # exact unless an entry equal to the k-th magnitude was left out, or the k-th is NaN (1 byte to the host)
+            if not bool(((cand == kth).sum() != (top.values == kth).sum()) | torch.isnan(kth)):
+                out.append(idx[cand >= kth])  # the top k, already ascending
+                continue
+        out.append(full_topk_positions(block[row : row + 1], k)[0])
+    return torch.stack(out)
 
 
 @register
@@ -21,7 +95,8 @@ class TopK(Sparsifier):
     paper = "Aji & Heafield, EMNLP 2017; Stich et al., NeurIPS 2018"
 
     def select(self, v: torch.Tensor, counts) -> list[Message]:
-        """Top-``counts[t]`` of every tensor t of every row of ``v`` ``[K, P]`` -> K sparse messages."""
+        """Top-``counts[t]`` of every tensor t of every row of ``v`` ``[K, P]`` -> K sparse messages.
+        Selection and gathering run on ``v``'s device; positions (int64) and values (float32) cross to the host."""
         idx_parts, val_parts = [], []
         for seg, k in zip(self.layout.segments, counts):
             block = v[:, seg.start : seg.stop]
