@@ -1,6 +1,7 @@
 """Divergence: detected (test loss, training loss, weights), warned, recorded in config.json, marked by
 ``list`` and ``compare``; ``--on-divergence continue`` runs every round, ``stop`` ends at the round found."""
 
+import csv
 import json
 import math
 
@@ -12,7 +13,7 @@ from flarebench.divergence import FACTOR, DivergenceCheck, marked
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# the README's example (unbiased random-k without error feedback) on a small federation: diverges at round 4
+# the README's example (unbiased random-k without error feedback) on a small federation: diverges within a few rounds
 RANDK = ["run", "--method", "randk", "--memory", "none", "-p", "scale=true", "--clients", "3", "--samples-per-client", "100",
          "--batch-size", "20", "--eval-every", "1", "--rounds", "6", "--engine", "sequential", "--device", "cpu"]
 
@@ -39,18 +40,20 @@ def test_the_rule_test_loss_training_loss_and_weights():
 def test_both_policies_warn_record_and_are_marked_by_list_and_compare(tmp_path, capsys, policy):
     code, out, err = cli(capsys, *RANDK, "--out", tmp_path, "--name", "randk", "--on-divergence", policy)
     assert code == 0, err
-    assert "flarebench: warning: run randk diverged at round 4: test loss" in err, err
-    assert "warning: this run diverged at round 4" in out
     meta = json.loads((tmp_path / "randk" / "config.json").read_text())
-    assert meta["status"] == "complete"
-    assert meta["diverged"]["round"] == 4 and meta["diverged"]["policy"] == policy
-    rounds = [int(line.split(",")[0]) for line in (tmp_path / "randk" / "metrics.csv").read_text().splitlines()[1:]]
-    assert rounds == (list(range(7)) if policy == "continue" else list(range(5)))  # stop: no round after the one found
+    assert meta["status"] == "complete" and meta["diverged"]["policy"] == policy
+    r = meta["diverged"]["round"]
+    assert 1 <= r < 6, meta["diverged"]  # this example blows up within a few rounds
+    assert f"flarebench: warning: run randk diverged at round {r}: " in err, err
+    assert f"warning: this run diverged at round {r}" in out
+    rows = list(csv.DictReader((tmp_path / "randk" / "metrics.csv").open()))
+    assert [int(row["round"]) for row in rows] == list(range(7 if policy == "continue" else r + 1))  # stop: none after r
+    assert rows[-1]["test_loss"] != ""  # a stopped run is evaluated where it stops
     code, out, err = cli(capsys, "list", tmp_path)
-    assert code == 0 and "DIVERGED at round 4" in out and ("(stopped)" in out) == (policy == "stop"), out + err
+    assert code == 0 and f"DIVERGED at round {r}" in out and ("(stopped)" in out) == (policy == "stop"), out + err
     code, out, err = cli(capsys, "compare", tmp_path, "--out", tmp_path / "cmp", "--format", "none")
-    assert code == 0 and "run randk: DIVERGED at round 4" in err, err
-    assert "DIVERGED at round 4" in (tmp_path / "cmp" / "compare.csv").read_text()
+    assert code == 0 and f"run randk: DIVERGED at round {r}" in err, err
+    assert f"DIVERGED at round {r}" in (tmp_path / "cmp" / "compare.csv").read_text()
 
 
 def test_a_healthy_run_is_not_marked(tmp_path, capsys):
