@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .methods.registry import ALL_KINDS, KINDS
+from .methods.registry import WORLD_KINDS as REGISTRY_WORLD_KINDS
 
 DEFAULT_DATA_ROOT = "~/.cache/flarebench"
 
@@ -82,8 +84,7 @@ class RunConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
-PART_KINDS = ("regularizer", "compressor", "memory", "aggregator", "model", "dataset", "partition")  # registry.ALL_KINDS
-METHOD_KINDS, WORLD_KINDS = PART_KINDS[:4], PART_KINDS[4:]
+PART_KINDS, METHOD_KINDS, WORLD_KINDS = ALL_KINDS, KINDS, REGISTRY_WORLD_KINDS  # the registry's, one place
 # RunConfig fields of earlier versions that are a part's parameter now: (kind, part, param). They still read
 # (TOML, make_config, config.json), as that part's parameter whenever it runs: [kind.PART] param = value.
 LEGACY_PART_KEYS = {
@@ -385,11 +386,16 @@ def validate(cfg: RunConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"unknown {name} '{value}' (choose from: {', '.join(sorted(allowed))})")
 
+    from .engine.select import ENGINES
+    from .launch import BACKENDS
+    from .wire.downlink import DOWNLINKS
+    from .world import DEVICES
+
     one_of("method", cfg.method, method_names())
-    one_of("downlink", cfg.downlink, {"dense", "sparse"})
-    one_of("device", cfg.device, {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)})
-    one_of("engine", cfg.engine, {"auto", "sequential", "vectorized"})
-    one_of("backend", cfg.backend, {"local", "flower"})
+    one_of("downlink", cfg.downlink, DOWNLINKS)
+    one_of("device", cfg.device, DEVICES)
+    one_of("engine", cfg.engine, ENGINES)
+    one_of("backend", cfg.backend, BACKENDS)
     for kind in PART_KINDS:  # "" would silently run the method's own part
         if isinstance(getattr(cfg, kind), str) and not getattr(cfg, kind).strip():
             raise ConfigError(f"{kind} name is empty: name a part (`flarebench methods` lists them) or leave it out")

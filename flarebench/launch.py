@@ -17,6 +17,8 @@ from .config import RunConfig
 from .divergence import POLICIES
 from .errors import ConfigError
 from .tblog import LOGS, TensorBoardLog, require_tensorboard
+
+BACKENDS = ("local", "flower")  # local: runner.execute in this process | flower: backends/flower
 from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
 from .world import resolve_device
 
@@ -97,4 +99,4 @@ def both(first: Callable | None, second: Callable) -> Callable:
     return call
 
 
-__all__ = ["prepare", "run", "both"]
+__all__ = ["prepare", "run", "both", "BACKENDS"]

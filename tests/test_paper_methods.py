@@ -55,7 +55,6 @@ def test_ef21_hand_computed_two_rounds():
         torch.tensor([[2.0, -2.0, 0.5, 2.0], [1.5, 1.0, -3.0, 0.7]]),
     ]
     fed.clients.engine = ScriptedEngine(D)
-    fed.keep_messages = True
     w0 = fed.w.clone()
 
     s1 = fed.run_round(0)

@@ -62,6 +62,12 @@ class _HelpFormatter(_ClickFormatter):
     """Click's plain help layout (it wraps at the terminal's width and never cuts a name), without the
     backslash typer puts before ``[default: ...]`` for rich, which flarebench does not use for help."""
 
+    def __init__(self, indent_increment: int = 2, width: int | None = None, max_width: int | None = None):
+        import shutil
+
+        # the terminal's width (COLUMNS), where click stops at 80 by default
+        super().__init__(indent_increment, width, max_width or shutil.get_terminal_size().columns)
+
     def getvalue(self) -> str:
         return super().getvalue().replace("\\[", "[")
 

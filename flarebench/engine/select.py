@@ -199,7 +199,8 @@ def round_estimate(
     Bounded: ``budget_s`` seconds in all (or a function of the first engine's predicted round, e.g.
     :func:`probe_budget`), checked before each timed call against that call's predicted cost, so the
     probe exceeds it by at most one call of one step (an engine after the first is warmed up and timed on 2
-    clients, which predicts its step over all clients). Warm-up calls are not counted: they hold one-off
+    clients first, a lower bound of its step over all clients: vmap's cost is mostly per call, so
+    scaling it by clients would overstate it). Warm-up calls are not counted: they hold one-off
     costs (lazy initialisation, vmap's tracing of the model: seconds on a loaded CPU) that say nothing of
     a round, and the run pays its engine's at its first round anyway; they are reported apart. Cut short: an engine whose measured time
     already exceeds another's predicted whole round is clearly slower and is not timed further. Where
@@ -234,11 +235,11 @@ def round_estimate(
 
     why = ""
     for i, name in enumerate(engines):
-        if i:  # a later engine: warmed up and timed on 2 clients first, which predicts its step over all clients
+        if i:  # a later engine: warmed up and timed on 2 clients first, a lower bound of its step over all clients
             warm_up(name, client_indices[:2])
-            predicted = timed(name, 1, client_indices[:2]) * len(client_indices) / min(2, len(client_indices))
-            if not fits(predicted):
-                why = f"no time left to time {name} (one step predicted at {predicted:.3g} s)"
+            at_least = timed(name, 1, client_indices[:2])  # its step over all clients costs at least that
+            if not fits(at_least):
+                why = f"no time left to time {name} (one step of 2 clients: {at_least:.3g} s)"
                 break
         else:
             warm_up(name, client_indices)
