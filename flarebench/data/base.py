@@ -77,37 +77,11 @@ class Dataset:
                        self.y_test.to(device), self.num_classes, self.natural_clients)
 
     def validate(self) -> "Dataset":
-        """This dataset, or DataError (one line naming it) for tensors a run cannot use."""
-        where = f"dataset {self.name}"
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2:
-            raise DataError(f"{where}: num_classes must be an integer >= 2, got {self.num_classes!r}")
-        for split in ("train", "test"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-                raise DataError(f"{where}: x_{split} and y_{split} must be tensors")
-            if x.dtype not in (torch.float32, torch.int64):
-                raise DataError(f"{where}: x_{split} must be float32 (images, vectors) or int64 (tokens), got {x.dtype}")
-            if y.dtype != torch.int64:
-                raise DataError(f"{where}: y_{split} must be int64 class ids, got {y.dtype}")
-            if x.dim() < 2 or len(x) == 0:
-                raise DataError(f"{where}: x_{split} must be [N, ...] with N >= 1, got shape {list(x.shape)}")
-            if y.shape[0] != x.shape[0]:
-                raise DataError(f"{where}: x_{split} has {x.shape[0]} samples but y_{split} has {y.shape[0]}")
-            want = [x.shape[0], x.shape[1]] if x.dtype == torch.int64 and y.dim() == 2 else [x.shape[0]]
-            if list(y.shape) != want:
-                raise DataError(f"{where}: y_{split} must be {want} (labels, or per-position targets for tokens), got {list(y.shape)}")
-            if x.is_floating_point() and not torch.isfinite(x).all():
-                raise DataError(f"{where}: x_{split} has NaN or infinite values")
-            if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-                raise DataError(f"{where}: y_{split} has labels outside [0, {self.num_classes}): {int(y.min())}..{int(y.max())}")
-        if self.x_test.shape[1:] != self.x_train.shape[1:] or self.x_test.dtype != self.x_train.dtype:
-            raise DataError(f"{where}: x_test {list(self.x_test.shape[1:])} {self.x_test.dtype} does not match "
-                            f"x_train {list(self.x_train.shape[1:])} {self.x_train.dtype}")
-        for i, idx in enumerate(self.natural_clients or []):
-            if len(idx) == 0:
-                raise DataError(f"{where}: natural client {i} has no samples")
-            if idx.dtype != torch.int64 or int(idx.min()) < 0 or int(idx.max()) >= len(self.x_train):
-                raise DataError(f"{where}: natural client {i}'s indices must be int64 rows of x_train")
+        """This dataset, or DataError (one line naming it and the tensor) for tensors a run cannot use
+        (:func:`flarebench.data.validate.validate` lists the rules)."""
+        from .validate import validate
+
+        validate(self)
         return self
 
 

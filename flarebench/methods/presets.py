@@ -176,6 +176,11 @@ def build_parts(cfg, layout: Layout, device=None) -> Parts:
         names, params = resolve(cfg.method, names, cfg.params)
     else:
         params = {kind: resolve_params(kind, names[kind], cfg.params.get(kind)) for kind in KINDS}
+    return assemble(names, params, ctx)
+
+
+def assemble(names: dict[str, str], params: dict[str, dict], ctx: PartContext) -> Parts:
+    """Build part ``names[kind]`` with resolved ``params[kind]`` for every kind; ConfigError for an impossible combination."""
     parts = Parts(**{kind: part_class(kind, names[kind])(ctx, **params[kind]) for kind in KINDS})
     parts.check()
     return parts
