@@ -30,7 +30,7 @@ class ScriptedEngine:
     def train(self, w, *args, **kwargs):
         d = self.updates[self.calls]
         self.calls += 1
-        return w.unsqueeze(0) + d, 0.0
+        return w.unsqueeze(0) + d, [(0.0, 1)] * d.shape[0]  # per client: (loss sum, samples)
 
 
 def test_ef21_hand_computed_two_rounds():
