@@ -40,10 +40,7 @@ import torch
 
 from .errors import ConfigError, ResultsError
 from .results import RunWriter
-from .rundir import (  # noqa: F401  (re-exported: run-directory logic lives in rundir.py)
-    CHECKPOINT_FILE, CODE_VERSION_META, VOLATILE_META, check_same_run, is_locked, lock_run, locked_run, pinned_engine,
-    run_status, unlock_run,
-)
+from .rundir import CHECKPOINT_FILE, check_same_run, lock_run, locked_run, pinned_engine, unlock_run
 from .rundir import read_meta as _read_meta
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -259,6 +256,17 @@ def pin_engine(cfg: "RunConfig", run_dir: str | Path) -> "RunConfig":
     return cfg.replace(**pinned_engine(read_meta(run_dir)))
 
 
+def check_resumable(run_dir: str | Path, rounds: int, stored: dict | None = None) -> bool:
+    """Whether resuming ``run_dir`` to ``rounds`` rounds extends it; ResultsError if it is complete and
+    ``rounds`` is not more than it had (nothing to resume). ``stored``: its config.json, if read already."""
+    stored = read_meta(run_dir) if stored is None else stored
+    planned = stored["config"].get("rounds")
+    extend = isinstance(planned, int) and rounds > planned
+    if stored.get("status") == "complete" and not extend:
+        raise ResultsError(f"run {run_dir} is complete; nothing to resume (to extend it, give --rounds N with N more than its {planned} rounds)")
+    return extend
+
+
 def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
     """Check ``run_dir`` belongs to setup ``s``, load its checkpoint into ``s.federation`` and the RNGs,
     truncate metrics.csv to the checkpoint's round and reopen it for appending. ``s.cfg.rounds`` above
@@ -266,9 +274,7 @@ def resume_run(s: "Setup", run_dir: str | Path) -> Resumed:
     run_dir = Path(run_dir)
     stored = read_meta(run_dir)
     planned = stored["config"].get("rounds")
-    extend = isinstance(planned, int) and s.cfg.rounds > planned
-    if stored.get("status") == "complete" and not extend:
-        raise ResultsError(f"run {run_dir} is complete; nothing to resume (to extend it, give --rounds N with N more than its {planned} rounds)")
+    extend = check_resumable(run_dir, s.cfg.rounds, stored)
     check_same_run(stored, s.meta(), run_dir, extend=extend)
     with locked_run(run_dir):  # kept by the run's Checkpointer
         return _reopen(s, run_dir, stored, planned if extend else None)
@@ -339,7 +345,6 @@ def _norm(v):
 
 
 __all__ = [
-    "CHECKPOINT_FILE", "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint",
-    "load_checkpoint", "remove_checkpoint", "lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "read_meta",
-    "resume_config", "pin_engine", "check_same_run", "resume_run", "state_misfit",
+    "Checkpoint", "Checkpointer", "Resumed", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint",
+    "remove_checkpoint", "read_meta", "resume_config", "check_resumable", "pin_engine", "resume_run", "state_misfit",
 ]

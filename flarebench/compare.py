@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from .divergence import marked
 from .errors import ConfigError, ResultsError
 from .methods import presets
 from .results import CONFIG_FILE, METRICS_FILE, RunRecord, check_writable, load_run
@@ -265,7 +266,7 @@ def summarize_run(rec: RunRecord, label: str, target: float, target_source: str)
         "model": c["model"],
         "seed": c.get("seed"),
         "label": label,
-        "status": rec.meta.get("status", "unknown"),
+        "status": marked(rec.meta.get("status", "unknown"), rec.meta),
         "rounds_done": int(last["round"]),
         "rounds_planned": int(c["rounds"]),
         "final_accuracy": float(ev["test_accuracy"].iloc[-1]) if not ev.empty else math.nan,
@@ -337,6 +338,8 @@ def compare(
     table = summarize(records, target_accuracy)
     goals = {g: t for g, (t, _) in targets(records, target_accuracy).items()}
     warnings += target_warnings(table, goals, given=target_accuracy is not None) + mix_warnings(records)
+    warnings += [f"run {r.path.name}: {marked('', r.meta).lstrip(', ')} ({r.meta['diverged'].get('reason')})"
+                 for r in records if marked("", r.meta)]
     for w in warnings:  # the CLI prints them as 'flarebench: warning: ...' (compare and sweep alike)
         log.warning("%s", w)
     csv_path = write_csv(table, out_dir)

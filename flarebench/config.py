@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .methods.registry import ALL_KINDS, KINDS
+from .methods.registry import WORLD_KINDS as REGISTRY_WORLD_KINDS
 
 DEFAULT_DATA_ROOT = "~/.cache/flarebench"
 
@@ -82,8 +84,7 @@ class RunConfig:
 
 
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
-PART_KINDS = ("regularizer", "compressor", "memory", "aggregator", "model", "dataset", "partition")  # registry.ALL_KINDS
-METHOD_KINDS, WORLD_KINDS = PART_KINDS[:4], PART_KINDS[4:]
+PART_KINDS, METHOD_KINDS, WORLD_KINDS = ALL_KINDS, KINDS, REGISTRY_WORLD_KINDS  # the registry's, one place
 # RunConfig fields of earlier versions that are a part's parameter now: (kind, part, param). They still read
 # (TOML, make_config, config.json), as that part's parameter whenever it runs: [kind.PART] param = value.
 LEGACY_PART_KEYS = {
@@ -118,6 +119,26 @@ def _unknown(key: str, where: str, written: str | None = None) -> ConfigError:
     return ConfigError(f"unknown key '{shown}'{where}{_did_you_mean(key)}")
 
 
+def check_config_path(path: str | Path) -> None:
+    """ConfigError saying what ``path`` is, unless it is a regular file (``--config`` / a sweep config):
+    missing, a directory, or another kind of file such as ``/dev/null`` (a character device)."""
+    import stat
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"config file {p} is a directory, not a TOML file")
+    if not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ConfigError(f"config file {p} is {kind}, not a TOML file")
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config into ``{field: value}`` (keys may use dashes); unknown keys -> ConfigError.
 
@@ -128,12 +149,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     ``[meta]``) are for other commands and are returned under their own name.
     """
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config {p} is a directory, not a TOML file")
-    if not p.exists():
-        raise ConfigError(f"config file not found: {p}")
-    if not p.is_file():
-        raise ConfigError(f"config {p} is not a regular file (a device or pipe?); give a TOML file")
+    check_config_path(p)
     try:
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -370,11 +386,16 @@ def validate(cfg: RunConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"unknown {name} '{value}' (choose from: {', '.join(sorted(allowed))})")
 
+    from .engine.select import ENGINES
+    from .launch import BACKENDS
+    from .wire.downlink import DOWNLINKS
+    from .world import DEVICES
+
     one_of("method", cfg.method, method_names())
-    one_of("downlink", cfg.downlink, {"dense", "sparse"})
-    one_of("device", cfg.device, {"auto", "cpu", "cuda"} | {f"cuda:{i}" for i in range(16)})
-    one_of("engine", cfg.engine, {"auto", "sequential", "vectorized"})
-    one_of("backend", cfg.backend, {"local", "flower"})
+    one_of("downlink", cfg.downlink, DOWNLINKS)
+    one_of("device", cfg.device, DEVICES)
+    one_of("engine", cfg.engine, ENGINES)
+    one_of("backend", cfg.backend, BACKENDS)
     for kind in PART_KINDS:  # "" would silently run the method's own part
         if isinstance(getattr(cfg, kind), str) and not getattr(cfg, kind).strip():
             raise ConfigError(f"{kind} name is empty: name a part (`flarebench methods` lists them) or leave it out")
@@ -426,4 +447,4 @@ def default_name(cfg: RunConfig, stamp: str) -> str:
     return f"{method_label(cfg)}{sparsity}-{short(cfg.dataset)}-{short(cfg.model)}-{stamp}"
 
 
-__all__ = ["RunConfig", "make_config", "load_toml", "validate", "default_name", "upgrade_config", "parse_param_options"]
+__all__ = ["RunConfig", "make_config", "load_toml", "check_config_path", "validate", "default_name", "upgrade_config", "parse_param_options"]

@@ -7,10 +7,20 @@ tensor, so compressors can work per tensor and a model can be evaluated from a f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+def offsets(sizes) -> list[int]:
+    """Where each of consecutive blocks of ``sizes`` entries starts in their concatenation: ``[0, s0, s0+s1, ...]``."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(start)
+        start += int(n)
+    return out
 
 
 @dataclass(frozen=True)
@@ -36,26 +46,19 @@ class Layout:
 
     @classmethod
     def of(cls, model: nn.Module) -> "Layout":
-        segs, start = [], 0
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            segs.append(Segment(name, tuple(p.shape), start, p.numel()))
-            start += p.numel()
-        return cls(segs)
+        return cls.named([(name, tuple(p.shape)) for name, p in model.named_parameters() if p.requires_grad])
+
+    @classmethod
+    def named(cls, shapes: list[tuple[str, tuple[int, ...]]]) -> "Layout":
+        """Tensors ``(name, shape)`` laid end to end in this order."""
+        numels = [math.prod(shape) for _, shape in shapes]
+        return cls([Segment(name, shape, start, n) for (name, shape), start, n in zip(shapes, offsets(numels), numels)])
 
     @classmethod
     def from_shapes(cls, shapes) -> "Layout":
         """A layout of tensors ``t0, t1, ...`` with these shapes (an int is a vector's length): for tests and tools."""
-        segs, start = [], 0
-        for i, shape in enumerate(shapes):
-            shape = (shape,) if isinstance(shape, int) else tuple(shape)
-            n = 1
-            for d in shape:
-                n *= int(d)
-            segs.append(Segment(f"t{i}", shape, start, n))
-            start += n
-        return cls(segs)
+        return cls.named([(f"t{i}", (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape))
+                          for i, shape in enumerate(shapes)])
 
     @property
     def sizes(self) -> list[int]:

@@ -12,8 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import Checkpointer, pin_engine
+from .checkpoint import Checkpointer, check_resumable, pin_engine
 from .config import RunConfig
+from .divergence import POLICIES
+from .errors import ConfigError
+from .tblog import LOGS, TensorBoardLog, require_tensorboard
+
+BACKENDS = ("local", "flower")  # local: runner.execute in this process | flower: backends/flower
 from .runner import RunResult, Setup, check_output, execute, setup, stamp_name
 from .world import resolve_device
 
@@ -22,6 +27,8 @@ def prepare(cfg: RunConfig, overwrite: bool = False, resume: str | Path | None =
             checkpoint_every: int | None = None) -> RunConfig:
     """``cfg`` named, after the checks of its output (FlarebenchError before anything is written or loaded)."""
     check_output(cfg, overwrite, resume)
+    if resume is not None:
+        check_resumable(resume, cfg.rounds)  # a complete run: said before anything is loaded or timed
     Checkpointer.check_every(checkpoint_every)
     resolve_device(cfg.device)  # e.g. cuda on a machine without it: one line, before data, Ray or Flower start
     if cfg.backend == "flower":
@@ -41,6 +48,8 @@ def run(
     checkpoint_every: int | None = None,
     on_setup: Callable[[Setup], None] | None = None,
     checked: bool = False,
+    on_divergence: str = "continue",
+    log: str = "none",
 ) -> RunResult:
     """Run ``cfg`` on its backend and write ``cfg.out/NAME/{config.json,metrics.csv,checkpoint.pt}``.
 
@@ -49,20 +58,45 @@ def run(
     than it had extends it. ``checkpoint_every``: rounds between saved states (None: auto). ``prepared``: a
     local run already set up (runner.setup of this cfg). ``on_setup(s)``: called once a local run is set up,
     before its first round (the CLI prints the engine). ``checked``: ``cfg`` is :func:`prepare`'s result
-    already (the CLI prepares first, to name the run directory). Bad input raises a FlarebenchError before
+    already (the CLI prepares first, to name the run directory). ``on_divergence``: ``continue`` or ``stop``
+    once the run has diverged (divergence.py; recorded in config.json either way). ``log``: ``tensorboard``
+    also writes every row to a TensorBoard event file in the run directory (tblog.py). Bad input raises a FlarebenchError before
     anything is written.
     """
+    if on_divergence not in POLICIES:
+        raise ConfigError(f"on_divergence takes {' or '.join(POLICIES)}, got {on_divergence!r}")
+    if log not in LOGS:
+        raise ConfigError(f"log takes {' or '.join(LOGS)}, got {log!r}")
+    if log == "tensorboard":
+        require_tensorboard()
     if not checked:
         cfg = prepare(cfg, overwrite, resume, checkpoint_every)
+    if log == "tensorboard":
+        with TensorBoardLog(resume or Path(cfg.out).expanduser() / cfg.name, cfg.to_dict()) as tb:
+            return run(cfg, on_round=both(on_round, tb), overwrite=overwrite, prepared=prepared, resume=resume,
+                       checkpoint_every=checkpoint_every, on_setup=on_setup, checked=True, on_divergence=on_divergence)
     if cfg.backend == "flower":  # Flower's simulation engine runs the rounds (backends/flower)
         from .backends.flower.simulation import run_simulated
 
-        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume)
+        return run_simulated(cfg, on_round=on_round, overwrite=overwrite, resume=resume, on_divergence=on_divergence)
     s = prepared or setup(cfg if resume is None else pin_engine(cfg, resume))
     s.cfg = cfg
     if on_setup:
         on_setup(s)
-    return execute(s, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every)
+    return execute(s, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=checkpoint_every,
+                   on_divergence=on_divergence)
 
 
-__all__ = ["prepare", "run"]
+def both(first: Callable | None, second: Callable) -> Callable:
+    """One ``on_round`` callback calling ``first`` (if any), then ``second``."""
+    if first is None:
+        return second
+
+    def call(row: dict, stats=None) -> None:
+        first(row, stats)
+        second(row, stats)
+
+    return call
+
+
+__all__ = ["prepare", "run", "both", "BACKENDS"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ResultsError
-from .rundir import CONFIG_FILE, METRICS_FILE, check_new_run_dir, read_meta  # noqa: F401  (re-exported)
+from .rundir import CONFIG_FILE, METRICS_FILE, check_new_run_dir, read_meta
 
 COLUMNS = [
     "round",  # rounds completed (0 = initial model)
@@ -268,6 +268,9 @@ def read_metrics(run_dir: Path, meta: dict):
         if float(cells["round"]) != n - 2:
             raise damaged(f"line {n} is round {cells['round']}, expected {n - 2}")
     planned = meta["config"].get("rounds")
+    stopped = meta.get("diverged") or {}
+    if stopped.get("policy") == "stop" and isinstance(stopped.get("round"), int):  # ended where it diverged
+        planned = stopped["round"]
     if complete and isinstance(planned, int) and len(body) != planned + 1:
         raise damaged(f"{CONFIG_FILE} says the run completed {planned} rounds, {METRICS_FILE} has rows up to round {len(body) - 1}")
     return pd.read_csv(io.StringIO("".join(lines[:1] + body)))

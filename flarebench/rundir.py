@@ -36,7 +36,7 @@ log = logging.getLogger("flarebench.checkpoint")  # the logger resume warnings h
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.json", "metrics.csv", "checkpoint.pt"
 # config.json keys that may differ between an interrupted run and its resumption
-VOLATILE_META = {"status", "wall_time_s", "checkpoints", "resumed_at_rounds"}
+VOLATILE_META = {"status", "wall_time_s", "checkpoints", "resumed_at_rounds", "diverged"}
 # config.json keys that may differ with a warning: the code that continues the run
 CODE_VERSION_META = {"flarebench_version", "torch_version", "python_version", "git_commit"}
 # config keys that do not make a stored run another run: where it lives and what it is called

@@ -9,6 +9,7 @@ point calls; this module knows no backend.
 
 from __future__ import annotations
 
+import logging
 import platform
 import shutil
 import time
@@ -21,6 +22,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig, default_name
+from .divergence import Divergence, DivergenceCheck
 from .data import Dataset
 from .engine.round import Federation, RoundStats
 from .errors import ConfigError
@@ -30,6 +32,8 @@ from .checkpoint import Checkpointer, Resumed, resume_run
 from .rundir import locked_run
 from .world import build_world
 from .results import COLUMNS, RunWriter, check_new_run_dir, check_writable, git_commit
+
+log = logging.getLogger("flarebench")
 
 
 @dataclass
@@ -78,6 +82,7 @@ class RunResult:
     path: Path
     rows: list[dict]
     wall_time_s: float
+    diverged: Divergence | None = None  # where and why the run diverged (divergence.py), if it did
 
     @property
     def final_accuracy(self) -> float | None:
@@ -96,6 +101,7 @@ def execute(
     overwrite: bool = False,
     resume: str | Path | None = None,
     checkpoint_every: int | None = None,
+    on_divergence: str = "continue",
 ) -> RunResult:
     """Run the rounds of a set-up run ``s`` (``s.cfg`` named and its output checked: launch.prepare) and write
     ``OUT/NAME/{config.json,metrics.csv,checkpoint.pt}``. The launcher (launch.py) calls this for every backend:
@@ -106,8 +112,11 @@ def execute(
     it continues after its checkpoint; with more ``cfg.rounds`` than the run had, it extends the run
     (a complete one too). ``checkpoint_every``: save the state every N rounds (None: auto, at most
     ~2.4% of run time (1/41)); the state after the last round is kept in checkpoint.pt for extending.
+    ``on_divergence``: ``continue`` or ``stop`` after the round where the run diverged (divergence.py);
+    either way a warning is logged and config.json records ``diverged``.
     """
     cfg = s.cfg
+    watch = DivergenceCheck(on_divergence)
     if not cfg.name:
         raise ValueError("runner.execute needs a named config (launch.prepare stamps the default name)")
     writer, resumed = _open_writer(s, Path(cfg.out).expanduser() / cfg.name, overwrite, resume)
@@ -118,6 +127,9 @@ def execute(
     rows: list[dict] = list(resumed.rows) if resumed else []
     discard: Path | None = None
     up, down = (rows[-1]["cumulative_uplink_bits"], rows[-1]["cumulative_downlink_bits"]) if resumed else (0, 0)
+    watch.start(rows, float(torch.linalg.vector_norm(fed.w.float())))
+    if writer.meta.get("diverged"):  # a resumed run that had diverged already: said once
+        watch.found = Divergence(**writer.meta["diverged"])
     try:
         if not resumed:
             loss, acc = fed.evaluate()
@@ -126,15 +138,20 @@ def execute(
                    "position_codecs": "", "wall_time_s": time.perf_counter() - t0}
             writer.append(row)
             rows.append(row)
+            _watch(watch, writer, 0, test_loss=loss, w=fed.w)
             saver.save(0, fed, _cumulative(row), time.perf_counter() - t0)
             if on_round:
                 on_round(row, None)
         for r in range(rows[-1]["round"], cfg.rounds):
+            if watch.stopping:
+                break
             stats = fed.run_round(r)
             up += stats.uplink_bits
             down += stats.downlink_bits
-            evaluate_now = stats.round % cfg.eval_every == 0 or stats.round == cfg.rounds
+            _watch(watch, writer, stats.round, train_loss=stats.train_loss, w=fed.w)
+            evaluate_now = stats.round % cfg.eval_every == 0 or stats.round == cfg.rounds or watch.stopping
             loss, acc = fed.evaluate() if evaluate_now else (None, None)
+            _watch(watch, writer, stats.round, test_loss=loss)
             row = {
                 "round": stats.round,
                 "clients": len(stats.clients),
@@ -170,7 +187,17 @@ def execute(
         saver.close()
         if discard is not None:
             shutil.rmtree(discard, ignore_errors=True)
-    return RunResult(writer.dir, rows, time.perf_counter() - t0)
+    return RunResult(writer.dir, rows, time.perf_counter() - t0, watch.found)
+
+
+def _watch(watch: DivergenceCheck, writer: RunWriter, rnd: int, **seen) -> None:
+    """Check round ``rnd``'s losses / weights for divergence; when first found: a logged warning and
+    config.json's ``diverged`` (written before the round's row, so a kill leaves it recorded)."""
+    had = watch.found
+    found = watch.check(rnd, **seen)
+    if found and not had:
+        log.warning("run %s %s", writer.dir.name, found.describe())
+        writer.set_status(writer.meta["status"], diverged=found.to_dict())
 
 
 def stamp_name(cfg: RunConfig) -> RunConfig:

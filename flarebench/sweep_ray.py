@@ -124,6 +124,10 @@ def connect(ray, address: str) -> bool:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, runtime_env=worker_env())
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if address == "auto" and "could not find any running ray instance" in first.lower():
+            # Ray's advice (its --address flag, RAY_ADDRESS) is not flarebench's: say ours
+            raise ConfigError("--ray auto found no Ray cluster running on this machine: start one with "
+                              "`ray start --head`, or give a cluster's address: --ray HOST:PORT") from None
         raise ConfigError(f"cannot join the Ray cluster at {address}: {first}") from None
     return True
 

@@ -41,6 +41,11 @@ def tiny_config(tmp_path):
     return make
 
 
+# why a test of an optional extra is skipped, with the command that installs it
+FLOWER_MISSING = 'needs the flower extra: pip install -e ".[flower]"'
+RAY_MISSING = 'needs the ray extra: pip install -e ".[ray]"'
+
+
 def cli(capsys, *args) -> tuple[int, str, str]:
     """Run ``flarebench ARGS`` in-process: (exit code, stdout, stderr)."""
     from flarebench.cli import main

@@ -120,10 +120,12 @@ def test_run_help_shows_every_default(capsys, monkeypatch):
         main(["run", "--help"])
     lines = capsys.readouterr().out.splitlines()
 
-    def line_of(option):
-        found = [l for l in lines if f" {option} " in l]
+    def line_of(option):  # the option's line, with its help where a long name puts it on the next line
+        found = [i for i, l in enumerate(lines) if f" {option} " in l]
         assert len(found) == 1, (option, found)
-        return found[0]
+        i = found[0]
+        follow = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].lstrip().startswith("-") else ""
+        return lines[i] + " " + follow.strip()
 
     for option, default in [("--sparsity", "0.999"), ("--lr", "0.1"), ("--compressor", "the method's"),
                             ("--memory", "the method's"), ("--batch-size", "50 samples"),

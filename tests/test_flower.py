@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import cli, tiny
+from conftest import FLOWER_MISSING, cli, tiny
 
 import flarebench.backends.flower as flower_backend  # noqa: E402  (before flwr: its telemetry and update check off)
 
-flwr = pytest.importorskip("flwr", reason="the flower extra is not installed")
+flwr = pytest.importorskip("flwr", reason=FLOWER_MISSING)
 flower_backend.stay_offline()
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
@@ -280,7 +280,7 @@ SIM_METHODS = ["none", "topk-ef", "randk", "flare", "ef21", "stc", "powersgd"]
 def test_simulation_equals_local_for_every_method_family(tmp_path):
     """Each method once on the local backend, then all of them in one Flower simulation (one Ray start):
     the ClientApps run in Ray worker processes, with the bytes carried in Flower messages."""
-    pytest.importorskip("ray", reason="Flower's simulation engine needs ray (the flower extra)")
+    pytest.importorskip("ray", reason=FLOWER_MISSING)
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
@@ -305,7 +305,7 @@ def test_simulation_equals_local_for_every_method_family(tmp_path):
 
 def test_cli_backend_flower_end_to_end(tmp_path, capsys):
     """``flarebench run --backend flower`` (Flower's simulation engine) writes a run that list and compare read."""
-    pytest.importorskip("ray", reason="Flower's simulation engine needs ray (the flower extra)")
+    pytest.importorskip("ray", reason=FLOWER_MISSING)
     args = ["--method", "topk-ef", "--clients", 3, "--samples-per-client", 200, "--batch-size", 50, "--rounds", 2,
             "--eval-every", 1, "--engine", "sequential", "--device", "cpu", "--out", tmp_path, "-q"]
     rc, out, err = cli(capsys, "run", *args, "--backend", "flower", "--name", "flower")

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import tiny
+from conftest import FLOWER_MISSING, tiny
 
-pytest.importorskip("flwr", reason="the flower extra is not installed")
+pytest.importorskip("flwr", reason=FLOWER_MISSING)
 if shutil.which("flower-superlink") is None or shutil.which("flower-supernode") is None or shutil.which("flwr") is None:
-    pytest.skip("Flower's command-line tools are not on PATH", allow_module_level=True)
+    pytest.skip(f"Flower's command-line tools are not on PATH ({FLOWER_MISSING})", allow_module_level=True)
 
 from flarebench import run  # noqa: E402
 from flarebench.backends.flower import APP_DIR  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny
+from conftest import FLOWER_MISSING, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_runner_and_world_import_no_backend():
 
 
 def test_a_flower_run_checks_its_output_and_stamps_its_name_once(tmp_path, monkeypatch):
-    pytest.importorskip("ray", reason="Flower's simulation engine needs ray (the flower extra)")
+    pytest.importorskip("ray", reason=FLOWER_MISSING)
     from flarebench import config, launch, runner
 
     calls = {"check_output": 0, "default_name": 0}

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import cli
+from conftest import RAY_MISSING, cli
 
 pytestmark = pytest.mark.ray
 
@@ -71,7 +71,7 @@ def ray_head():
     """``ray start --head --block`` on 127.0.0.1 with 2 CPUs, in its own process group; the finalizer
     ends that group (the head and the workers it started, nothing else: `ray stop` would end every
     Ray on the machine). Yields ``127.0.0.1:PORT``."""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=RAY_MISSING)
     port = free_port()
     temp = tempfile.mkdtemp(prefix="fbray")  # short: Ray's socket paths under it must stay < 108 characters
     log = open(Path(temp) / "head.log", "w+")
@@ -265,7 +265,7 @@ def test_missing_ray_extra_is_one_line(tmp_path, capsys, monkeypatch):
 ])
 def test_ray_options_are_checked(tmp_path, capsys, args, message):
     if "--ray" in args and "--jobs" not in args and "--cpus-per-run" not in args:
-        pytest.importorskip("ray")
+        pytest.importorskip("ray", reason=RAY_MISSING)
     config = tmp_path / "grid.toml"
     config.write_text(GRID)
     args = [a.replace("{closed}", str(free_port())) for a in args]
@@ -277,7 +277,7 @@ def test_ray_options_are_checked(tmp_path, capsys, args, message):
 def test_another_service_on_the_port_is_one_line_not_a_hang(tmp_path, capsys, scheme):
     """An HTTP server where the cluster should be: ray.init would retry "Failed to connect to GCS" for
     minutes; the gRPC probe says so in one line, nothing created. (The bound is a hang check, not a timing.)"""
-    pytest.importorskip("ray")
+    pytest.importorskip("ray", reason=RAY_MISSING)
     from http.server import HTTPServer, SimpleHTTPRequestHandler
 
     class Quiet(SimpleHTTPRequestHandler):

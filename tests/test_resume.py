@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from flarebench import ResultsError, load_run, run
-from flarebench.checkpoint import (
-    CHECKPOINT_FILE, AUTO_FACTOR, Checkpointer, capture_rng, load_checkpoint, restore_rng, resume_config,
-)
+from flarebench.checkpoint import AUTO_FACTOR, Checkpointer, capture_rng, load_checkpoint, restore_rng, resume_config
+from flarebench.rundir import CHECKPOINT_FILE
 from conftest import cli, lock_held_elsewhere
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

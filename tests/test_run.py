@@ -49,7 +49,6 @@ def test_ef_invariant_in_a_real_run(tiny_config):
         seen[-1].update(sent=sent.clone(), new=mem.residual(state).clone())
 
     mem.compensate, mem.update = spy_compensate, spy_update
-    fed.keep_messages = True
     for r in range(4):
         stats = fed.run_round(r)
         rec = seen[-1]
@@ -68,7 +67,6 @@ def test_ef_invariant_in_a_real_run(tiny_config):
 def test_nnz_and_bits_come_from_the_encoded_bytes(tiny_config, method):
     s = setup(tiny_config(method=method, sparsity=0.99))
     fed = s.federation
-    fed.keep_messages = True
     ks = [n if method == "none" else tensor_k(n, 0.01) for n in s.layout.sizes]
     for r in range(2):
         stats = fed.run_round(r)

@@ -73,12 +73,3 @@ def test_a_taken_name_says_what_can_be_done_with_the_run(tmp_path):
     with pytest.raises(ResultsError, match=f"is complete; extend it with --resume {run_dir} --rounds N"):
         check_new_run_dir(run_dir)
     check_new_run_dir(run_dir, overwrite=True)
-
-
-def test_old_import_paths_still_work():
-    from flarebench import checkpoint, results, rundir
-
-    for name in ("lock_run", "unlock_run", "locked_run", "is_locked", "run_status", "check_same_run", "CHECKPOINT_FILE"):
-        assert getattr(checkpoint, name) is getattr(rundir, name), name
-    for name in ("CONFIG_FILE", "METRICS_FILE", "check_new_run_dir", "read_meta"):
-        assert getattr(results, name) is getattr(rundir, name), name

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli, env_with, plugin_site
+from conftest import FLOWER_MISSING, cli, env_with, plugin_site
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -307,7 +307,7 @@ def test_plugin_parts_and_preset_are_listed_and_run(tmp_path):
 
 
 def test_plugin_model_and_compressor_on_the_flower_simulation(tmp_path):
-    pytest.importorskip("flwr")
+    pytest.importorskip("flwr", reason=FLOWER_MISSING)
     site = plugin_site(tmp_path)
     out = tmp_path / "r"
     common = ["--model", "plug-tiny", "--compressor", "plug-half", "--method", "topk-ef", "--rounds", "2", "--clients", "3",

@@ -29,7 +29,7 @@ from flarebench import make_config, setup
 from flarebench.engine import select
 from flarebench.engine.optim import FlatSGD
 from flarebench.engine.select import EngineChoice, build_engine, choose, vectorization_blocker
-from flarebench.engine.sequential import LocalSpec, SequentialEngine
+from flarebench.engine.sequential import LocalSpec, SequentialEngine, mean_loss
 from flarebench.engine.vectorized import VectorizedEngine
 from flarebench.errors import ConfigError
 from flarebench.flat import Layout
@@ -82,7 +82,8 @@ def test_engine_equal_unequal_clients_partial_batches(reg_name):
     b, loss_b = VectorizedEngine(model, layout, reg).train(w, x, y, idx, ids, anchor, spec, 4, m_vec)
     assert (a - b).abs().max().item() < ATOL
     assert (m_seq - m_vec).abs().max().item() < ATOL  # momentum updated in place, same rows
-    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    assert [n for _, n in loss_a] == [n for _, n in loss_b]  # per client: (loss sum, samples)
+    assert [s for s, _ in loss_a] == pytest.approx([s for s, _ in loss_b], rel=1e-5)
     assert not torch.equal(a, w.expand(K, -1))  # it trained
 
 
@@ -203,7 +204,7 @@ def test_rounds_lockstep_dirichlet(method):
     def both(*args):
         theta, loss = inner(*args)
         theta_v, loss_v = vec.train(*args)
-        diffs.append(((theta - theta_v).abs().max().item(), abs(loss - loss_v)))
+        diffs.append(((theta - theta_v).abs().max().item(), abs(mean_loss(loss) - mean_loss(loss_v))))
         return theta, loss
 
     fed.engine.train = both
@@ -293,7 +294,8 @@ def test_auto_uses_injected_timings_and_caches(monkeypatch, tmp_path):
 def test_auto_real_timing_leaves_the_run_unchanged():
     """A real auto measurement: a valid pick (argmin of its own timings), recorded in config.json, the
     global RNG untouched, and the run's numbers equal a run pinned to the picked engine."""
-    cfg = make_config(engine="auto", method="flare", clients=3, samples_per_client=24, batch_size=8, rounds=2)
+    # 20 steps a round, 200 planned: a budget (one sequential round) that times both engines; the test runs 2
+    cfg = make_config(engine="auto", method="flare", clients=3, samples_per_client=160, batch_size=8, rounds=200)
     s = setup(cfg)
     after_auto = torch.get_rng_state()
     choice: EngineChoice = s.federation.engine_choice
@@ -316,25 +318,76 @@ def test_config_engine_options():
         make_config(client_chunk=0)
 
 
-def test_round_estimate_is_set_up_plus_steps_times_the_step_cost(monkeypatch):
-    """t1 + (S - 1) * (t_m - t1) / (m - 1), S = epochs x most batches of any client, m = min(S, 3)."""
-    seen = []
+class FakeClock:
+    """``time.perf_counter`` that advances only when a fake engine 'runs' (no real waiting)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def fake_engines(monkeypatch, cost):
+    """select.measure over engines whose ``steps`` cost ``cost[name](steps)`` seconds on a fake clock;
+    returns (the clock, the calls made: (name, steps, warmup))."""
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(select.time, "perf_counter", clock)
 
     def fake_measure(engines, w, x, y, idx, spec, steps=1, reps=3, warmup=True):
-        seen.append((steps, warmup))
-        cost = {"sequential": 0.1 * steps, "vectorized": 0.5 + 0.01 * steps}  # vectorized: set-up 0.5 s, cheap steps
-        return {n: cost[n] for n in engines}
+        (name,) = engines
+        calls.append((name, steps, warmup) if len(idx) != 2 else (name, "2 clients"))
+        t = cost[name](steps) * (0.2 if len(idx) == 2 else 1.0)  # 2 clients: a fifth of a 10-client call
+        clock.now += t * ((1 if warmup else 0) + reps)
+        return {name: t}
 
     monkeypatch.setattr(select, "measure", fake_measure)
+    return clock, calls
+
+
+def test_round_estimate_is_set_up_plus_steps_times_the_step_cost(monkeypatch):
+    """t1 + (S - 1) * (t_m - t1) / (m - 1), S = epochs x most batches of any client, m = min(S, 3)."""
+    _, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 0.5 + 0.01 * n})
     spec = LocalSpec(2, 10, None, True, 0)
-    idx = [torch.arange(95), torch.arange(40)]  # 10 batches -> S = 2 epochs x 10 = 20 steps
+    idx = [torch.arange(95), torch.arange(40), torch.arange(40)]  # 10 batches -> S = 2 epochs x 10 = 20 steps
     est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec)
-    assert seen == [(1, True), (3, False)]
+    assert calls == [("sequential", 1, True), ("sequential", 1, False),  # warm-up, timed
+                     ("vectorized", "2 clients"), ("vectorized", "2 clients"), ("vectorized", 1, False),
+                     ("sequential", 3, False), ("vectorized", 3, False)]
     assert est == pytest.approx({"sequential": 2.0, "vectorized": 0.51 + 19 * 0.01})
     assert select.choose(est) == "vectorized"  # one step alone (0.1 vs 0.51) would have picked sequential
-    seen.clear()
+    calls.clear()
     one_step = select.round_estimate({"sequential": None}, None, None, None, [torch.arange(5)], LocalSpec(1, 10, None, True, 0))
-    assert seen == [(1, True)] and one_step == pytest.approx({"sequential": 0.1})
+    assert calls == [("sequential", 1, True), ("sequential", 1, False)]
+    assert one_step == pytest.approx({"sequential": 0.1})
+
+
+def test_the_probe_stays_within_its_budget_and_stops_at_a_clearly_slower_engine(monkeypatch):
+    """The issue's GRU case: vectorized 9x slower per step. A 2-round run's budget is 5% of it (1 s of
+    2 x 10 s sequential rounds): vectorized is timed on 2 clients, then once on all, the budget is spent
+    and the probe stops: at most that one step over budget (warm-ups not counted). A long run's budget (one sequential round) allows the slope."""
+    assert select.probe_budget(2.0, 2) == pytest.approx(0.2) and select.probe_budget(2.0, 200) == 2.0
+    idx = [torch.arange(1000)] * 10  # B = 10: S = 100 steps; sequential round 10 s
+    spec = LocalSpec(1, 10, None, True, 0)
+    says = []
+    clock, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 0.9 * n})
+    est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec,
+                                budget_s=lambda r: select.probe_budget(r, 2), say=lambda t, final=False: says.append(t))
+    assert calls == [("sequential", 1, True), ("sequential", 1, False),
+                     ("vectorized", "2 clients"), ("vectorized", "2 clients"), ("vectorized", 1, False)]
+    assert select.choose(est) == "sequential" and est == pytest.approx({"sequential": 10.0, "vectorized": 90.0})
+    assert clock.now <= 1.0 + (0.1 + 0.18) + 0.9  # the budget, the warm-ups (not counted), one step past the budget
+    assert says[0].startswith("engine: warming sequential up") and says[-1].startswith("engine: probe done")
+    # clearly slower: one vectorized step (11 s) costs more than a whole sequential round (10 s): cut short
+    clock, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 11.0 * n})
+    select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec, budget_s=100.0,
+                          say=lambda t, final=False: says.append(t))
+    assert calls[-1] == ("vectorized", 1, False) and "clearly slower" in says[-1]
+    # a long run: the whole probe fits one sequential round (10 s), the slope is measured
+    clock, calls = fake_engines(monkeypatch, {"sequential": lambda n: 0.1 * n, "vectorized": lambda n: 0.05 * n})
+    est = select.round_estimate({"sequential": None, "vectorized": None}, None, None, None, idx, spec,
+                                budget_s=lambda r: select.probe_budget(r, 200))
+    assert ("vectorized", 3, False) in calls and clock.now <= 10.0 and select.choose(est) == "vectorized"
 
 
 # ---------------------------------------------------------------------- fair choice: never by method; a cache that cannot mislead
@@ -373,7 +426,8 @@ def test_flare_and_topk_ef_runs_resolve_to_the_same_engine(tmp_path, capsys):
     """Two real ``flarebench run --engine auto`` on one shape: the same engine, from one measurement."""
     from conftest import cli
 
-    shape = ["--model", "mlp", "--clients", "3", "--samples-per-client", "24", "--batch-size", "8", "--rounds", "1",
+    # 20 steps a round, 20 rounds: the probe's budget (one sequential round) times both engines
+    shape = ["--model", "mlp", "--clients", "3", "--samples-per-client", "160", "--batch-size", "8", "--rounds", "20", "--eval-every", "20",
              "--engine", "auto", "--device", "cpu", "--out", tmp_path, "--quiet"]
     for method in ("flare", "topk-ef"):
         code, _, err = cli(capsys, "run", "--method", method, "--name", method, *shape)

@@ -209,7 +209,6 @@ def test_counted_bits_are_the_encoded_bytes_in_a_run(tiny_config, method, value_
     s = setup(tiny_config(method=method, sparsity=0.99, params={"compressor": {"value_codec": value_codec}}, rounds=2, engine="sequential"))
     fed = s.federation
     comp = fed.parts.compressor
-    fed.keep_messages = True
     for r in range(2):
         stats = fed.run_round(r)
         assert stats.messages and stats.uplink_bits == sum(8 * len(data) for data in stats.messages)
@@ -227,7 +226,6 @@ def test_counted_bits_are_the_encoded_bytes_in_a_run(tiny_config, method, value_
 def test_sparse_downlink_keeps_every_client_in_sync(tiny_config):
     s = setup(tiny_config(method="topk-ef", sparsity=0.99, downlink="sparse", clients_per_round=2, rounds=3, engine="sequential"))
     fed = s.federation
-    fed.keep_messages = True
     for r in range(3):
         w_before = fed.w.clone()
         stats = fed.run_round(r)

@@ -22,8 +22,10 @@ from . import methods as _methods  # noqa: F401  (registers `methods`)
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as _cx
+    from typer._click.formatting import HelpFormatter as _ClickFormatter
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as _cx
+    from click.formatting import HelpFormatter as _ClickFormatter
 
 _ABORTS = tuple({KeyboardInterrupt, typer.Abort, getattr(_cx, "Abort", KeyboardInterrupt)})
 _EXITS = tuple({typer.Exit, getattr(_cx, "Exit", typer.Exit)})
@@ -56,10 +58,36 @@ def _log_warnings_to_stderr() -> None:
         log.addHandler(handler)
 
 
+class _HelpFormatter(_ClickFormatter):
+    """Click's plain help layout (it wraps at the terminal's width and never cuts a name), without the
+    backslash typer puts before ``[default: ...]`` for rich, which flarebench does not use for help."""
+
+    def __init__(self, indent_increment: int = 2, width: int | None = None, max_width: int | None = None):
+        import shutil
+
+        # the terminal's width (COLUMNS), where click stops at 80 by default
+        super().__init__(indent_increment, width, max_width or shutil.get_terminal_size().columns)
+
+    def getvalue(self) -> str:
+        return super().getvalue().replace("\\[", "[")
+
+
+def plain_help(command) -> None:
+    """Give ``command`` and its subcommands the plain help formatter (COLUMNS-wide, nothing eaten as markup)."""
+    context = command.context_class
+
+    class _Context(context):
+        formatter_class = _HelpFormatter
+
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        cmd.context_class = _Context
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``flarebench`` command."""
     _log_warnings_to_stderr()
     command = typer.main.get_command(app)
+    plain_help(command)
     args = sys.argv[1:] if argv is None else argv
     if not args:
         args = ["--help"]

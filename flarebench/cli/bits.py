@@ -17,7 +17,7 @@ DEFAULT_MAX_K = 10**6  # without --measure/--no-measure: measure when n <= MEASU
 def bits_command(
     params: int = typer.Option(1_000_000, "--params", help="Entries n of the tensor (one tensor)."),
     sparsity: float = typer.Option(0.999, "--sparsity", help="Fraction of entries NOT sent, in [0,1); k = max(1, round((1-sparsity) n))."),
-    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes; memory and time grow with n and k, so it is refused above n = {MEASURE_MAX_N:.0e} entries or k = {MEASURE_MAX_K:.0e} sent entries (about 2 GB). \\[default: measure if n <= {MEASURE_MAX_N:.0e} and k <= {DEFAULT_MAX_K:.0e}]", show_default=False),
+    measure: bool = typer.Option(None, "--measure/--no-measure", help=f"Also encode one seeded random draw and count its bytes; memory and time grow with n and k, so it is refused above n = {MEASURE_MAX_N:.0e} entries or k = {MEASURE_MAX_K:.0e} sent entries (about 2 GB). [default: measure if n <= {MEASURE_MAX_N:.0e} and k <= {DEFAULT_MAX_K:.0e}]", show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed of the measured draw."),
 ) -> None:
     """Bits per sent entry of each position codec for k uniformly random of n positions, vs the bound."""

@@ -27,11 +27,12 @@ def _warn(message: str) -> None:
 
 def _status(run_dir: Path, meta: dict, hint: bool = False) -> str:
     """config.json's status with notes, e.g. ``interrupted (killed, resumable)``; ``hint``: how to resume."""
+    from ..divergence import marked
     from ..rundir import run_status
 
     status, killed, resumable = run_status(run_dir, meta)
     notes = ["killed"] * killed + [f"resumable: flarebench run --resume {run_dir}" if hint else "resumable"] * resumable
-    return status + (f" ({', '.join(notes)})" if notes else "")
+    return marked(status, meta) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _under(run_dir: Path, root: Path) -> str:
@@ -74,7 +75,7 @@ def _split_formats(format: str, figures: str) -> tuple[str, list[str]]:
 @app.command("compare")
 def compare_command(
     paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
-    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. \\[default: 95% of the best uncompressed (method none) run of each dataset/model]"),
+    target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. [default: 95% of the best uncompressed (method none) run of each dataset/model]"),
     out: Path = typer.Option(Path("compare"), help="Directory for compare.csv and the figures."),
     x: str = typer.Option("bits,rounds", "--x", help="x axes of the figures: bits (cumulative uplink, log scale), rounds, or bits,rounds."),
     format: str = typer.Option("table", "--format", help="How the table is printed: table (fits the terminal; compact when piped), csv or markdown."),

@@ -45,26 +45,26 @@ def _check_ray_options(address: str | None, jobs: int, cpus_per_run: int | None,
 
 @app.command("sweep")
 def sweep_command(
-    config: Path = typer.Argument(..., help="TOML config with a \\[sweep] table (methods, sparsities, seeds).", show_default=False),
-    methods: Optional[list[str]] = typer.Option(None, "--methods", help="Methods to run instead of \\[sweep].methods (comma-separated or repeated).", metavar="M1,M2"),
-    sparsities: Optional[list[str]] = typer.Option(None, "--sparsities", help="Sparsities (fraction NOT sent) instead of \\[sweep].sparsities.", metavar="S1,S2"),
-    seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds instead of \\[sweep].seeds.", metavar="N1,N2"),
+    config: Path = typer.Argument(..., help="TOML config with a [sweep] table (methods, sparsities, seeds).", show_default=False),
+    methods: Optional[list[str]] = typer.Option(None, "--methods", help="Methods to run instead of [sweep].methods (comma-separated or repeated).", metavar="M1,M2"),
+    sparsities: Optional[list[str]] = typer.Option(None, "--sparsities", help="Sparsities (fraction NOT sent) instead of [sweep].sparsities.", metavar="S1,S2"),
+    seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds instead of [sweep].seeds.", metavar="N1,N2"),
     rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds per run instead of the config's (a quick try; use another --out: runs of another length are not mixed in).", show_default=False),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Runs at a time (processes; CPU threads are split between them)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the runs. \\[default: \\[sweep].out or results/CONFIG_STEM]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the runs. [default: [sweep].out or results/CONFIG_STEM]"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start every run over, even complete ones."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and what would happen to each (run, skip, resume, restart), then exit."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run each run as a task on the Ray cluster at ADDRESS (auto: the running local one; needs the ray extra and OUT on a filesystem shared by all nodes).", metavar="auto|ADDRESS", show_default=False),
-    cpus_per_run: Optional[int] = typer.Option(None, "--cpus-per-run", help="With --ray: CPUs (and torch threads) per run. \\[default: 1]", show_default=False),
-    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="With --ray: GPUs per run (fractions share one). \\[default: 1 if the device is cuda, else 0]", show_default=False),
+    cpus_per_run: Optional[int] = typer.Option(None, "--cpus-per-run", help="With --ray: CPUs (and torch threads) per run. [default: 1]", show_default=False),
+    gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="With --ray: GPUs per run (fractions share one). [default: 1 if the device is cuda, else 0]", show_default=False),
 ) -> None:
-    r"""Run every (method, sparsity, seed) of CONFIG's \[sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
+    """Run every (method, sparsity, seed) of CONFIG's [sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
     from ..sweep import compare_sweep, load_sweep, plan, run_sweep
     from .compare import print_table
     from ..units import human_bits, human_seconds
 
     from ..errors import ConfigError
-    from .app import check_config_path
+    from ..config import check_config_path
 
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
@@ -116,8 +116,8 @@ def sweep_command(
 @app.command("figures")
 def figures_command(
     target: Path = typer.Argument(..., help="A sweep config (.toml; its runs are found where `flarebench sweep` puts them) or a results directory.", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where the figures go. \\[default: RUNS/figures or DIR/figures]"),
-    runs: Optional[Path] = typer.Option(None, "--runs", help="With a config: where its runs are, if it was swept with --out. \\[default: \\[sweep].out or results/CONFIG_STEM]"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where the figures go. [default: RUNS/figures or DIR/figures]"),
+    runs: Optional[Path] = typer.Option(None, "--runs", help="With a config: where its runs are, if it was swept with --out. [default: [sweep].out or results/CONFIG_STEM]"),
     format: str = typer.Option("png,pdf", "--format", help="Comma-separated: png, pdf, svg."),
 ) -> None:
     """The paper's figure of an experiment: accuracy vs round and vs uplink bits, one line per method, one figure per sparsity, as OUT/EXPERIMENT-sSPARSITY.{png,pdf} (stable names)."""

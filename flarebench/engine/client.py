@@ -24,7 +24,7 @@ from ..methods.registry import RoundContext
 from .optim import FlatSGD
 from .seeds import derive
 from .select import build_engine
-from .sequential import LocalSpec
+from .sequential import LocalSpec, mean_loss
 
 State = dict[str, torch.Tensor]
 
@@ -120,12 +120,11 @@ class ClientSide:
         memory_state = self.memory_view(states)
         anchor = parts.regularizer.anchor(w, parts.memory.residual(memory_state), round_idx, len(ids))
         momentum = states.get("optimizer.momentum")
-        theta, train_loss = self.engine.train(
+        theta, sums = self.engine.train(
             w, self.x, self.y, [self.client_indices[i] for i in ids], list(ids), anchor, self.spec, round_idx, momentum
         )
         v = parts.memory.compensate(theta - w, memory_state, ctx)
-        sums = list(getattr(self.engine, "last_loss_sums", None) or [])
-        rnd = ClientRound(round_idx, list(ids), v, train_loss=train_loss, loss_sums=sums)
+        rnd = ClientRound(round_idx, list(ids), v, train_loss=mean_loss(sums), loss_sums=list(sums))
         rnd.uplink.append(self._send(rnd, 0, broadcast))
         return rnd
 

@@ -41,8 +41,8 @@ class RoundStats:
     downlink_bits: int  # dense: 32 * P * K; sparse: C * 8 * len(broadcast bytes) (wire/downlink.py); + compressor broadcasts
     uplink_bound_bits: float = 0.0  # sum over messages of the compressor's stated floor (README, wire formats)
     codecs: Counter = field(default_factory=Counter)  # payload label (position codec, ...) -> messages
-    messages: list[bytes] = field(default_factory=list, repr=False)  # phase-0 uplink bytes, with keep_messages
-    broadcast: object | None = field(default=None, repr=False)  # --downlink sparse, with keep_messages
+    messages: list[bytes] = field(default_factory=list, repr=False)  # phase-0 uplink bytes, per client (as sent)
+    broadcast: object | None = field(default=None, repr=False)  # the server's broadcast (--downlink sparse), or None
 
 
 class Federation:
@@ -57,7 +57,6 @@ class Federation:
         self.states = ClientStates(self.clients.initial_state(), cfg.clients, device)
         self.engine_choice = self.clients.engine_choice
         self.client_sizes = self.server.client_sizes
-        self.keep_messages = False  # tests set this to inspect every round's bytes
 
     @property
     def w(self) -> torch.Tensor:
@@ -101,8 +100,8 @@ class Federation:
             downlink_bits=stats.downlink_bits,
             uplink_bound_bits=stats.uplink_bound_bits,
             codecs=stats.codecs,
-            messages=list(rnd.uplink[0]) if self.keep_messages else [],
-            broadcast=stats.broadcast if self.keep_messages else None,
+            messages=list(rnd.uplink[0]),  # references to the bytes sent: the round's record, not a copy
+            broadcast=stats.broadcast,
         )
 
     def evaluate(self) -> tuple[float, float]:

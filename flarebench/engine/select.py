@@ -6,7 +6,10 @@ throwaway copies of the weights, with the global RNG saved and restored, so the 
 not depend on the timing), picks the faster, logs the choice, and caches it per shape: in-process
 and in a small JSON file (``~/.cache/flarebench/engine-choice.json``; env
 ``FLAREBENCH_ENGINE_CACHE`` = another path, or ``off``). The choice goes into config.json
-(``engine_resolved``).
+(``engine_resolved``). The probe is bounded (:func:`probe_budget`: at most PROBE_SHARE = 5% of the
+planned run as sequential rounds, never more than one sequential round), stops timing an engine as
+soon as one step of it costs more than another's whole round, and says what it does on the logger
+``flarebench.engine.probe`` (the CLI's status line).
 
 The shape is what the speed depends on: device, torch, model, input, clients, batch size, chunk;
 never the method. Local training is timed without any regularizer term, so two methods compared
@@ -30,6 +33,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -40,6 +44,8 @@ from .sequential import LocalSpec, SequentialEngine
 from .vectorized import VectorizedEngine
 
 log = logging.getLogger("flarebench.engine")
+probe_log = logging.getLogger("flarebench.engine.probe")  # what auto's probe is doing (a status line: progress.py)
+probe_log.setLevel(logging.DEBUG)  # info: the probe starts and ends; debug: each timed call
 
 ENGINES = ("auto", "sequential", "vectorized")
 CACHE_ENV = "FLAREBENCH_ENGINE_CACHE"
@@ -133,7 +139,8 @@ def measure(
     reps: int = 3,
     warmup: bool = True,
 ) -> dict[str, float]:
-    """Seconds for ``steps`` local steps of every client, per engine (best of ``reps``, after a warm-up call).
+    """Seconds for ``steps`` local steps of every client, per engine (best of ``reps``, after a warm-up call;
+    ``reps=0``: the warm-up call only).
 
     Runs on a copy of ``w``, one epoch, ``steps * B`` samples per client, with no regularizer term
     (the choice must not depend on the method); the global RNG is restored afterwards, so nothing
@@ -158,6 +165,20 @@ def measure(
     return best
 
 
+def round_steps(client_indices: list[torch.Tensor], spec: LocalSpec) -> int:
+    """Local steps of a round: local epochs x the most batches any client has."""
+    return spec.epochs * max(math.ceil(len(i) / spec.batch_size) for i in client_indices)
+
+
+PROBE_SHARE = 0.05  # auto's probe may take at most this share of the planned run (its predicted sequential rounds)
+
+
+def probe_budget(seq_round_s: float, rounds: int, share: float = PROBE_SHARE) -> float:
+    """Seconds the engine probe may spend: ``share`` of the planned run (``rounds`` sequential rounds of
+    ``seq_round_s`` predicted seconds), and never more than one sequential round."""
+    return min(share * max(1, rounds) * seq_round_s, seq_round_s)
+
+
 def round_estimate(
     engines: dict[str, object],
     w: torch.Tensor,
@@ -165,22 +186,85 @@ def round_estimate(
     y: torch.Tensor,
     client_indices: list[torch.Tensor],
     spec: LocalSpec,
-    reps: int = 2,
+    budget_s: float | Callable[[float], float] = math.inf,
+    say: Callable[..., None] | None = None,
 ) -> dict[str, float]:
     """Predicted seconds of one round's local training per engine: ``t1 + (S - 1) * slope``.
 
     ``t1``: every client's first local step (with the engine's per-round set-up, e.g. stacking the
-    clients' batches); ``slope``: the cost of one more step, from timing ``m = min(S, 3)`` steps;
-    ``S``: local epochs x the most batches any client has. Timing one step alone would charge the
-    vectorized engine's set-up to a single step and undervalue it on rounds of many steps.
+    clients' batches; one call after a warm-up call); ``slope``: the cost of one more step, from timing
+    ``m = min(S, 3)`` steps (2 where the budget allows no more); ``S``: local epochs x the most batches
+    any client has. Timing one step alone would charge the vectorized engine's set-up to a single step and undervalue it on long rounds.
+
+    Bounded: ``budget_s`` seconds in all (or a function of the first engine's predicted round, e.g.
+    :func:`probe_budget`), checked before each timed call against that call's predicted cost, so the
+    probe exceeds it by at most one call of one step (an engine after the first is warmed up and timed on 2
+    clients first, a lower bound of its step over all clients: vmap's cost is mostly per call, so
+    scaling it by clients would overstate it). Warm-up calls are not counted: they hold one-off
+    costs (lazy initialisation, vmap's tracing of the model: seconds on a loaded CPU) that say nothing of
+    a round, and the run pays its engine's at its first round anyway; they are reported apart. Cut short: an engine whose measured time
+    already exceeds another's predicted whole round is clearly slower and is not timed further. Where
+    the budget stops the slope measurement, every engine is predicted as ``S * t1`` (the same rule for
+    all: the set-up is then charged to every step, which favours none but sequential, the first timed).
+    ``say(text, final)``: what the probe is doing, for a status line (``final``: its last word).
     """
-    steps = spec.epochs * max(math.ceil(len(i) / spec.batch_size) for i in client_indices)
-    one = measure(engines, w, x, y, client_indices, spec, steps=1, reps=reps)
-    m = min(steps, 3)
-    if m == 1:
-        return one
-    more = measure(engines, w, x, y, client_indices, spec, steps=m, reps=reps, warmup=False)
-    return {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
+    say = say or (lambda text, final=False: None)
+    steps = round_steps(client_indices, spec)
+    t0, budget = time.perf_counter(), budget_s if not callable(budget_s) else math.inf
+    one: dict[str, float] = {}
+    warmups = 0.0  # seconds of warm-up calls: one-off costs (lazy initialisation, vmap's tracing), not counted
+
+    def spent() -> float:
+        return time.perf_counter() - t0 - warmups
+
+    def warm_up(name: str, clients: list[torch.Tensor]) -> None:
+        nonlocal warmups
+        say(f"engine: warming {name} up on {len(clients)} clients")
+        t = time.perf_counter()
+        measure({name: engines[name]}, w, x, y, clients, spec, steps=1, reps=0)
+        warmups += time.perf_counter() - t
+
+    def timed(name: str, n: int, clients: list[torch.Tensor] = client_indices) -> float:
+        limit = f"at most {budget:.1f} s" if math.isfinite(budget) else "no limit"
+        say(f"engine: timing {name}, {n} local step{'s' if n > 1 else ''} of {len(clients)} clients "
+            f"({spent():.1f} s of {limit})")
+        return measure({name: engines[name]}, w, x, y, clients, spec, steps=n, reps=1, warmup=False)[name]
+
+    def fits(cost: float) -> bool:
+        return spent() + cost <= budget
+
+    why = ""
+    for i, name in enumerate(engines):
+        if i:  # a later engine: warmed up and timed on 2 clients first, a lower bound of its step over all clients
+            warm_up(name, client_indices[:2])
+            at_least = timed(name, 1, client_indices[:2])  # its step over all clients costs at least that
+            if not fits(at_least):
+                why = f"no time left to time {name} (one step of 2 clients: {at_least:.3g} s)"
+                break
+        else:
+            warm_up(name, client_indices)
+        t = timed(name, 1)
+        rounds_of_others = [steps * one[n] for n in one]
+        if rounds_of_others and t > min(rounds_of_others):  # one step of it > a whole round of another
+            one[name] = t
+            why = f"{name} is clearly slower: one step {t:.3g} s > another engine's round"
+            break
+        one[name] = t
+        if i == 0 and callable(budget_s):
+            budget = budget_s(steps * t)
+    if why or steps == 1:
+        est = {n: steps * t for n, t in one.items()} if why else one
+    else:  # the slope from m steps: 3 where the budget allows, else 2
+        m = next((k for k in (min(steps, 3), 2) if fits(sum(k * t for t in one.values()))), None)
+        if m is None:
+            why = "the budget leaves no time to time several steps: a round predicted as steps x one step"
+            est = {n: steps * t for n, t in one.items()}
+        else:
+            more = {n: timed(n, m) for n in engines}
+            est = {n: one[n] + (steps - 1) * max(0.0, more[n] - one[n]) / (m - 1) for n in engines}
+    say(f"engine: probe done in {spent():.1f} s of timing and {warmups:.1f} s of warm-up" + (f" ({why})" if why else ""),
+        final=True)
+    return est
 
 
 def auto_chunk(engine: VectorizedEngine, w, x, y, client_indices, spec: LocalSpec) -> int | None:
@@ -316,6 +400,10 @@ def shape_key(model_name: str, layout: Layout, x: torch.Tensor, clients: int, sp
 
 
 # ---------------------------------------------------------------------- the factory
+def _say(text: str, final: bool = False) -> None:
+    (probe_log.info if final else probe_log.debug)("%s", text)
+
+
 def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer, x, y, client_indices, spec: LocalSpec):
     """The engine for ``cfg.engine`` and the :class:`EngineChoice` saying why. ``x`` is on the run's device."""
     requested = cfg.engine
@@ -338,12 +426,24 @@ def build_engine(cfg, model: nn.Module, layout: Layout, regularizer: Regularizer
         return vectorized, EngineChoice(requested, "vectorized", "as requested", chunk)
     key = shape_key(cfg.model, layout, x, K, spec, chunk)
     entry = lookup(key)
+    steps_in_run = max(1, int(getattr(cfg, "rounds", 1))) * round_steps(client_indices[:K], spec)
+    if entry is None and steps_in_run * PROBE_SHARE < 1:  # one step of timing would exceed the share
+        choice = EngineChoice(requested, "sequential", f"not timed: the run has {steps_in_run} local steps, one step "
+                              f"of timing would be more than {PROBE_SHARE:.0%} of it", chunk)
+        log.info("engine: %s", choice.describe())
+        return sequential, choice
     if entry is None:
+        probe_log.info("engine: timing sequential and vectorized on this shape (at most %.0f%% of the planned run, "
+                       "once per shape)", 100 * PROBE_SHARE)
         t0 = time.perf_counter()
-        timings = round_estimate({"sequential": sequential, "vectorized": vectorized}, w, x, y, client_indices[:K], spec)
+        rounds = max(1, int(getattr(cfg, "rounds", 1)))
+        timings = round_estimate({"sequential": sequential, "vectorized": vectorized}, w, x, y, client_indices[:K], spec,
+                                 budget_s=lambda seq_round: probe_budget(seq_round, rounds), say=_say)
         entry = {"engine": choose(timings), "timings_s": timings, "conditions": conditions()}
-        store(key, entry)
-        how = f"measured in {time.perf_counter() - t0:.1f} s, once per shape:"
+        if len(timings) == 2:  # a probe the budget stopped before timing both engines is not reused
+            store(key, entry)
+        how = (f"measured in {time.perf_counter() - t0:.1f} s (at most {PROBE_SHARE:.0%} of the planned run), "
+               f"once per shape:")
     else:
         c = entry["conditions"]
         how = f"cached, measured {c['measured']} with {c['torch_threads']} threads, load {c.get('load_avg_1m')}:"

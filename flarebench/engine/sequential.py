@@ -96,8 +96,9 @@ class SequentialEngine:
         spec: LocalSpec,
         round_idx: int,
         momentum: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, float]:
-        """Train each client from ``w`` ``[P]``; returns final weights ``[K, P]`` and the mean data loss.
+    ) -> tuple[torch.Tensor, list[tuple[float, int]]]:
+        """Train each client from ``w`` ``[P]``; returns final weights ``[K, P]`` and, per client, the sum of
+        its steps' data loss x batch size and its sample count (:func:`mean_loss` of them: the round's loss).
 
         ``client_indices[k]``: int64 rows of ``x``/``y`` held by client k; ``momentum``: ``[K, P]``
         buffers to start from and update in place (zeros = fresh optimizer), or None.
@@ -130,8 +131,7 @@ class SequentialEngine:
                     step += 1
             out[k] = theta.detach()
             sums.append((loss_sum, loss_count))
-        self.last_loss_sums = sums
-        return out, mean_loss(sums)
+        return out, sums
 
 
 @torch.no_grad()

@@ -28,9 +28,6 @@ from ..wire.downlink import Downlink
 from ..wire.encoder import WireFormat
 from .seeds import generator
 
-SEAM_VERSION = 1
-
-
 @dataclass
 class ServerRound:
     """What the server has received in the round in progress."""
@@ -144,4 +141,4 @@ class ServerSide:
         self.parts.load_state_dict(state["parts"])
 
 
-__all__ = ["ServerSide", "ServerRound", "ServerStats", "SEAM_VERSION"]
+__all__ = ["ServerSide", "ServerRound", "ServerStats"]

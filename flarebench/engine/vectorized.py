@@ -27,7 +27,7 @@ from torch.func import grad_and_value, vmap
 
 from ..flat import Layout
 from ..methods.regularizers import Anchor, Regularizer
-from .sequential import LocalSpec, batch_order, mean_loss, step_objective
+from .sequential import LocalSpec, batch_order, step_objective
 
 
 @dataclass
@@ -91,8 +91,8 @@ class VectorizedEngine:
         spec: LocalSpec,
         round_idx: int,
         momentum: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, float]:
-        """Train all clients from ``w`` ``[P]``; returns final weights ``[K, P]`` and the mean data loss.
+    ) -> tuple[torch.Tensor, list[tuple[float, int]]]:
+        """Train all clients from ``w`` ``[P]``; returns final weights ``[K, P]`` and the per-client loss sums.
 
         Same contract as ``SequentialEngine.train``: ``momentum`` ``[K, P]`` is updated in place.
         """
@@ -118,8 +118,7 @@ class VectorizedEngine:
                 loss_sum += value * size
                 loss_count += size
             sums.append((loss_sum, loss_count))
-        self.last_loss_sums = sums
-        return out, mean_loss(sums)
+        return out, sums
 
     def _train_chunk(self, w, x, y, plans: list[_Plan], ks: list[int], anchor: Anchor | None, spec: LocalSpec, momentum):
         """Train the clients ``ks`` (sorted by step count, descending). Returns ``theta`` ``[n, P]``, losses ``[n, S]``."""

@@ -137,7 +137,7 @@ class STCAggregator(Aggregator):
                     choices=("auto", *POSITION_CODECS),
                     paper="Sattler et al. 2019: Golomb"),
               Param("sparsity", float, 0.0, "downlink sparsity, fraction of entries NOT sent (0: the run's --sparsity)",
-                    check=lambda x: 0 <= x < 1, rule="in [0, 1)", paper="Sattler et al. 2019: p_down"))
+                    check=in_unit_interval, rule="in [0, 1)", paper="Sattler et al. 2019: p_down"))
 
     def __init__(self, ctx, **params):
         super().__init__(ctx, **params)

@@ -14,7 +14,8 @@ round out keeps its memory.
 - ``dgc``: DGC's momentum correction with factor masking and optional clipping (see the class).
 
 The error-feedback invariant of the EF memories: after ``update``, ``v == sent + remainder`` where
-the remainder is what the memory carries into the next round (tests/test_memories.py).
+the remainder is what the memory carries into the next round (tests: test_methods.py, test_run.py,
+test_dgc_stc.py and test_sign_compressors.py check it).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ..flat import offsets
 from .encoder import Encoded, WireFormat
 from .message import Message
 
@@ -32,8 +33,8 @@ def update_message(sizes: tuple[int, ...], update: torch.Tensor) -> Message:
         counts.append(nz.numel())
         start += n
     idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.int64)
-    offsets = torch.repeat_interleave(torch.tensor([0, *torch.tensor(sizes).cumsum(0)[:-1].tolist()]), torch.tensor(counts))
-    return Message.sparse(sizes, counts, idx, update[idx + offsets])
+    starts = torch.repeat_interleave(torch.tensor(offsets(sizes), dtype=torch.int64), torch.tensor(counts))
+    return Message.sparse(sizes, counts, idx, update[idx + starts])
 
 
 def message_to_dense(msg: Message, num_params: int) -> torch.Tensor:
@@ -41,8 +42,8 @@ def message_to_dense(msg: Message, num_params: int) -> torch.Tensor:
     if msg.is_dense:
         return msg.values.clone()
     out = torch.zeros(num_params, dtype=torch.float32)
-    offsets = torch.tensor([0, *torch.tensor(msg.sizes).cumsum(0)[:-1].tolist()], dtype=torch.int64)
-    out[msg.indices + torch.repeat_interleave(offsets, torch.tensor(msg.counts))] = msg.values
+    starts = torch.tensor(offsets(msg.sizes), dtype=torch.int64)
+    out[msg.indices + torch.repeat_interleave(starts, torch.tensor(msg.counts))] = msg.values
     return out
 
 

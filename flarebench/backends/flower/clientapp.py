@@ -14,7 +14,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ...errors import FlarebenchError
-from . import protocol as P
+from . import protocol
 from .node import ClientCache, config_from_json, config_key
 from .records import pending_from_records, pending_to_records, record_to_tensors, tensors_to_record
 
@@ -23,7 +23,7 @@ _cache = ClientCache()
 
 
 def _reply(msg: Message, **values) -> Message:
-    return Message(RecordDict({P.RECORD: ConfigRecord(values)}), reply_to=msg)
+    return Message(RecordDict({protocol.RECORD: ConfigRecord(values)}), reply_to=msg)
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -43,7 +43,7 @@ def _partition(context: Context) -> tuple[int, int]:
 @app.query("hello")
 def hello(msg: Message, context: Context) -> Message:
     """Learn the run's config; say which flarebench client this node is and what state it holds."""
-    fb = msg.content[P.RECORD]
+    fb = msg.content[protocol.RECORD]
     try:
         text, key = str(fb["config"]), str(fb["key"])
         if config_key(text) != key:
@@ -54,14 +54,14 @@ def hello(msg: Message, context: Context) -> Message:
             raise FlarebenchError(f"node has num-partitions={n} but the run has {cfg.clients} clients")
     except FlarebenchError as e:
         return _reply(msg, error=str(e))
-    old = context.state.config_records.get(P.STATE_META)
+    old = context.state.config_records.get(protocol.STATE_META)
     same_run = old is not None and old["key"] == key  # a server that resumed greets its nodes again
-    committed = int(old["committed"]) if same_run else P.NONE_COMMITTED
+    committed = int(old["committed"]) if same_run else protocol.NONE_COMMITTED
     if not same_run:  # another run's config (or none yet): start from the initial state
-        for k in (P.STATE_TENSORS, P.PENDING_META, P.PENDING_TENSORS):
+        for k in (protocol.STATE_TENSORS, protocol.PENDING_META, protocol.PENDING_TENSORS):
             if k in context.state:
                 del context.state[k]
-    context.state[P.STATE_META] = ConfigRecord(
+    context.state[protocol.STATE_META] = ConfigRecord(
         {"config": text, "key": key, "client": pid, "committed": committed, "threads": int(fb["client-threads"])}
     )
     return _reply(msg, **{"partition-id": pid, "num-partitions": n, "committed": committed})
@@ -69,7 +69,7 @@ def hello(msg: Message, context: Context) -> Message:
 
 def _setup(fb: ConfigRecord, context: Context):
     """(meta, cfg, ClientSide) for a train message; FlarebenchError if this node has not been told the config."""
-    meta = context.state.config_records.get(P.STATE_META)
+    meta = context.state.config_records.get(protocol.STATE_META)
     if meta is None or meta["key"] != fb["key"]:
         raise FlarebenchError("this node does not know the run's config (restarted?): it needs a hello first")
     if int(fb["client"]) != int(meta["client"]):
@@ -83,17 +83,17 @@ def _setup(fb: ConfigRecord, context: Context):
 def _commit_or_drop(context: Context, meta: ConfigRecord, side, ack: int) -> int:
     """Settle the pending round: commit it if the server used it (round == ack), else drop it. -> committed round."""
     committed = int(meta["committed"])
-    if P.PENDING_META in context.state.config_records:
-        rnd, _ = pending_from_records(context.state[P.PENDING_TENSORS], context.state[P.PENDING_META],
+    if protocol.PENDING_META in context.state.config_records:
+        rnd, _ = pending_from_records(context.state[protocol.PENDING_TENSORS], context.state[protocol.PENDING_META],
                                       side.parts.compressor, side.device)
         if rnd.round_idx == ack:
-            tensors = record_to_tensors(context.state[P.PENDING_TENSORS])
+            tensors = record_to_tensors(context.state[protocol.PENDING_TENSORS])
             rows = {k[len("state."):]: v.unsqueeze(0).to(side.device) for k, v in tensors.items() if k.startswith("state.")}
             side.end(rnd, rows)
-            context.state[P.STATE_TENSORS] = tensors_to_record({k: v[0] for k, v in rows.items()})
+            context.state[protocol.STATE_TENSORS] = tensors_to_record({k: v[0] for k, v in rows.items()})
             committed = ack
-        del context.state[P.PENDING_META]
-        del context.state[P.PENDING_TENSORS]
+        del context.state[protocol.PENDING_META]
+        del context.state[protocol.PENDING_TENSORS]
     meta["committed"] = committed
     return committed
 
@@ -104,29 +104,29 @@ def _save_pending(context: Context, rnd, raw: list, rows: dict | None) -> None:
         for k, v in rows.items():
             arrays[f"state.{k}"] = tensors_to_record({k: v[0]})[k]
     else:  # a later phase: keep the state saved by begin
-        for k, v in context.state[P.PENDING_TENSORS].items():
+        for k, v in context.state[protocol.PENDING_TENSORS].items():
             if k.startswith("state."):
                 arrays[k] = v
-    context.state[P.PENDING_TENSORS] = arrays
-    context.state[P.PENDING_META] = config
+    context.state[protocol.PENDING_TENSORS] = arrays
+    context.state[protocol.PENDING_META] = config
 
 
 @app.train("begin")
 def begin(msg: Message, context: Context) -> Message:
     """Settle the last round, train from the global weights, reply with the phase-0 bytes."""
-    fb = msg.content[P.RECORD]
+    fb = msg.content[protocol.RECORD]
     try:
         meta, cfg, side = _setup(fb, context)
     except FlarebenchError as e:
         return _reply(msg, error=str(e))
     ack, r, cid = int(fb["ack"]), int(fb["round"]), int(meta["client"])
     committed = _commit_or_drop(context, meta, side, ack)
-    if P.STATE_TENSORS in context.state.array_records:
-        state = record_to_tensors(context.state[P.STATE_TENSORS])
+    if protocol.STATE_TENSORS in context.state.array_records:
+        state = record_to_tensors(context.state[protocol.STATE_TENSORS])
     else:
         state = side.initial_state()
     rows = {k: v.unsqueeze(0).to(side.device) for k, v in state.items()}
-    w = record_to_tensors(msg.content[P.WEIGHTS])["w"].to(side.device)
+    w = record_to_tensors(msg.content[protocol.WEIGHTS])["w"].to(side.device)
     broadcast = fb.get("broadcast")
     rnd = side.begin(w, r, [cid], rows, None if broadcast is None else bytes(broadcast))
     _save_pending(context, rnd, [None if broadcast is None else bytes(broadcast)], rows)
@@ -138,12 +138,12 @@ def begin(msg: Message, context: Context) -> Message:
 @app.train("phase")
 def phase(msg: Message, context: Context) -> Message:
     """A later phase of a multi-phase compressor: reply with this phase's bytes, given the server's broadcast."""
-    fb = msg.content[P.RECORD]
+    fb = msg.content[protocol.RECORD]
     try:
         meta, cfg, side = _setup(fb, context)
-        if P.PENDING_META not in context.state.config_records:
+        if protocol.PENDING_META not in context.state.config_records:
             raise FlarebenchError(f"no round in progress for phase {int(fb['phase'])}")
-        rnd, raw = pending_from_records(context.state[P.PENDING_TENSORS], context.state[P.PENDING_META],
+        rnd, raw = pending_from_records(context.state[protocol.PENDING_TENSORS], context.state[protocol.PENDING_META],
                                         side.parts.compressor, side.device)
         if rnd.round_idx != int(fb["round"]) or len(rnd.uplink) != int(fb["phase"]):
             raise FlarebenchError(f"phase {int(fb['phase'])} of round {int(fb['round'])} does not follow this node's round")

@@ -35,7 +35,7 @@ from ...engine.sequential import evaluate, mean_loss
 from ...engine.server import ServerSide
 from ...errors import ConfigError, FlarebenchError
 from ...methods.presets import build_parts
-from . import protocol as P
+from . import protocol
 from .node import NodeSetup, config_json, config_key
 from .records import tensors_to_record, transport_bits
 
@@ -119,7 +119,7 @@ class FlowerFederation:
         self.key = config_key(self.config_text)
         self.node_of: dict[int, int] = {}  # flarebench client -> Flower node id
         self.known: set[int] = set()  # nodes that got a hello (whatever they answered)
-        self.accepted = torch.full((cfg.clients,), P.NONE_COMMITTED, dtype=torch.int64)  # last round each client's bytes were used
+        self.accepted = torch.full((cfg.clients,), protocol.NONE_COMMITTED, dtype=torch.int64)  # last round each client's bytes were used
         self._down = self._up = 0
         self._errors: list[str] = []  # the round's error replies (first lines), for the line that stops the run
 
@@ -173,9 +173,9 @@ class FlowerFederation:
 
     # ------------------------------------------------------------------ messages
     def _message(self, client: int, kind: str, round_idx: int, values: dict, arrays: ArrayRecord | None = None) -> Message:
-        content = RecordDict({P.RECORD: ConfigRecord(values)})
+        content = RecordDict({protocol.RECORD: ConfigRecord(values)})
         if arrays is not None:
-            content[P.WEIGHTS] = arrays
+            content[protocol.WEIGHTS] = arrays
         ttl = self.opts.reply_timeout + 60.0  # a message nobody answered in time expires instead of waiting on the SuperLink
         return Message(content, self.node_of[client], kind, group_id=str(round_idx + 1), ttl=ttl)
 
@@ -183,13 +183,13 @@ class FlowerFederation:
         values = {"round": round_idx, "client": client, "key": self.key, "ack": int(self.accepted[client])}
         if broadcast is not None:
             values["broadcast"] = broadcast
-        return self._message(client, P.BEGIN, round_idx, values, w)
+        return self._message(client, protocol.BEGIN, round_idx, values, w)
 
     def _phase_message(self, round_idx: int, phase: int, client: int, broadcast: bytes | None) -> Message:
         values = {"round": round_idx, "phase": phase, "client": client, "key": self.key}
         if broadcast is not None:
             values["broadcast"] = broadcast
-        return self._message(client, P.PHASE, round_idx, values)
+        return self._message(client, protocol.PHASE, round_idx, values)
 
     def _send(self, messages: list[Message]) -> tuple[list[str], dict[str, Message]]:
         """Push, then pull until every message has a reply, ``reply_timeout`` passed, or (with a straggler
@@ -229,12 +229,12 @@ class FlowerFederation:
                 silent.append(c)
             elif reply.has_error():
                 self._client_error(round_idx, f"client {c} ({what}): {reply.error.reason or 'error'} (code {reply.error.code})")
-            elif "error" in reply.content[P.RECORD]:
-                self._client_error(round_idx, f"client {c} ({what}): {reply.content[P.RECORD]['error']}")
-                if "hello" in str(reply.content[P.RECORD]["error"]):
+            elif "error" in reply.content[protocol.RECORD]:
+                self._client_error(round_idx, f"client {c} ({what}): {reply.content[protocol.RECORD]['error']}")
+                if "hello" in str(reply.content[protocol.RECORD]["error"]):
                     self.known.discard(self.node_of[c])  # a node that forgot the config gets a hello next round
             else:
-                out[c] = _Reply(c, bytes(reply.content[P.RECORD]["uplink"]), reply.content[P.RECORD])
+                out[c] = _Reply(c, bytes(reply.content[protocol.RECORD]["uplink"]), reply.content[protocol.RECORD])
         if silent:
             self._event(round_idx, f"clients {_ids(silent)} did not answer {what} within {self.opts.reply_timeout:g} s; "
                                    "the round goes on without them")
@@ -269,7 +269,7 @@ class FlowerFederation:
     def _hello(self, round_idx: int, nodes: list[int]) -> None:
         values = {"config": self.config_text, "key": self.key, "client-threads": self.opts.client_threads}
         ttl = self.opts.reply_timeout + 60.0
-        messages = [Message(RecordDict({P.RECORD: ConfigRecord(values)}), n, P.HELLO, ttl=ttl) for n in nodes]
+        messages = [Message(RecordDict({protocol.RECORD: ConfigRecord(values)}), n, protocol.HELLO, ttl=ttl) for n in nodes]
         ids, replies = self._send(messages)
         for n, mid in zip(nodes, ids):
             self.known.add(n)
@@ -277,7 +277,7 @@ class FlowerFederation:
             if reply is None or reply.has_error():
                 self.known.discard(n)  # try again next round
                 continue
-            fb = reply.content[P.RECORD]
+            fb = reply.content[protocol.RECORD]
             if "error" in fb:
                 self._event(round_idx, f"node {n}: {fb['error']}")
                 continue
@@ -289,7 +289,7 @@ class FlowerFederation:
     def _check_states(self, round_idx: int, replies: dict[int, _Reply]) -> None:
         """Log every client whose node does not hold the state the server expects (a restarted SuperNode)."""
         for c, r in replies.items():
-            if self.stateful and bool(r.record["lost"]) and int(self.accepted[c]) != P.NONE_COMMITTED:
+            if self.stateful and bool(r.record["lost"]) and int(self.accepted[c]) != protocol.NONE_COMMITTED:
                 self._event(round_idx, f"client {c} lost its state (its SuperNode restarted?): it holds round "
                                        f"{int(r.record['committed']) + 1}'s state, not round {int(self.accepted[c]) + 1}'s; "
                                        "it goes on from there (error-feedback memory reset)")

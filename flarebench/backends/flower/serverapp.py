@@ -33,7 +33,7 @@ EVENTS_FILE = "flower-events.log"  # in the run directory: node losses, timeouts
 
 
 def run_on_grid(grid: Grid, cfg: RunConfig, options: FlowerOptions, *, on_round: Callable | None = None,
-                overwrite: bool = False, resume: str | Path | None = None):
+                overwrite: bool = False, resume: str | Path | None = None, on_divergence: str = "continue"):
     """Run ``cfg`` (named, its output checked: launch.prepare) with the nodes of ``grid`` as its clients;
     -> runner.RunResult.
 
@@ -49,7 +49,8 @@ def run_on_grid(grid: Grid, cfg: RunConfig, options: FlowerOptions, *, on_round:
     node = node_setup(cfg)
     fed = FlowerFederation(node, grid, options, events)
     prepared = runner.Setup(cfg, node.device, node.data, node.layout, fed)
-    return runner.execute(prepared, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=1)
+    return runner.execute(prepared, on_round=on_round, overwrite=overwrite, resume=resume, checkpoint_every=1,
+                          on_divergence=on_divergence)
 
 
 def check_checkpoint_every(every: int | None) -> None:

@@ -43,7 +43,7 @@ def backend_config(cfg: RunConfig, threads: int) -> dict:
 
 
 def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite: bool = False,
-                  resume: str | Path | None = None):
+                  resume: str | Path | None = None, on_divergence: str = "continue"):
     """Run ``cfg`` (named, its output checked: launch.prepare) on Flower's simulation engine; -> runner.RunResult
     (the same run directory as a local run)."""
     require_flower()
@@ -64,7 +64,8 @@ def run_simulated(cfg: RunConfig, *, on_round: Callable | None = None, overwrite
 
     @server_app.main()
     def _main(grid, context) -> None:
-        result["run"] = run_on_grid(grid, cfg, options, on_round=on_round, overwrite=overwrite, resume=resume)
+        result["run"] = run_on_grid(grid, cfg, options, on_round=on_round, overwrite=overwrite, resume=resume,
+                                    on_divergence=on_divergence)
 
     flwr_log = logging.getLogger("flwr")
     drop, level = _DropDeprecation(), flwr_log.level

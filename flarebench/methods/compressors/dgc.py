@@ -42,7 +42,7 @@ import math
 import torch
 
 from ...wire.message import Message
-from ..registry import Param, non_negative, register
+from ..registry import Param, in_unit_interval, non_negative, register
 from .base import Sparsifier
 from .topk import positions_where, topk_positions
 
@@ -82,7 +82,7 @@ class DGC(Sparsifier):
         Param("sample_fraction", float, 0.01, "fraction of each tensor sampled to estimate the top-k threshold",
               check=in_fraction, rule="in (0, 1]", paper="Lin et al. 2018: 0.1% to 1%; authors' code: 1%"),
         Param("lower_bound", float, 0.8, "fewer than lower_bound * k pass: threshold *= lower_bound, count again "
-              "(10 times at most; 0: never)", check=lambda x: 0 <= x < 1, rule="in [0, 1)", paper="authors' code"),
+              "(10 times at most; 0: never)", check=in_unit_interval, rule="in [0, 1)", paper="authors' code"),
         Param("exact", bool, False, "exact top-k per tensor instead of the sampled threshold"),
     )
 
