@@ -163,3 +163,18 @@ def env_with(*paths, **extra) -> dict:
     repo = str(Path(__file__).resolve().parents[1])
     python_path = os.pathsep.join([*map(str, paths), repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", **extra}
+
+
+def decode_peak_bytes(decode, data: bytes) -> int:
+    """Peak traced Python memory (bytes) while ``decode(data)`` raises DecodeError, as it must."""
+    import tracemalloc
+
+    from flarebench.errors import DecodeError
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError):
+            decode(data)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
