@@ -1,5 +1,5 @@
 """A pytest plugin that counts the bad inputs the tests feed the CLI: every in-process ``flarebench ...``
-call (tests/conftest.py's ``cli``) that exits with code 2, by surface. The README's "Reliability" counts.
+call (tests/conftest.py's ``cli``) that exits with code 2, by surface. The counts of docs/reliability.md.
 
     PYTHONPATH=.:benchmarks python -m pytest -p count_refusals tests/test_bad_input.py tests/test_resume.py \\
         tests/test_ray.py tests/test_flower.py tests/test_compare.py tests/test_rundir.py tests/test_config.py \\

@@ -5,7 +5,7 @@ supplies the :class:`PartContext` a run would. Shapes: ``P`` = entries of all te
 client updates is float32 ``[K, P]`` (one flattened update per row, tensors concatenated in ``shapes``
 order: ``Layout.flatten`` / ``Layout.unflatten`` convert). Bits are ``8 * len(bytes)`` of what ``encode`` returns.
 
-README, "A compressor in your own code", shows a round in ten lines; tests/test_library.py runs exactly that.
+docs/api.md, "A compressor in your own code", shows a round in ten lines; tests/test_library.py runs exactly that.
 """
 
 from __future__ import annotations

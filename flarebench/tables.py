@@ -2,7 +2,7 @@
 
     render(table, "table")     # rich: one table per dataset/model group, fitted to the console's width
     render(table, "csv")       # the raw numbers (bits, fractions, seconds), as compare.csv
-    render(table, "markdown")  # GitHub Markdown, human units (as the README's tables)
+    render(table, "markdown")  # GitHub Markdown, human units (as the docs' tables)
 
 ``table`` is :func:`flarebench.compare.summarize`'s DataFrame (one row per run). Run names are printed
 in full: where two runs of different directories share a name, the path from their common directory

@@ -13,7 +13,7 @@ from flarebench.divergence import FACTOR, DivergenceCheck, marked
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# the README's example (unbiased random-k without error feedback) on a small federation: diverges within a few rounds
+# docs/methods.md's example (unbiased random-k without error feedback) on a small federation: diverges within a few rounds
 RANDK = ["run", "--method", "randk", "--memory", "none", "-p", "scale=true", "--clients", "3", "--samples-per-client", "100",
          "--batch-size", "20", "--eval-every", "1", "--rounds", "6", "--engine", "sequential", "--device", "cpu"]
 

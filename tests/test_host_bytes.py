@@ -7,7 +7,7 @@ tensor made with an explicit ``device=``). A tagged tensor that reaches the host
 ``np.asarray`` -- counts its bytes (numel * element size) and what comes back is a host tensor. This
 counts on a CPU-only machine exactly what a GPU run would copy to the host (on a CPU ``.cpu()`` is a
 no-op, so a wrapper that looked at devices would see nothing). Each compressor's
-``host_bytes_bound(payload)`` (README, "Where compressors compute") must hold.
+``host_bytes_bound(payload)`` (docs/wire.md, "Where compressors compute") must hold.
 """
 
 from __future__ import annotations

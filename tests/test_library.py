@@ -1,4 +1,4 @@
-"""README's "A compressor in your own code" runs as written, and gives what STC and top-k EF define."""
+"""docs/api.md's "A compressor in your own code" runs as written, and gives what STC and top-k EF define."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from flarebench.errors import ConfigError
 from flarebench.library import build
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
 
-def readme_blocks(heading: str) -> list[str]:
-    """The ```python blocks of README section ``heading`` (up to the next heading), in order."""
-    text = README.read_text()
+def page_blocks(heading: str) -> list[str]:
+    """The ```python blocks of docs/api.md's section ``heading`` (up to the next heading), in order."""
+    text = API_PAGE.read_text()
     start = text.index(f"\n{heading}\n")
     end = re.search(r"\n#{2,3} ", text[start + 1 :])
     section = text[start : start + 1 + end.start()] if end else text[start:]
@@ -35,11 +35,11 @@ def stc_dense(v: torch.Tensor, sizes: list[int], density: float) -> torch.Tensor
     return out
 
 
-def test_readme_snippets_run_and_mean_what_they_say():
-    blocks = readme_blocks("### A compressor in your own code")
+def test_api_page_snippets_run_and_mean_what_they_say():
+    blocks = page_blocks("## A compressor in your own code")
     assert len(blocks) == 2
     ns: dict = {}
-    exec(compile(blocks[0], "README.md (block 1)", "exec"), ns)
+    exec(compile(blocks[0], "docs/api.md (block 1)", "exec"), ns)
     stc, updates, blobs, bits, received, update = (ns[k] for k in ("stc", "updates", "blobs", "bits", "received", "update"))
     sizes = [784 * 100, 100, 1000, 10]
     assert stc.ctx.layout.sizes == sizes and updates.shape == (4, sum(sizes))
@@ -51,7 +51,7 @@ def test_readme_snippets_run_and_mean_what_they_say():
     # STC's wire: Golomb positions + 1 sign bit per entry + one fp32 per tensor: far below 1 bit per entry
     assert sum(stc.bound_bits(p[0]) for p in received) <= bits < 0.15 * len(blobs) * sum(sizes)
 
-    exec(compile(blocks[1], "README.md (block 2)", "exec"), ns)
+    exec(compile(blocks[1], "docs/api.md (block 2)", "exec"), ns)
     m, v, sent, state, update = (ns[k] for k in ("m", "v", "sent", "state", "update"))
     assert (m.compressor.name, m.memory.name, m.aggregator.name) == ("topk", "residual", "weighted-mean")
     assert torch.equal(v, updates)  # the residual starts at zero

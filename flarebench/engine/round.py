@@ -39,7 +39,7 @@ class RoundStats:
     nnz: int  # entries sent by all clients this round
     uplink_bits: int  # sum of 8 * len(bytes) over the clients' messages (all phases)
     downlink_bits: int  # dense: 32 * P * K; sparse: C * 8 * len(broadcast bytes) (wire/downlink.py); + compressor broadcasts
-    uplink_bound_bits: float = 0.0  # sum over messages of the compressor's stated floor (README, wire formats)
+    uplink_bound_bits: float = 0.0  # sum over messages of the compressor's stated floor (docs/wire.md)
     codecs: Counter = field(default_factory=Counter)  # payload label (position codec, ...) -> messages
     messages: list[bytes] = field(default_factory=list, repr=False)  # phase-0 uplink bytes, per client (as sent)
     broadcast: object | None = field(default=None, repr=False)  # the server's broadcast (--downlink sparse), or None

@@ -67,7 +67,7 @@ class SequentialEngine:
     """Local training of K clients, one at a time.
 
     ``compile``: run each step's gradient through ``torch.compile(grad_and_value(objective))`` instead of
-    eager autograd (``flarebench bench --compile`` only: on CPU it did not pay, see the README).
+    eager autograd (``flarebench bench --compile`` only: on CPU it did not pay, see docs/speed.md).
     """
 
     name = "sequential"

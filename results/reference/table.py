@@ -88,7 +88,7 @@ def main() -> None:
 
 
 def experiment(name: str) -> None:
-    """One experiment's table (the README's full-scale table): means over seeds, accuracy at AT_ROUNDS."""
+    """One experiment's table (the full-scale table of docs/reference-results.md): means over seeds, accuracy at AT_ROUNDS."""
     table = list(rows(name))
     if not table:
         sys.exit(f"error: no runs of {name} under results/reference/{name} (or no baselines/flare_paper/{name}.toml)")

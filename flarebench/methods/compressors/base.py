@@ -103,13 +103,13 @@ class Compressor(Part):
         raise NotImplementedError
 
     def bound_bits(self, payload: Any) -> float:
-        """The stated floor of this payload in bits (README, 'Wire formats'); headers and padding not counted."""
+        """The stated floor of this payload in bits (docs/wire.md); headers and padding not counted."""
         raise NotImplementedError
 
     def host_bytes_bound(self, payload: Any) -> int:
         """The most bytes that may leave the update's device for the host in the compress + encode that built
         ``payload`` (``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``, ``.to('cpu')``, ``bool()`` ...): the
-        payload itself, never the dense float update unless the compressor sends it densely (README,
+        payload itself, never the dense float update unless the compressor sends it densely (docs/wire.md,
         'Where compressors compute'; tests/test_host_bytes.py holds every compressor to it)."""
         raise NotImplementedError
 

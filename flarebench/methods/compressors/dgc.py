@@ -32,7 +32,7 @@ momentum and clipping act on d); the warm-up counts rounds, not epochs; the pape
 warm-up is not part of the compressor. With clients that already train with momentum (the main job:
 0.9), d is a sum of velocity steps, i.e. the paper's v += u already happens inside the round; the
 memory's round-level m = 0.9 then adds a second momentum at server step 1 (about 10x the step) and
-the main job diverges after ~10 rounds; ``-p memory.momentum=0`` learns (see the README).
+the main job diverges after ~10 rounds; ``-p memory.momentum=0`` learns (see docs/zoo.md).
 """
 
 from __future__ import annotations
