@@ -194,7 +194,8 @@ def test_a_user_compressor_runs_and_its_wire_format_is_checked_on_its_first_roun
     assert (m["uplink_bits"][1:] == 4 * 16 * 79_510).all()  # 4 clients x 79,510 entries x 16 bits, counted from bytes
     for cls, fragment in (("Lossy", "decode(encode(x)) changes the payload (decompressed values differ)"),
                           ("NotBytes", "encode() must return bytes (bits are counted as 8 * len(bytes)), got list"),
-                          ("Boasting", "states a floor of 5.08864e+06 bits (bound_bits) above the 1272160 bits of its 159020 bytes")):
+                          ("Boasting", "states a floor of 5.08864e+06 bits (bound_bits) above the 1272160 bits of its 159020 bytes"),
+                          ("Unfinished", "Unfinished does not implement bound_bits, decode, decompress, encode, nnz")):
         refused(capsys, fragment, "run", "--method", "topk-ef", "--compressor", f"{comp}:{cls}", "--rounds", "2", *TINY,
                 "--out", tmp_path / "bad")
         assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

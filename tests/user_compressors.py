@@ -1,5 +1,5 @@
 """A user's compressors, unregistered (used by import reference ``PATH.py:NAME``, and by the tests' plug-in
-package): fp16 entries, and three broken variants that the run's checks must refuse."""
+package): fp16 entries, and four broken variants that the run's checks must refuse."""
 
 import torch
 
@@ -46,3 +46,9 @@ class Boasting(Half):
     def bound_bits(self, payload):
         return 64.0 * payload.numel()
 
+
+class Unfinished(Compressor):
+    """Only compress: the five other abstract methods of Compressor are missing."""
+
+    def compress(self, v, ctx):
+        return [row.detach().to(torch.float16).cpu() for row in v]
