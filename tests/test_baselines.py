@@ -5,7 +5,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 
 from flarebench import ConfigError, ResultsError, load_run, make_config, run, setup
 from flarebench.methods.presets import PRESETS
@@ -87,16 +86,8 @@ def test_reference_hyper_parameters(path):
         assert cfg.clients_per_round == int(path.stem[-1])
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("path", SMOKE, ids=lambda p: p.stem)
-def test_smoke_config_runs_two_rounds(tmp_path, path, one_thread):
+def test_smoke_config_runs_two_rounds(tmp_path, path, one_torch_thread):
     cfg = make_config(path, rounds=2, out=str(tmp_path), name=path.stem, device="cpu", engine="sequential")
     s = setup(cfg)
     fed = s.federation
