@@ -112,12 +112,21 @@ def _ends(r, m: str) -> tuple[float, float, float]:
     return getattr(r, f"{m}_mean"), getattr(r, f"{m}_low"), getattr(r, f"{m}_high")
 
 
-def _pm(r, m: str) -> str:
-    """An accuracy over seeds: ``0.9572 ±0.0041`` (±: half the 95% interval), one seed ``0.9572``."""
-    mean, low, high = _ends(r, m)
+def mean_pm(mean: float, low: float, high: float) -> str:
+    """An accuracy over seeds: ``0.9572 ±0.0041`` (±: half the 95% interval), no interval ``0.9572``."""
     if _na(mean):
         return "-"
     return _acc(mean) if _na(low) else f"{mean:.4f} ±{(high - low) / 2:.4f}"
+
+
+def _pm(r, m: str) -> str:
+    return mean_pm(*_ends(r, m))
+
+
+def to_target(r, m: str) -> str:
+    """Bits (``m = 'bits_to_target'``) or rounds to target of a grouped row: ``mean ±h``; not every seed
+    reached the target: ``> X``; none did: ``not reached``."""
+    return _censored(r, m, human_bits_pm if m == "bits_to_target" else _rounds_pm)
 
 
 def _censored(r, m: str, fmt: Callable[[float, float], str]) -> str:
@@ -129,6 +138,12 @@ def _censored(r, m: str, fmt: Callable[[float, float], str]) -> str:
         bound = getattr(r, f"{m}_censored_mean")
         return "not reached" if math.isinf(low) else "> " + fmt(bound, math.nan)
     return fmt(mean, math.nan if _na(low) else (high - low) / 2)
+
+
+def _of(r) -> str:
+    """`` (k/n)`` after bits to target where some seed did not reach it."""
+    k, n = (r.reached or "/").split("/")
+    return f" ({r.reached})" if k and k != n else ""
 
 
 def _rounds_pm(mean: float, half: float) -> str:
@@ -144,8 +159,8 @@ def _diff(r) -> str:
 _SEEDS = Column("seeds", lambda r: str(r.seeds))
 _G_METHOD = Column("method", lambda r: r.label, "left", wrap=True)
 _G_UPLINK = Column("uplink", lambda r: human_bits(r.total_uplink_bits_mean))
-_G_BITS = Column("bits to target", lambda r: _censored(r, "bits_to_target", human_bits_pm))
-_G_ROUNDS = Column("rounds to target", lambda r: _censored(r, "rounds_to_target", _rounds_pm))
+_G_BITS = Column("bits to target", lambda r: to_target(r, "bits_to_target"))
+_G_ROUNDS = Column("rounds to target", lambda r: to_target(r, "rounds_to_target"))
 _REACHED = Column("reached", lambda r: r.reached or "-", show=lambda t: bool((t["reached"].fillna("") != "").any()))
 _G_BUDGET = Column("acc at budget", lambda r: _pm(r, "accuracy_at_budget"), show=_has("budget_bits"))
 _VS = Column("diff vs baseline", _diff, show=_has("verdict"))
@@ -163,7 +178,10 @@ GROUP_COMPACT = [
     Column("best", lambda r: _pm(r, "best_accuracy")),
     Column("mean", lambda r: _pm(r, "mean_accuracy")),
     Column("@budget", lambda r: _pm(r, "accuracy_at_budget"), show=_has("budget_bits")),
-    _G_UPLINK, _G_BITS, Column("rounds", _G_ROUNDS.cell), _REACHED, Column("diff", _diff, show=_has("verdict")), _VERDICT,
+    _G_UPLINK, Column("to target (reached)", lambda r: _G_BITS.cell(r) + _of(r)), Column("rounds", _G_ROUNDS.cell),
+    Column("diff", _diff, show=_has("verdict")),
+    Column("verdict", lambda r: _VERDICT.cell(r).replace("no significant difference", "not significant"), "left", wrap=True,
+           show=_has("verdict")),
 ]
 
 
@@ -214,13 +232,13 @@ def _targets(table: pd.DataFrame) -> list[str]:
         b = float(table["budget_bits"].dropna().iloc[0])
         out.append(f"accuracy at budget: at the last evaluation within {human_bits(b)} ({b:.6g} bits) of cumulative uplink")
     if is_grouped(table) and (table["seeds"] > 1).any():
-        out.append("±: half-width of the 95% Student-t interval over seeds; > X: some seeds never reached the target "
-                   "(X: their mean with those at their last round / whole uplink)")
+        out.append("±: half-width of the 95% Student-t interval over seeds; > X: not every seed reached the target "
+                   "(X: the mean, those at their horizon)")
     if "verdict" in table and table["verdict"].notna().any():
         base = table.loc[table["verdict"] == "baseline", "method"]
         metric = table["diff_metric"].dropna().iloc[0]
-        out.append(f"diff: {metric} minus that of its baseline{' (' + base.iloc[0] + ')' if len(base) else ''}, "
-                   f"95% t-interval (paired by seed where >= 2 seeds are common, else Welch's)")
+        out.append(f"diff: {metric} minus its baseline's{' (' + base.iloc[0] + ')' if len(base) else ''}, 95% t-interval "
+                   f"(paired by seed if >= 2 seeds are common, else Welch's)")
     return out
 
 
@@ -244,7 +262,7 @@ def to_csv(table: pd.DataFrame) -> str:
 
 
 DROP_ORDER = ["wall", "downlink", "sent", "best acc", "best", "mean acc", "mean", "rounds to target", "vs dense", "x dense",
-              "rounds", "reached", "uplink", "acc at budget", "@budget", "to target @round", "bits to target",
+              "rounds", "reached", "uplink", "acc at budget", "@budget", "to target @round", "bits to target", "to target (reached)",
               "diff vs baseline", "diff"]  # first left out; run, method, seeds, final accuracy and verdict stay
 
 
@@ -326,5 +344,5 @@ def render(table: pd.DataFrame, fmt: str = "table", console=None) -> None:
         console.print(line, highlight=False)
 
 
-__all__ = ["render", "to_csv", "to_markdown", "rich_tables", "console_for", "shown_names", "is_grouped", "COLUMNS", "COMPACT",
+__all__ = ["render", "to_csv", "to_markdown", "rich_tables", "console_for", "shown_names", "is_grouped", "mean_pm", "to_target", "COLUMNS", "COMPACT",
            "GROUP_COLUMNS", "GROUP_COMPACT", "FORMATS", "Column"]

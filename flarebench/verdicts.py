@@ -27,7 +27,7 @@ from .methods.registry import KINDS
 METRICS = ("final_accuracy", "best_accuracy", "mean_accuracy", "bits_to_target", "rounds_to_target", "accuracy_at_budget")
 HORIZON = {"bits_to_target": "total_uplink_bits", "rounds_to_target": "rounds_done"}  # censored at: the run's whole uplink / last round
 VERDICT_METRICS = ("final_accuracy", "best_accuracy", "mean_accuracy", "accuracy_at_budget")  # higher is better, never censored
-CARRY = ["group", "label", "method", "compressor", "uncompressed", "sparsity", "dataset", "model", "tuned"]  # equal within a group
+CARRY = ["group", "label", "method", "compressor", "uncompressed", "sparsity", "dataset", "model", "rounds_planned", "tuned"]  # equal within a group
 VERDICT_COLUMNS = ["vs_baseline", "diff_metric", "diff_mean", "diff_low", "diff_high", "test", "verdict"]
 
 
@@ -94,8 +94,8 @@ def censored_interval(values: Sequence, horizons: Sequence[float]) -> tuple[floa
 def group_table(table: pd.DataFrame, groups: Sequence[SeedGroup]) -> pd.DataFrame:
     """One row per group, in the per-run table's order: what the runs share (CARRY), ``seeds`` (count),
     ``seed_list``, ``<metric>_mean/_low/_high`` for METRICS, ``<metric>_censored_mean`` for the two
-    to-target metrics, ``reached`` (``k/n``; empty without a target), total uplink bits mean, the target,
-    the budget."""
+    to-target metrics, ``reached`` (``k/n``; empty without a target), total uplink and downlink bits
+    (means), the target, the budget."""
     carry = [c for c in CARRY if c in table.columns]
     rows = []
     for g in groups:
@@ -116,10 +116,11 @@ def group_table(table: pd.DataFrame, groups: Sequence[SeedGroup]) -> pd.DataFram
             row.update({f"{m}_mean": mean, f"{m}_low": low, f"{m}_high": high})
         row["reached"] = "" if k is None else f"{k}/{len(g.rows)}"
         row["total_uplink_bits_mean"] = float(sub["total_uplink_bits"].mean())
+        row["total_downlink_bits_mean"] = float(sub["total_downlink_bits"].mean())
         row.update(target_accuracy=target, target_source=sub["target_source"].iloc[0], budget_bits=sub["budget_bits"].iloc[0])
         rows.append(row)
     columns = carry + ["seeds", "seed_list"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "low", "high")]
-    columns += [f"{m}_censored_mean" for m in HORIZON] + ["reached", "total_uplink_bits_mean", "target_accuracy", "target_source", "budget_bits"]
+    columns += [f"{m}_censored_mean" for m in HORIZON] + ["reached", "total_uplink_bits_mean", "total_downlink_bits_mean", "target_accuracy", "target_source", "budget_bits"]
     return pd.DataFrame(rows, columns=columns)
 
 
