@@ -123,7 +123,7 @@ def test_compare_baseline_groups_intervals_and_verdicts_recomputed_by_hand(runs,
     # the printed table: means with the half-widths, "> X" and "not reached", the verdicts
     flare_final = by_hand([s["final_accuracy"] for s in per_seed("flare").values()])
     line = next(l for l in stdout.splitlines() if l.lstrip().startswith("flare"))
-    assert f"{flare_final[0]:.4f} ±{(flare_final[2] - flare_final[1]) / 2:.4f}" in line and "no significant difference" in line
+    assert f"{flare_final[0]:.4f} ±{(flare_final[2] - flare_final[1]) / 2:.4f}" in line and "not significant" in line  # compact
     assert "> 2.93 Kib (2/3)" in line, line  # bits to target: > the mean of 3000, 2000, 4000 bits
     randk = next(l for l in stdout.splitlines() if l.lstrip().startswith("randk"))
     assert "not reached (0/3)" in randk and "worse" in randk, randk
@@ -198,3 +198,31 @@ def test_ambiguous_or_missing_baselines_give_no_verdict_with_a_warning(runs, tmp
     assert pd.isna(g.loc["none (dense)", "verdict"])  # two topk-ef groups, equal on every other key
     (line,) = [l for l in err.splitlines() if "none (dense)" in l]
     assert line.startswith("flarebench: warning: ") and "2 topk-ef experiments match it equally, so no verdict" in line
+
+
+def test_figures_draw_seeds_as_mean_and_95_interval_band(runs):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from flarebench.compare import collect_runs
+    from flarebench.plots import STYLE, experiments, plot_frontier, plot_panel
+
+    records, _ = collect_runs([runs])
+    exps = [e for e in experiments(records) if e.method in ("flare", "fedprox-ef")]
+    assert [e.legend_label for e in exps] == ["fedprox-ef s=0.999", "flare s=0.999 (3 seeds)"]
+    curves = list(RUNS["flare"][1].values())
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        plot_panel(ax, exps, "accuracy", "round")
+        (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]  # one band: the one-seed experiment has none
+        verts = band.get_paths()[0].vertices
+        for r in range(1, 5):
+            mean, low, high = by_hand([100 * c[r] for c in curves])
+            ys = sorted({round(y, 9) for x, y in verts if abs(x - r) < 1e-12})
+            assert ys == pytest.approx([low, high], abs=1e-7), r
+            (line,) = [l for l in ax.get_lines() if l.get_label() == "flare s=0.999 (3 seeds)"]
+            assert line.get_ydata()[r] == pytest.approx(mean)
+        pts = plot_frontier(ax, exps)
+        p = next(p for p in pts if p.exp.method == "flare")
+        assert (p.acc, p.acc_low, p.acc_high) == pytest.approx(by_hand([100 * c[-1] for c in curves]), rel=1e-9)
+        plt.close(fig)
