@@ -401,8 +401,7 @@ def compare(
 
     xs, formats = normalize_x(x), normalize_formats(formats)
     budget = check_budget(budget)
-    if baseline is not None:
-        check_metric(metric, budget)
+    check_metric(metric, budget)
     check_writable(Path(out_dir), create=False)
     records, warnings = collect_runs(paths)
     table = summarize(records, target_accuracy, budget)

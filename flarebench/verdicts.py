@@ -104,17 +104,14 @@ def group_table(table: pd.DataFrame, groups: Sequence[SeedGroup]) -> pd.DataFram
         row.update(seeds=len(g.rows), seed_list=" ".join(str(s) for s in g.seeds))
         target = sub["target_accuracy"].iloc[0]
         for m in METRICS:
-            if m in HORIZON:
-                if pd.isna(target):
-                    mean = low = high = at_horizon = math.nan
-                    k = None
-                else:
-                    mean, low, high, at_horizon, k = censored_interval(list(sub[m]), list(sub[HORIZON[m]]))
-                row[f"{m}_censored_mean"] = at_horizon
-            else:
+            if m not in HORIZON:
                 mean, low, high = interval_of(sub[m])
+            elif pd.isna(target):
+                mean = low = high = row[f"{m}_censored_mean"] = math.nan
+            else:
+                mean, low, high, row[f"{m}_censored_mean"], _ = censored_interval(list(sub[m]), list(sub[HORIZON[m]]))
             row.update({f"{m}_mean": mean, f"{m}_low": low, f"{m}_high": high})
-        row["reached"] = "" if k is None else f"{k}/{len(g.rows)}"
+        row["reached"] = "" if pd.isna(target) else f"{int(sub['rounds_to_target'].notna().sum())}/{len(g.rows)}"
         row["total_uplink_bits_mean"] = float(sub["total_uplink_bits"].mean())
         row["total_downlink_bits_mean"] = float(sub["total_downlink_bits"].mean())
         row.update(target_accuracy=target, target_source=sub["target_source"].iloc[0], budget_bits=sub["budget_bits"].iloc[0])
@@ -186,6 +183,11 @@ def difference(values: dict, base: dict) -> tuple[stats.Interval, str]:
     return stats.welch_difference(a, b), "none"
 
 
+def _by_seed(table: pd.DataFrame, g: SeedGroup, metric: str) -> dict:
+    """``{seed: value}`` of ``metric`` over the group's runs (runs without a value left out)."""
+    return {s: float(v) for s, v in zip(g.seeds, table[metric].iloc[g.rows]) if not pd.isna(v)}
+
+
 def baseline_verdicts(table: pd.DataFrame, groups: Sequence[SeedGroup], baseline: str, metric: str) -> tuple[list[dict], list[str]]:
     """Per group, VERDICT_COLUMNS against ``baseline`` for ``metric`` (check_baseline/check_metric first);
     and warnings for the groups left without a verdict."""
@@ -199,8 +201,7 @@ def baseline_verdicts(table: pd.DataFrame, groups: Sequence[SeedGroup], baseline
         elif b is g:
             row.update(vs_baseline=table["label"].iloc[g.rows[0]], verdict="baseline")
         else:
-            per_seed = lambda grp: {s: float(v) for s, v in zip(grp.seeds, table[metric].iloc[grp.rows]) if not pd.isna(v)}  # noqa: E731
-            diff, test = difference(per_seed(g), per_seed(b))
+            diff, test = difference(_by_seed(table, g, metric), _by_seed(table, b, metric))
             row.update(vs_baseline=table["label"].iloc[b.rows[0]], diff_mean=diff.mean, diff_low=diff.low, diff_high=diff.high,
                        test=test, verdict=stats.verdict(diff))
         out.append(row)
