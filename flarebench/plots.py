@@ -30,7 +30,8 @@ How they stay readable with many methods:
   times its first) is marked with an ``x`` where it diverged and says so in the legend and the note.
 - Seeds: runs that differ only in seed are one experiment (the legend says how many seeds), drawn as
   their mean with a shaded band: the 95% Student-t interval of the mean over seeds at each evaluated
-  round (:func:`flarebench.stats.mean_intervals`; two seeds or more). Frontier: the mean point with
+  round (:func:`flarebench.stats.mean_intervals`; two seeds or more; accuracy bands clipped to 0-100%,
+  loss axes keep their robust limits). Frontier: the mean point with
   95% t-interval bars, the seeds as small dots; the frontier runs through the experiments' means.
 
 With ``targets``, accuracy panels show the group's target accuracy as a dotted line.
@@ -200,8 +201,8 @@ def facet_rows(exps: Sequence[Experiment]) -> list[tuple[str | None, list[Experi
 
 def _series(runs: Sequence[RunRecord], metric: str, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Seeds of one experiment -> (x, mean y, low y, high y) over the evaluated rounds they share: the
-    mean and its 95% t-interval over seeds (NaN ends with one seed); accuracy in %; a non-finite loss is
-    left out: the line stops where the run diverged."""
+    mean and its 95% t-interval over seeds (NaN ends with one seed; accuracy's clipped to 0-100%); accuracy
+    in %; a non-finite loss is left out: the line stops where the run diverged."""
     col = _COLUMN[metric]
     frames = []
     for r in runs:
@@ -217,7 +218,10 @@ def _series(runs: Sequence[RunRecord], metric: str, x: str) -> tuple[np.ndarray,
         xs = np.array(rounds, dtype=float)
     keep = np.isfinite(ys).all(axis=0) & ((xs > 0) if x == "bits" else True)  # log x: no point at 0 bits
     band = mean_intervals(ys[:, keep].tolist())
-    return xs[keep], *(np.array([getattr(b, end) for b in band], dtype=float) for end in ("mean", "low", "high"))
+    mean, low, high = (np.array([getattr(b, end) for b in band], dtype=float) for end in ("mean", "low", "high"))
+    if metric == "accuracy":  # an interval wider than the possible accuracies is drawn within 0-100%
+        low, high = np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
+    return xs[keep], mean, low, high
 
 
 # ---------------------------------------------------------------------------------------- robust axes
