@@ -21,7 +21,7 @@ Definitions (bits are bits, not bytes):
 - ``bits_to_target`` / ``rounds_to_target``: cumulative uplink bits and round at the first evaluated
   round whose test accuracy is >= the target (empty if never reached).
 - ``mean_accuracy``: the mean test accuracy over the evaluations after round 0 (a run's learning speed:
-  the area under its accuracy-vs-round curve, per evaluation).
+  with evenly spaced evaluations, the area under its accuracy-vs-round curve over the rounds).
 - ``accuracy_at_budget`` (with ``budget``, bits): the test accuracy at the last evaluation whose
   cumulative uplink bits are <= the budget (round 0 counts, at 0 bits); the dual of bits to target.
 
