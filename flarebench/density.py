@@ -9,7 +9,7 @@ method, at each density R = 1 - sparsity (fraction of entries sent, log axis), o
 
 - ``rounds_to_target``: the first evaluated round whose test accuracy is >= the target, within the first
   ``horizon`` rounds (a longer run is read up to the horizon only). Seeds that do not reach it are
-  censored at the horizon: with every seed reaching, the mean and its 95% Student-t interval; with k < n
+  censored at the horizon (a run may stop early once it has reached the target): with every seed reaching, the mean and its 95% Student-t interval; with k < n
   reaching, the mean is infinite (``inf``), ``_low`` is the interval's lower end computed with the
   censored seeds at the horizon (a lower bound) and ``_high`` is infinite; the figure draws that lower
   bound with an arrow and "k/n".
@@ -78,7 +78,8 @@ def density_table(records: Sequence[RunRecord], target: float | None = None, at_
                   horizon: int | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per (group, method, sparsity) point (COLUMNS), sorted by group, method and density;
     ``target``: test accuracy (fraction; None: compare's default, 95% of the best uncompressed run of the
-    group); ``horizon``: rounds read per run (None: the shortest run's last round)."""
+    group); ``horizon``: rounds read per run (None: the longest run's last round); a run may end before it
+    only if it reached the target (runs extended in stages until they reach it: ``run --resume DIR --rounds N``)."""
     if not isinstance(at_round, int) or at_round < 1:
         raise ConfigError(f"at-round must be a round number >= 1, got {at_round}")
     if horizon is not None and (not isinstance(horizon, int) or horizon < at_round):
@@ -88,19 +89,21 @@ def density_table(records: Sequence[RunRecord], target: float | None = None, at_
     if not compressed:
         raise ResultsError("no runs of a method that uses --sparsity: nothing to draw against density")
     warnings: list[str] = []
-    last = min(int(r.metrics["round"].max()) for r in compressed)
-    h = horizon if horizon is not None else last
-    short = [r.path.name for r in compressed if int(r.metrics["round"].max()) < h]
+    for group in {group_of(r) for r in compressed}:
+        if math.isnan(goals[group][0]):
+            raise ResultsError(f"group {group} has no uncompressed run to set a target: pass --target-accuracy")
+    h = horizon if horizon is not None else max(int(r.metrics["round"].max()) for r in compressed)
+    short = [r.path.name for r in compressed  # a run that stopped once it reached the target is read in full
+             if int(r.metrics["round"].max()) < h and rounds_to(r, goals[group_of(r)][0], h) is None]
     if short:
-        raise ResultsError(f"{len(short)} run(s) end before the horizon {h} (e.g. {short[0]}): pass a smaller --horizon")
+        raise ResultsError(f"{len(short)} run(s) end before the horizon {h} without reaching the target (e.g. {short[0]}): "
+                           f"extend them (run --resume DIR --rounds {h}) or pass a smaller --horizon")
     points: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in sorted(compressed, key=sort_key):
         points[(group_of(r), _point_key(r))].append(r)
     rows = []
     for (group, _), recs in points.items():
         goal = goals[group][0]
-        if math.isnan(goal):
-            raise ResultsError(f"group {group} has no uncompressed run to set a target: pass --target-accuracy")
         c = recs[0].config
         hits = [rounds_to(r, goal, h) for r in recs]
         accs = [accuracy_at(r, at_round) for r in recs]

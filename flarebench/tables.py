@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import pandas as pd
@@ -81,13 +81,12 @@ _RUN = Column("run", lambda r: r.run_shown, "left", wrap=True)
 _METHOD = Column("method", lambda r: r.label, "left", wrap=True)
 _SENT = Column("sent", lambda r: _density(r.sent_density))
 _ROUNDS = Column("rounds", lambda r: f"{r.rounds_done}/{r.rounds_planned}")
+_FINAL = Column("final acc", lambda r: _acc(r.final_accuracy))
+_BEST = Column("best acc", lambda r: _acc(r.best_accuracy))
 _UPLINK = Column("uplink", lambda r: human_bits(r.total_uplink_bits))
 _DOWNLINK = Column("downlink", lambda r: human_bits(r.total_downlink_bits))
 COLUMNS = [  # the full table (a wide terminal, Markdown)
-    _RUN, _METHOD, _SENT, _ROUNDS,
-    Column("final acc", lambda r: _acc(r.final_accuracy)),
-    Column("best acc", lambda r: _acc(r.best_accuracy)),
-    _UPLINK,
+    _RUN, _METHOD, _SENT, _ROUNDS, _FINAL, _BEST, _UPLINK,
     Column("vs dense", lambda r: "-" if _na(r.compression_ratio) else f"{r.compression_ratio:,.0f}x"),
     Column("bits to target", _to_target),
     Column("rounds to target", lambda r: "-" if _na(r.rounds_to_target) else str(r.rounds_to_target)),
@@ -96,10 +95,7 @@ COLUMNS = [  # the full table (a wide terminal, Markdown)
     Column("wall", lambda r: human_seconds(r.wall_time_s)),
 ]
 COMPACT = [  # piped or narrow: short headers, bits and round to target in one cell, rounds only if a run is short
-    _RUN, _METHOD, _SENT, _ROUNDS,
-    Column("final", lambda r: _acc(r.final_accuracy)),
-    Column("best", lambda r: _acc(r.best_accuracy)),
-    _UPLINK,
+    _RUN, _METHOD, _SENT, _ROUNDS, replace(_FINAL, header="final"), replace(_BEST, header="best"), _UPLINK,
     Column("x dense", lambda r: "-" if _na(r.compression_ratio) else f"{r.compression_ratio:,.0f}"),
     Column("to target @round", _to_target_at),
     Column("@budget", _at_budget, show=_has("budget_bits")),

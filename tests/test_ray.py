@@ -14,14 +14,12 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from conftest import RAY_MISSING, cli
+from conftest import RAY_MISSING, cli, one_thread
 
 pytestmark = pytest.mark.ray
 
@@ -46,18 +44,6 @@ seeds = [0, 1]
 """
 START_TIMEOUT_S = 90  # the head's start, on a loaded 2-core machine
 SWEEP_TIMEOUT_S = 150
-
-
-@contextmanager
-def one_thread():
-    """One torch thread for the block: a local run as a Ray task with --cpus-per-run 1 makes it (float sums
-    depend on the thread count)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def free_port() -> int:
