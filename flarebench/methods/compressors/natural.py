@@ -36,6 +36,7 @@ from ...wire.entropy import decode_symbols, encode_symbols
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
 from .quantizer import Quantizer, coder_param, generator_for
+from .topk import CHUNK
 
 MANTISSA_BITS = 23
 MAX_EXPONENT = 254  # 255 is inf / nan in float32
@@ -79,14 +80,22 @@ class Natural(Quantizer):
     def round_to_powers(x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` float32 and uniform integers ``r`` in [0, 2^23) (tensors or arrays, same shape and device) ->
         (negative bool, exponent uint8), that shape, on x's device. Up iff ``r < m`` (m: the 23 mantissa bits):
-        probability m / 2^23."""
+        probability m / 2^23. Computed ``CHUNK`` entries at a time (int32 temporaries that stay in cache)."""
         x = torch.as_tensor(x, dtype=torch.float32).contiguous()
-        bits = x.view(torch.int32)
-        mantissa = bits & ((1 << MANTISSA_BITS) - 1)
-        exponent = (bits >> MANTISSA_BITS) & 0xFF  # the sign bit falls off
-        exponent += torch.as_tensor(r, device=x.device).to(torch.int32) < mantissa
-        exponent.clamp_(max=MAX_EXPONENT)  # |x| >= 2^127 rounded up (never an update)
-        return (x < 0) & (exponent > 0), exponent.to(torch.uint8)
+        r = torch.as_tensor(r, device=x.device).reshape(-1)
+        flat = x.reshape(-1)
+        bits_all = flat.view(torch.int32)
+        negative = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        exponent = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+        neg_flat, exp_flat = negative.view(-1), exponent.view(-1)
+        for a in range(0, bits_all.numel(), CHUNK):
+            bits = bits_all[a : a + CHUNK]
+            e = (bits >> MANTISSA_BITS) & 0xFF  # the sign bit falls off
+            e += r[a : a + CHUNK].to(torch.int32) < (bits & ((1 << MANTISSA_BITS) - 1))
+            e.clamp_(max=MAX_EXPONENT)  # |x| >= 2^127 rounded up (never an update)
+            exp_flat[a : a + CHUNK] = e
+            torch.logical_and(flat[a : a + CHUNK] < 0, e > 0, out=neg_flat[a : a + CHUNK])
+        return negative, exponent
 
     def compress(self, v, ctx):
         x = v.detach().float()
@@ -133,9 +142,13 @@ class Natural(Quantizer):
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: NaturalPayload, device=None) -> torch.Tensor:
-        neg = payload.negative.to(device).to(torch.int32)
-        exp = payload.exponent.to(device).to(torch.int32)
-        return ((neg << 31) | (exp << MANTISSA_BITS)).view(torch.float32)
+        neg, exp = payload.negative.to(device), payload.exponent.to(device)
+        out = torch.empty(self.num_params, dtype=torch.int32, device=device)
+        for a in range(0, self.num_params, CHUNK):  # int32 temporaries of CHUNK entries, in cache
+            o = out[a : a + CHUNK]
+            o.copy_(exp[a : a + CHUNK]).bitwise_left_shift_(MANTISSA_BITS)
+            o.bitwise_or_(neg[a : a + CHUNK].to(torch.int32).bitwise_left_shift_(31))
+        return out.view(torch.float32)
 
     # ------------------------------------------------------------ accounting
     def nnz(self, payload: NaturalPayload) -> int:
