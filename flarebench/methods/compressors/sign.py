@@ -66,12 +66,13 @@ class SignFamily(Compressor):
 
     # ------------------------------------------------------------ helpers
     @staticmethod
-    def row_sums(x: torch.Tensor) -> torch.Tensor:
-        """float64 ``[K]``: the sums of ``x`` ``[K, n]`` over its last dim in float64, ``CHUNK`` entries at a time
-        (a float64 copy of one chunk, in cache, instead of the whole block)."""
+    def row_sums(x: torch.Tensor, fn=None) -> torch.Tensor:
+        """float64 ``[K]``: the sums of ``fn(x)`` (``x`` ``[K, n]``; fn elementwise, default none) over the last dim
+        in float64, ``CHUNK`` entries at a time (temporaries of one chunk, in cache, not of the whole block)."""
         total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for a in range(0, x.shape[1], CHUNK):
-            total += x[:, a : a + CHUNK].sum(1, dtype=torch.float64)
+            chunk = x[:, a : a + CHUNK]
+            total += (chunk if fn is None else fn(chunk)).sum(1, dtype=torch.float64)
         return total
 
     def blocks(self, x: torch.Tensor):
@@ -165,7 +166,7 @@ class ScaledSign(SignFamily):
     scales_per_tensor = 1
 
     def scales_of(self, v, signs):
-        l1 = torch.stack([self.row_sums(b.abs()) for b in self.blocks(v)], dim=1)
+        l1 = torch.stack([self.row_sums(b, torch.abs) for b in self.blocks(v)], dim=1)
         n = torch.tensor(self.sizes, dtype=torch.float64, device=v.device)
         return (l1 / n).float().unsqueeze(2).cpu()
 
