@@ -53,13 +53,21 @@ class NaturalPayload:
 
 
 def pack_bits(bits: torch.Tensor) -> np.ndarray:
-    """bool ``[n]`` (any device) -> uint8 ``[ceil(n / 8)]`` on the host, MSB first, zero-padded (packed where the bits are)."""
-    extra = -bits.numel() % 8
-    b = bits.to(torch.uint8)
-    if extra:
-        b = torch.cat([b, torch.zeros(extra, dtype=torch.uint8, device=b.device)])
+    """bool ``[n]`` (any device) -> uint8 ``[ceil(n / 8)]`` on the host, MSB first, zero-padded (packed where the bits
+    are, ``CHUNK`` bits at a time: no full-size temporary)."""
+    n = bits.numel()
+    b = bits.reshape(-1).view(torch.uint8)  # a bool is one byte, 0 or 1
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=b.device)
-    return (b.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8).cpu().numpy()
+    out = torch.empty(-(-n // 8), dtype=torch.uint8, device=b.device)
+    whole = n - n % 8
+    for a in range(0, whole, CHUNK):
+        e = min(a + CHUNK, whole)
+        torch.sum(b[a:e].view(-1, 8) * weights, dim=1, dtype=torch.uint8, out=out[a // 8 : e // 8])
+    if whole < n:
+        tail = torch.zeros(8, dtype=torch.uint8, device=b.device)
+        tail[: n - whole] = b[whole:]
+        out[-1] = (tail * weights).sum(dtype=torch.uint8)
+    return out.cpu().numpy()
 
 
 @register
@@ -110,8 +118,10 @@ class Natural(Quantizer):
     def encode(self, payload: NaturalPayload) -> bytes:
         w = ByteWriter().tag(self.payload_id)
         if self.entropy_coded:
-            signs = payload.negative[payload.exponent > 0]
-            w.varint(signs.numel()).raw(pack_bits(signs).tobytes())
+            z = int(torch.count_nonzero(payload.exponent))
+            # the signs of the non-zero entries (negative is False where the exponent is 0); all of them when none is 0
+            signs = payload.negative if z == self.num_params else torch.masked_select(payload.negative, payload.exponent > 0)
+            w.varint(z).raw(pack_bits(signs).tobytes())
             encode_symbols(w, payload.exponent, MAX_EXPONENT + 1)
             return w.getvalue()
         return w.raw(pack_bits(payload.negative).tobytes()).raw(payload.exponent.cpu().numpy().tobytes()).getvalue()
@@ -124,11 +134,14 @@ class Natural(Quantizer):
             z = r.varint(max_value=P)
             signs = r.bits(z).astype(bool)
             exponent = decode_symbols(r, P, MAX_EXPONENT + 1)
-            nonzero = exponent > 0
-            if int(nonzero.sum()) != z:
-                raise DecodeError(f"natural: {z} signs for {int(nonzero.sum())} non-zero entries")
-            negative = np.zeros(P, dtype=bool)
-            negative[nonzero] = signs
+            nonzero = int(np.count_nonzero(exponent))
+            if nonzero != z:
+                raise DecodeError(f"natural: {z} signs for {nonzero} non-zero entries")
+            if z == P:
+                negative = signs
+            else:
+                negative = np.zeros(P, dtype=bool)
+                negative[exponent > 0] = signs
         else:
             r.need((P + 7) // 8 + P)
             negative = r.bits(P).astype(bool)
