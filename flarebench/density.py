@@ -9,7 +9,8 @@ method, at each density R = 1 - sparsity (fraction of entries sent, log axis), o
 
 - ``rounds_to_target``: the first evaluated round whose test accuracy is >= the target, within the first
   ``horizon`` rounds (a longer run is read up to the horizon only). Seeds that do not reach it are
-  censored at the horizon (a run may stop early once it has reached the target): with every seed reaching, the mean and its 95% Student-t interval; with k < n
+  censored at the horizon by compare's rule (verdicts.censored_interval; a run may stop early once it has
+  reached the target): with every seed reaching, the mean and its 95% Student-t interval; with k < n
   reaching, the mean is infinite (``inf``), ``_low`` is the interval's lower end computed with the
   censored seeds at the horizon (a lower bound) and ``_high`` is infinite; the figure draws that lower
   bound with an arrow and "k/n".
@@ -34,6 +35,7 @@ from .errors import ConfigError, ResultsError
 from .methods import presets
 from .results import RunRecord, check_writable
 from .stats import mean_interval
+from .verdicts import censored_interval
 
 COLUMNS = [
     "group", "method", "sparsity", "density", "seeds", "seed_list", "reached", "target_accuracy", "horizon",
@@ -60,18 +62,6 @@ def accuracy_at(rec: RunRecord, rnd: int) -> float:
     m = rec.metrics
     row = m[(m["round"] == rnd) & m["test_accuracy"].notna()]
     return float(row["test_accuracy"].iloc[0]) if not row.empty else math.nan
-
-
-def censored_interval(values: Sequence[int | None], horizon: int) -> tuple[float, float, float]:
-    """(mean, low, high) of rounds to target over seeds; None = not reached by ``horizon`` (see the module docstring)."""
-    reached = [v for v in values if v is not None]
-    if len(reached) == len(values):
-        i = mean_interval(reached)
-        return i.mean, i.low, i.high
-    if not reached:
-        return math.inf, math.inf, math.inf
-    i = mean_interval([horizon if v is None else v for v in values])
-    return math.inf, (i.low if not math.isnan(i.low) else i.mean), math.inf
 
 
 def density_table(records: Sequence[RunRecord], target: float | None = None, at_round: int = 100,
@@ -111,7 +101,7 @@ def density_table(records: Sequence[RunRecord], target: float | None = None, at_
             warnings.append(f"{presets.method_label(c)} s={c['sparsity']:g}: some seeds were not evaluated at round {at_round}")
             accs = [a for a in accs if not math.isnan(a)]
         acc = mean_interval(accs)
-        mean, low, high = censored_interval(hits, h)
+        mean, low, high, _, _ = censored_interval(hits, [h] * len(hits))
         rows.append({
             "group": group, "method": presets.method_label(c), "sparsity": float(c["sparsity"]),
             "density": 1.0 - float(c["sparsity"]), "seeds": len(recs),
@@ -249,4 +239,4 @@ def save_density(paths: Iterable[str | Path], out_dir: str | Path, target_accura
     return table, written, warnings
 
 
-__all__ = ["COLUMNS", "density_table", "describe_rows", "reaching_density", "density_figure", "save_density", "rounds_to", "accuracy_at", "censored_interval"]
+__all__ = ["COLUMNS", "density_table", "describe_rows", "reaching_density", "density_figure", "save_density", "rounds_to", "accuracy_at"]

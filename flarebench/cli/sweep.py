@@ -58,7 +58,7 @@ def sweep_command(
     cpus_per_run: Optional[int] = typer.Option(None, "--cpus-per-run", help="With --ray: CPUs (and torch threads) per run. [default: 1]", show_default=False),
     gpus_per_run: Optional[float] = typer.Option(None, "--gpus-per-run", help="With --ray: GPUs per run (fractions share one). [default: 1 if the device is cuda, else 0]", show_default=False),
 ) -> None:
-    """Run every (method, sparsity, seed) of CONFIG's [sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
+    """Run every (method, sparsity, seed) of CONFIG's [sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv: groups of seeds; runs.csv: runs)."""
     from ..sweep import compare_sweep, load_sweep, plan, run_sweep
     from .compare import print_table
     from ..units import human_bits, human_seconds
@@ -109,8 +109,9 @@ def sweep_command(
 
         run_sweep_ray(sweep, ray, cpus_per_run=cpus_per_run or 1, gpus_per_run=gpus_per_run, overwrite=overwrite, on_event=event)
     result = compare_sweep(sweep)
-    typer.echo(f"\n{sweep.experiment}: {len(result.table)} runs in {sweep.out}; table in {result.csv_path}")
-    print_table(result.table)
+    typer.echo(f"\n{sweep.experiment}: {len(result.table)} runs ({len(result.groups)} groups of seeds) in {sweep.out}; "
+               f"tables in {result.csv_path} (groups) and {result.runs_csv_path.name} (runs)")
+    print_table(result.groups)
 
 
 @app.command("figures")
