@@ -19,6 +19,7 @@ from . import compare as _compare  # noqa: F401  (registers `compare`, `list`, `
 from . import bits as _bits  # noqa: F401  (registers `bits`)
 from . import sweep as _sweep  # noqa: F401  (registers `sweep` and `figures`)
 from . import methods as _methods  # noqa: F401  (registers `methods`)
+from . import density as _density  # noqa: F401  (registers `density`)
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as _cx
