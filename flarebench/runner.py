@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .config import RunConfig, default_name
-from .divergence import Divergence, DivergenceCheck
+from .divergence import Divergence, DivergenceCheck, watched_loss
 from .data import Dataset
 from .engine.round import Federation, RoundStats
 from .engine.sequential import evaluate
@@ -140,7 +140,7 @@ def execute(
                    "position_codecs": "", "wall_time_s": time.perf_counter() - t0}
             writer.append(row)
             rows.append(row)
-            _watch(watch, writer, 0, test_loss=_watched_loss(scores), w=fed.w)
+            _watch(watch, writer, 0, test_loss=watched_loss(scores), w=fed.w)
             saver.save(0, fed, _cumulative(row), time.perf_counter() - t0)
             if on_round:
                 on_round(row, None)
@@ -153,7 +153,7 @@ def execute(
             _watch(watch, writer, stats.round, train_loss=stats.train_loss, w=fed.w)
             evaluate_now = stats.round % cfg.eval_every == 0 or stats.round == cfg.rounds or watch.stopping
             scores = evaluate_all(fed) if evaluate_now else {}
-            _watch(watch, writer, stats.round, test_loss=_watched_loss(scores))
+            _watch(watch, writer, stats.round, test_loss=watched_loss(scores))
             row = {
                 "round": stats.round,
                 "clients": len(stats.clients),
@@ -204,11 +204,6 @@ def evaluate_all(fed) -> dict[str, float | None]:
     if len(fed.y_val):
         out["val_loss"], out["val_accuracy"] = evaluate(fed.model, fed.layout, fed.w, fed.x_val, fed.y_val, fed.cfg.eval_batch_size)
     return out
-
-
-def _watched_loss(scores: dict) -> float | None:
-    """The evaluation loss divergence is watched on: the test loss, or the validation loss where the test set is not evaluated."""
-    return scores.get("test_loss") if scores.get("test_loss") is not None else scores.get("val_loss")
 
 
 def _watch(watch: DivergenceCheck, writer: RunWriter, rnd: int, **seen) -> None:
