@@ -18,6 +18,8 @@ Definitions (bits are bits, not bytes):
   uncompressed run (method ``none``) of the same dataset/model group; none in the group: no target.
 - ``bits_to_target`` / ``rounds_to_target``: cumulative uplink bits and round at the first evaluated
   round whose test accuracy is >= the target (empty if never reached).
+- ``tuned``: for a run of a ``sweep --tune`` pick, what was picked, from which grid, by which criterion
+  (``lr=0.1 of [0.03, 0.1, 0.3] by val-accuracy``; docs/tuning.md); empty otherwise.
 
 Runs of different datasets or models are kept apart: ``group`` = ``dataset/model``, and targets and
 figures are per group.

@@ -158,7 +158,7 @@ def check_meta(meta: Any) -> str | None:
             if problem:
                 return f"config.{f.name} {problem}"
     recorded = {"num_params": "int", "status": "str", "device": "str", "wall_time_s": "float",
-                "client_samples": "list[int]", "resumed_at_rounds": "list[int]", "engine_resolved": "dict | None"}
+                "client_samples": "list[int]", "validation_samples": "int", "resumed_at_rounds": "list[int]", "engine_resolved": "dict | None"}
     for key, kind in recorded.items():
         if key in meta:
             problem = _type_problem(meta[key], kind)
