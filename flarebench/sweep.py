@@ -107,6 +107,8 @@ class Sweep:
         return [p.cfg for p in self.points()]
 
     def _config(self, method: str, sparsity: float, seed: int, values: dict) -> RunConfig:
+        """The named, validated config of one grid point: the base, the point's config keys, and its part
+        parameters merged into the base's ``params`` (``KIND.PARAM`` / ``KIND.PART.PARAM``)."""
         params = copy.deepcopy(self.base.get("params") or {})
         fields_ = {}
         for key, value in values.items():
@@ -131,6 +133,7 @@ class Sweep:
 
 
 def _check_names(points: list[Point]) -> None:
+    """ConfigError naming two grid points that would get the same run name (one directory, two runs)."""
     seen: dict[str, Point] = {}
     for p in points:
         if p.cfg.name in seen:
@@ -141,7 +144,8 @@ def _check_names(points: list[Point]) -> None:
 
 
 def _describe(values: dict) -> str:
-    return " ".join(f"{shown_key(k)}={_text(v)}" for k, v in values.items())
+    """``lr=0.1 compressor.levels=4``: a grid point's extra values, in words."""
+    return " ".join(f"{shown_key(k)}={value_text(v)}" for k, v in values.items())
 
 
 def shown_key(key: str) -> str:
@@ -149,7 +153,7 @@ def shown_key(key: str) -> str:
     return key.replace("_", "-")
 
 
-def _text(value) -> str:
+def value_text(value) -> str:
     """A grid value in a run name: floats as ``%.10g``, booleans ``true``/``false``, None ``none``."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -178,7 +182,7 @@ def run_name(cfg: RunConfig, values: list[tuple[str, object]] = ()) -> str:
     """``{method}-s{sparsity}[-{key}{value}...]-seed{seed}``, e.g. ``flare-s0.99999-seed0``,
     ``flare-s0.999-lr0.1-seed0`` (``values``: the extra grid keys and their values); ``none-seed0`` where
     the compressor ignores the sparsity (FedAvg, qsgd, ...); replaced parts named (``flare+stc-s0.999-seed0``)."""
-    swept = "".join(f"-{k}{_text(v)}" for k, v in values)
+    swept = "".join(f"-{k}{value_text(v)}" for k, v in values)
     if not uses_sparsity(cfg):
         return f"{method_label(cfg)}{swept}-seed{cfg.seed}"
     return f"{method_label(cfg)}-s{cfg.sparsity:.10g}{swept}-seed{cfg.seed}"
@@ -479,4 +483,4 @@ def compare_sweep(sweep: Sweep, out_dir: str | Path | None = None):
     return compare(dirs, out_dir if out_dir is not None else sweep.out / "compare", formats=[])
 
 
-__all__ = ["Sweep", "load_sweep", "run_name", "run_state", "plan", "action_for", "run_sweep", "run_dirs", "compare_sweep", "split_csv"]
+__all__ = ["Sweep", "Point", "load_sweep", "parse_grid_options", "grid_key", "run_name", "run_state", "plan", "action_for", "run_sweep", "run_dirs", "compare_sweep", "split_csv"]

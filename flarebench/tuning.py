@@ -21,7 +21,7 @@ from typing import Callable
 
 from .errors import ConfigError
 from .methods.presets import uses_sparsity
-from .sweep import Point, Sweep, _text, grid_key, shown_key
+from .sweep import Point, Sweep, grid_key, shown_key, value_text
 
 LAST_EVALUATIONS = 3  # val-accuracy: the mean validation accuracy over this many last evaluations
 CRITERIA = ("val-accuracy", "val-bits-to=ACC")
@@ -112,7 +112,7 @@ class Pick:
 
     def describe(self, criterion: Criterion) -> str:
         """``lr=0.1 of [0.03, 0.1, 0.3] by val-accuracy (score 0.9012)``."""
-        chosen = ", ".join(f"{shown_key(k)}={_text(v)} of [{', '.join(_text(x) for x in self.grid[k])}]" for k, v in self.values.items())
+        chosen = ", ".join(f"{shown_key(k)}={value_text(v)} of [{', '.join(value_text(x) for x in self.grid[k])}]" for k, v in self.values.items())
         return f"{chosen} by {criterion} (score {self.score:.6g})"
 
 
