@@ -38,11 +38,13 @@ def test_hold_out_floor_per_client_seeded_and_disjoint():
         hold_out([torch.arange(3)] * 2, 0.2, seed=0)
 
 
-@pytest.mark.parametrize("value", ["1", "-0.1", "1.5"])
-def test_bad_validation_fraction_is_one_line(tmp_path, capsys, value):
-    code, out, err = cli(capsys, "run", "--validation-fraction", value, "--rounds", "1", "--out", tmp_path)
-    assert code == 2 and err.count("\n") == 1 and "validation-fraction must be in [0, 1)" in err, err
-    assert not any(tmp_path.iterdir())
+@pytest.mark.parametrize("value,message", [("1", "must be in [0, 1)"), ("-0.1", "must be in [0, 1)"), ("1.5", "must be in [0, 1)"),
+                                           ("0.01", "0.01 holds out no row (floor(0.01 x rows) per client; the largest client has 50")])
+def test_bad_validation_fraction_is_one_line(tmp_path, capsys, value, message):
+    code, out, err = cli(capsys, "run", "--validation-fraction", value, "--clients", "3", "--samples-per-client", "50",
+                         "--rounds", "1", "--out", tmp_path / "runs")
+    assert code == 2 and err.count("\n") == 1 and f"validation-fraction {message}" in err, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_validation_columns_on_both_engines(tiny_config):
