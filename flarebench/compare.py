@@ -1,9 +1,11 @@
-"""Compare runs: collect run directories, summarise each run into one table row, write compare.csv.
+"""Compare runs: collect run directories, summarise each run into one table row (runs.csv) and each
+group of seeds into one row with 95% intervals (compare.csv), with verdicts against a baseline.
 
     from flarebench.compare import compare
-    result = compare(["results/"], out_dir="compare")     # run dirs and/or results dirs
-    result.table            # pandas DataFrame, one row per run (the columns of SUMMARY_COLUMNS)
-    result.csv_path, result.figures, result.warnings
+    result = compare(["results/"], out_dir="compare", budget=2**20, baseline="topk-ef")
+    result.table            # pandas DataFrame, one row per run (SUMMARY_COLUMNS): OUT/runs.csv
+    result.groups           # one row per group of seeds (verdicts.group_table + VERDICT_COLUMNS): OUT/compare.csv
+    result.csv_path, result.runs_csv_path, result.figures, result.warnings
 
 Definitions (bits are bits, not bytes):
 
@@ -18,11 +20,29 @@ Definitions (bits are bits, not bytes):
   uncompressed run (method ``none``) of the same dataset/model group; none in the group: no target.
 - ``bits_to_target`` / ``rounds_to_target``: cumulative uplink bits and round at the first evaluated
   round whose test accuracy is >= the target (empty if never reached).
+- ``mean_accuracy``: the mean test accuracy over the evaluations after round 0 (a run's learning speed:
+  with evenly spaced evaluations, the area under its accuracy-vs-round curve over the rounds).
+- ``accuracy_at_budget`` (with ``budget``, bits): the test accuracy at the last evaluation whose
+  cumulative uplink bits are <= the budget (round 0 counts, at 0 bits); the dual of bits to target.
 - ``tuned``: for a run of a ``sweep --tune`` pick, what was picked, from which grid, by which criterion
   (``lr=0.1 of [0.03, 0.1, 0.3] by val-accuracy``; docs/tuning.md); empty otherwise.
 
 Runs of different datasets or models are kept apart: ``group`` = ``dataset/model``, and targets and
 figures are per group.
+
+Seeds (compare.csv; docs/verdicts.md): runs whose configs differ only in NOT_EXPERIMENT_KEYS (seed,
+name, out, ...) form one group. Each metric is reported as ``<metric>_mean``, ``_low``, ``_high``: the
+mean over seeds and its two-sided 95% Student-t interval (``mean +- t_{0.975, n-1} s / sqrt(n)``,
+:func:`flarebench.stats.mean_interval`); one seed: no interval. Not reached: for bits/rounds to target,
+if all n seeds reach the target, the mean and interval of their values; if k < n do, each unreached
+seed's value is censored at its horizon (its whole uplink / its last round; the true value is larger),
+the mean is inf (printed as ``> X``, X = ``<metric>_censored_mean``, the mean with the censored values),
+``_low`` is the t-interval's lower end of the censored values (a lower bound) and ``_high`` inf; no seed
+reaching: all inf. ``reached`` = k/n. Baseline (``baseline``): each group against the baseline method's
+group of the same dataset/model and, where both use one, sparsity (of several, the one equal on the other
+keys; else no verdict, with a warning); the difference group - baseline of ``metric`` is a paired t-interval
+on the common seeds (>= 2 common), else Welch's t (>= 2 seeds each), else none ("too few seeds");
+``verdict``: better / worse (the 95% interval excludes 0), no significant difference, or too few seeds.
 """
 
 from __future__ import annotations
@@ -40,6 +60,7 @@ from .divergence import marked
 from .errors import ConfigError, ResultsError
 from .methods import presets
 from .results import CONFIG_FILE, METRICS_FILE, RunRecord, check_writable, load_run
+from .verdicts import VERDICT_COLUMNS, baseline_verdicts, check_baseline, check_metric, duplicate_seed_warnings, group_table, seed_groups
 
 log = logging.getLogger("flarebench.compare")
 
@@ -50,9 +71,9 @@ NOT_EXPERIMENT_KEYS = {"seed", "name", "out", "data_root", "download", "device",
 SUMMARY_COLUMNS = [
     "run", "group", "method", "compressor", "uncompressed", "sparsity", "dataset", "model", "seed", "label",
     "status", "rounds_done", "rounds_planned",
-    "final_accuracy", "best_accuracy", "best_round",
+    "final_accuracy", "best_accuracy", "best_round", "mean_accuracy",
     "total_uplink_bits", "dense_uplink_bits", "compression_ratio", "total_downlink_bits", "sent_density",
-    "target_accuracy", "target_source", "bits_to_target", "rounds_to_target",
+    "target_accuracy", "target_source", "bits_to_target", "rounds_to_target", "budget_bits", "accuracy_at_budget",
     "wall_time_s", "num_params", "tuned", "path",
 ]
 
@@ -248,10 +269,30 @@ def target_warnings(table: pd.DataFrame, goals: dict[str, float], given: bool) -
     return out
 
 
-def summarize_run(rec: RunRecord, label: str, target: float, target_source: str) -> dict:
-    """One table row (SUMMARY_COLUMNS) from a run's config.json and metrics.csv."""
+def accuracy_at_budget(metrics: pd.DataFrame, budget: float) -> float:
+    """Test accuracy at the last evaluation whose cumulative uplink bits are <= ``budget`` (NaN if none)."""
+    ev = evaluated(metrics)
+    within = ev[ev["cumulative_uplink_bits"] <= budget]
+    return float(within["test_accuracy"].iloc[-1]) if not within.empty else math.nan
+
+
+def check_budget(budget) -> float | None:
+    """``budget`` (bits: a number, or text such as ``'2.5Mib'``) as a float; ConfigError if not a positive number."""
+    if budget is None:
+        return None
+    from .units import parse_bits
+
+    try:
+        return parse_bits(budget)
+    except ValueError as e:
+        raise ConfigError(f"--budget takes {e}") from None
+
+
+def summarize_run(rec: RunRecord, label: str, target: float, target_source: str, budget: float | None = None) -> dict:
+    """One table row (SUMMARY_COLUMNS) from a run's config.json and metrics.csv (``budget``: bits)."""
     m, c = rec.metrics, rec.config
     ev = evaluated(m)
+    later = ev[ev["round"] > 0]
     last = m.iloc[-1]
     best = ev.loc[ev["test_accuracy"].idxmax()] if not ev.empty else None
     total = int(last["cumulative_uplink_bits"])
@@ -274,6 +315,7 @@ def summarize_run(rec: RunRecord, label: str, target: float, target_source: str)
         "final_accuracy": float(ev["test_accuracy"].iloc[-1]) if not ev.empty else math.nan,
         "best_accuracy": float(best["test_accuracy"]) if best is not None else math.nan,
         "best_round": int(best["round"]) if best is not None else None,
+        "mean_accuracy": float(later["test_accuracy"].mean()) if not later.empty else math.nan,
         "total_uplink_bits": total,
         "dense_uplink_bits": dense,
         "compression_ratio": dense / total if total else math.nan,
@@ -283,6 +325,8 @@ def summarize_run(rec: RunRecord, label: str, target: float, target_source: str)
         "target_source": target_source,
         "bits_to_target": int(hit["cumulative_uplink_bits"]) if hit is not None else None,
         "rounds_to_target": int(hit["round"]) if hit is not None else None,
+        "budget_bits": budget if budget is not None else math.nan,
+        "accuracy_at_budget": accuracy_at_budget(m, budget) if budget is not None else math.nan,
         "wall_time_s": float(last["wall_time_s"]),
         "num_params": int(rec.meta["num_params"]),
         "tuned": tuned_text(c.get("tuned")),
@@ -298,22 +342,38 @@ def tuned_text(tuned) -> str:
     return f"{', '.join(keys)} by {tuned.get('criterion')}"
 
 
-def summarize(records: Sequence[RunRecord], target_accuracy: float | None = None) -> pd.DataFrame:
-    """The comparison table: one row per run, sorted by group, method, sparsity, seed."""
+def summarize(records: Sequence[RunRecord], target_accuracy: float | None = None, budget: float | None = None) -> pd.DataFrame:
+    """The comparison table: one row per run, sorted by group, method, sparsity, seed (``budget``: bits)."""
     records = sorted(records, key=sort_key)
     tg = targets(records, target_accuracy)
-    rows = [summarize_run(r, lab, *tg[group_of(r)]) for r, lab in zip(records, labels(records))]
+    rows = [summarize_run(r, lab, *tg[group_of(r)], budget=budget) for r, lab in zip(records, labels(records))]
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for col in ("best_round", "bits_to_target", "rounds_to_target"):
         table[col] = table[col].astype("Int64")  # integers with empty cells where absent
     return table
 
 
-def write_csv(table: pd.DataFrame, out_dir: str | Path) -> Path:
-    """``OUT/compare.csv``: the table as tidy CSV (raw numbers: bits, fractions, seconds)."""
+def summarize_groups(records: Sequence[RunRecord], table: pd.DataFrame, baseline: str | None = None,
+                     metric: str = "final_accuracy") -> tuple[pd.DataFrame, list[str]]:
+    """The grouped table (one row per group of seeds, :func:`verdicts.group_table`) of the per-run
+    ``table`` of ``records``, with VERDICT_COLUMNS against ``baseline``; and warnings. ConfigError if
+    ``baseline`` has no runs here."""
+    groups = seed_groups(sorted(records, key=sort_key))
+    frame = group_table(table, groups)
+    warnings = duplicate_seed_warnings(table, groups)
+    if baseline is not None:
+        check_baseline(baseline, groups)
+        cols, more = baseline_verdicts(table, groups, baseline, metric)
+        frame = pd.concat([frame, pd.DataFrame(cols, columns=VERDICT_COLUMNS)], axis=1)
+        warnings += more
+    return frame, warnings
+
+
+def write_csv(table: pd.DataFrame, out_dir: str | Path, name: str = "compare.csv") -> Path:
+    """``OUT/name``: a table as tidy CSV (raw numbers: bits, fractions, seconds; inf where not reached)."""
     out = Path(out_dir)
     check_writable(out)
-    path = out / "compare.csv"
+    path = out / name
     table.to_csv(path, index=False)
     return path
 
@@ -321,13 +381,15 @@ def write_csv(table: pd.DataFrame, out_dir: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------- all of it
 @dataclass
 class CompareResult:
-    """What :func:`compare` produced."""
+    """What :func:`compare` produced: ``table`` per run (runs.csv), ``groups`` per group of seeds (compare.csv)."""
 
     table: pd.DataFrame
     csv_path: Path
     figures: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list, repr=False)
+    groups: pd.DataFrame | None = None
+    runs_csv_path: Path | None = None
 
 
 def compare(
@@ -336,29 +398,39 @@ def compare(
     target_accuracy: float | None = None,
     x: str | Sequence[str] = ("bits", "round"),
     formats: Sequence[str] = ("png", "pdf"),
+    budget: float | str | None = None,
+    baseline: str | None = None,
+    metric: str = "final_accuracy",
 ) -> CompareResult:
-    """Collect the runs under ``paths``, write ``OUT/compare.csv`` and the figures (plots.save_figures).
-    Bad options or ``out_dir`` raise a FlarebenchError before anything is written; unreadable runs are
-    skipped. Warnings (skipped runs, targets, runs of different engines or devices side by side) are
-    logged to the ``flarebench.compare`` logger and returned in ``.warnings``."""
+    """Collect the runs under ``paths``, write ``OUT/compare.csv`` (groups of seeds), ``OUT/runs.csv``
+    (runs) and the figures (plots.save_figures). ``budget``: bits for accuracy_at_budget; ``baseline``:
+    a method to give each group a verdict against, on ``metric`` (verdicts.VERDICT_METRICS). Bad options
+    or ``out_dir`` raise a FlarebenchError before anything is written; unreadable runs are skipped.
+    Warnings (skipped runs, targets, runs of different engines or devices side by side, groups without a
+    verdict) are logged to the ``flarebench.compare`` logger and returned in ``.warnings``."""
     from .plots import normalize_formats, normalize_x, save_figures
 
     xs, formats = normalize_x(x), normalize_formats(formats)
+    budget = check_budget(budget)
+    check_metric(metric, budget)
     check_writable(Path(out_dir), create=False)
     records, warnings = collect_runs(paths)
-    table = summarize(records, target_accuracy)
+    table = summarize(records, target_accuracy, budget)
+    groups, group_warnings = summarize_groups(records, table, baseline, metric)
     goals = {g: t for g, (t, _) in targets(records, target_accuracy).items()}
-    warnings += target_warnings(table, goals, given=target_accuracy is not None) + mix_warnings(records)
+    warnings += target_warnings(table, goals, given=target_accuracy is not None) + mix_warnings(records) + group_warnings
     warnings += [f"run {r.path.name}: {marked('', r.meta).lstrip(', ')} ({r.meta['diverged'].get('reason')})"
                  for r in records if marked("", r.meta)]
     for w in warnings:  # the CLI prints them as 'flarebench: warning: ...' (compare and sweep alike)
         log.warning("%s", w)
-    csv_path = write_csv(table, out_dir)
+    csv_path = write_csv(groups, out_dir)
+    runs_path = write_csv(table, out_dir, "runs.csv")
     figures = save_figures(records, out_dir, formats=formats, x=xs, targets=goals) if formats else []
-    return CompareResult(table, csv_path, figures, warnings, sorted(records, key=sort_key))
+    return CompareResult(table, csv_path, figures, warnings, sorted(records, key=sort_key), groups, runs_path)
 
 
 __all__ = [
-    "SUMMARY_COLUMNS", "CompareResult", "compare", "collect_runs", "find_run_dirs", "summarize", "summarize_run",
+    "SUMMARY_COLUMNS", "CompareResult", "compare", "collect_runs", "find_run_dirs", "summarize", "summarize_run", "summarize_groups",
     "targets", "write_csv", "mix_warnings", "engine_of", "group_of", "experiment_key", "labels", "method_label", "first_reaching", "evaluated",
+    "accuracy_at_budget", "check_budget",
 ]

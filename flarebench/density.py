@@ -9,7 +9,8 @@ method, at each density R = 1 - sparsity (fraction of entries sent, log axis), o
 
 - ``rounds_to_target``: the first evaluated round whose test accuracy is >= the target, within the first
   ``horizon`` rounds (a longer run is read up to the horizon only). Seeds that do not reach it are
-  censored at the horizon: with every seed reaching, the mean and its 95% Student-t interval; with k < n
+  censored at the horizon by compare's rule (verdicts.censored_interval; a run may stop early once it has
+  reached the target): with every seed reaching, the mean and its 95% Student-t interval; with k < n
   reaching, the mean is infinite (``inf``), ``_low`` is the interval's lower end computed with the
   censored seeds at the horizon (a lower bound) and ``_high`` is infinite; the figure draws that lower
   bound with an arrow and "k/n".
@@ -34,6 +35,7 @@ from .errors import ConfigError, ResultsError
 from .methods import presets
 from .results import RunRecord, check_writable
 from .stats import mean_interval
+from .verdicts import censored_interval
 
 COLUMNS = [
     "group", "method", "sparsity", "density", "seeds", "seed_list", "reached", "target_accuracy", "horizon",
@@ -62,23 +64,12 @@ def accuracy_at(rec: RunRecord, rnd: int) -> float:
     return float(row["test_accuracy"].iloc[0]) if not row.empty else math.nan
 
 
-def censored_interval(values: Sequence[int | None], horizon: int) -> tuple[float, float, float]:
-    """(mean, low, high) of rounds to target over seeds; None = not reached by ``horizon`` (see the module docstring)."""
-    reached = [v for v in values if v is not None]
-    if len(reached) == len(values):
-        i = mean_interval(reached)
-        return i.mean, i.low, i.high
-    if not reached:
-        return math.inf, math.inf, math.inf
-    i = mean_interval([horizon if v is None else v for v in values])
-    return math.inf, (i.low if not math.isnan(i.low) else i.mean), math.inf
-
-
 def density_table(records: Sequence[RunRecord], target: float | None = None, at_round: int = 100,
                   horizon: int | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per (group, method, sparsity) point (COLUMNS), sorted by group, method and density;
     ``target``: test accuracy (fraction; None: compare's default, 95% of the best uncompressed run of the
-    group); ``horizon``: rounds read per run (None: the shortest run's last round)."""
+    group); ``horizon``: rounds read per run (None: the longest run's last round); a run may end before it
+    only if it reached the target (runs extended in stages until they reach it: ``run --resume DIR --rounds N``)."""
     if not isinstance(at_round, int) or at_round < 1:
         raise ConfigError(f"at-round must be a round number >= 1, got {at_round}")
     if horizon is not None and (not isinstance(horizon, int) or horizon < at_round):
@@ -88,19 +79,21 @@ def density_table(records: Sequence[RunRecord], target: float | None = None, at_
     if not compressed:
         raise ResultsError("no runs of a method that uses --sparsity: nothing to draw against density")
     warnings: list[str] = []
-    last = min(int(r.metrics["round"].max()) for r in compressed)
-    h = horizon if horizon is not None else last
-    short = [r.path.name for r in compressed if int(r.metrics["round"].max()) < h]
+    for group in {group_of(r) for r in compressed}:
+        if math.isnan(goals[group][0]):
+            raise ResultsError(f"group {group} has no uncompressed run to set a target: pass --target-accuracy")
+    h = horizon if horizon is not None else max(int(r.metrics["round"].max()) for r in compressed)
+    short = [r.path.name for r in compressed  # a run that stopped once it reached the target is read in full
+             if int(r.metrics["round"].max()) < h and rounds_to(r, goals[group_of(r)][0], h) is None]
     if short:
-        raise ResultsError(f"{len(short)} run(s) end before the horizon {h} (e.g. {short[0]}): pass a smaller --horizon")
+        raise ResultsError(f"{len(short)} run(s) end before the horizon {h} without reaching the target (e.g. {short[0]}): "
+                           f"extend them (run --resume DIR --rounds {h}) or pass a smaller --horizon")
     points: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in sorted(compressed, key=sort_key):
         points[(group_of(r), _point_key(r))].append(r)
     rows = []
     for (group, _), recs in points.items():
         goal = goals[group][0]
-        if math.isnan(goal):
-            raise ResultsError(f"group {group} has no uncompressed run to set a target: pass --target-accuracy")
         c = recs[0].config
         hits = [rounds_to(r, goal, h) for r in recs]
         accs = [accuracy_at(r, at_round) for r in recs]
@@ -108,7 +101,7 @@ def density_table(records: Sequence[RunRecord], target: float | None = None, at_
             warnings.append(f"{presets.method_label(c)} s={c['sparsity']:g}: some seeds were not evaluated at round {at_round}")
             accs = [a for a in accs if not math.isnan(a)]
         acc = mean_interval(accs)
-        mean, low, high = censored_interval(hits, h)
+        mean, low, high, _, _ = censored_interval(hits, [h] * len(hits))
         rows.append({
             "group": group, "method": presets.method_label(c), "sparsity": float(c["sparsity"]),
             "density": 1.0 - float(c["sparsity"]), "seeds": len(recs),
@@ -246,4 +239,4 @@ def save_density(paths: Iterable[str | Path], out_dir: str | Path, target_accura
     return table, written, warnings
 
 
-__all__ = ["COLUMNS", "density_table", "describe_rows", "reaching_density", "density_figure", "save_density", "rounds_to", "accuracy_at", "censored_interval"]
+__all__ = ["COLUMNS", "density_table", "describe_rows", "reaching_density", "density_figure", "save_density", "rounds_to", "accuracy_at"]

@@ -28,9 +28,11 @@ How they stay readable with many methods:
   quantiles (:func:`robust_limits`). A run beyond them is drawn as a marker at the edge and named in
   the note under the figure; a diverged run (non-finite test loss, or above :data:`DIVERGED_FACTOR`
   times its first) is marked with an ``x`` where it diverged and says so in the legend and the note.
-- Seeds: runs that differ only in seed are one experiment, drawn as their mean with a shaded min-max
-  band (frontier: the mean point with min-max bars, the seeds as small dots); the frontier runs
-  through the experiments' means.
+- Seeds: runs that differ only in seed are one experiment (the legend says how many seeds), drawn as
+  their mean with a shaded band: the 95% Student-t interval of the mean over seeds at each evaluated
+  round (:func:`flarebench.stats.mean_intervals`; two seeds or more; accuracy bands clipped to 0-100%,
+  loss axes keep their robust limits). Frontier: the mean point with
+  95% t-interval bars, the seeds as small dots; the frontier runs through the experiments' means.
 
 With ``targets``, accuracy panels show the group's target accuracy as a dotted line.
 :func:`plot_panel` draws one panel on a given axes, for custom layouts.
@@ -51,6 +53,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import ScaledTranslation  # noqa: E402
 
@@ -59,6 +62,7 @@ from .errors import ConfigError  # noqa: E402
 from .methods import presets  # noqa: E402
 from .placement import place_labels  # noqa: E402
 from .results import RunRecord  # noqa: E402
+from .stats import mean_interval, mean_intervals  # noqa: E402
 from .styles import FILLS, Style, family_of, family_rank, family_title, method_color, method_styles  # noqa: E402
 
 FORMATS = {"png", "pdf", "svg"}
@@ -95,6 +99,7 @@ STYLE = {
 _YLABEL = {"accuracy": "Test accuracy (%)", "loss": "Test loss (cross-entropy)"}
 _XLABEL = {"bits": "Cumulative uplink (bits, all clients)", "round": "Communication round"}
 _COLUMN = {"accuracy": "test_accuracy", "loss": "test_loss"}
+BAND_LABEL = "band: 95% t-interval of the mean over seeds"
 _PANEL_W, _ROW_H, _ENTRY_H = 2.55, 2.3, 0.135  # inches: one panel's width, a row's least height, one legend entry
 
 
@@ -195,8 +200,9 @@ def facet_rows(exps: Sequence[Experiment]) -> list[tuple[str | None, list[Experi
 
 
 def _series(runs: Sequence[RunRecord], metric: str, x: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeds of one experiment -> (x, mean y, min y, max y) over the evaluated rounds they share
-    (accuracy in %; a non-finite loss is left out: the line stops where the run diverged)."""
+    """Seeds of one experiment -> (x, mean y, low y, high y) over the evaluated rounds they share: the
+    mean and its 95% t-interval over seeds (NaN ends with one seed; accuracy's clipped to 0-100%); accuracy
+    in %; a non-finite loss is left out: the line stops where the run diverged."""
     col = _COLUMN[metric]
     frames = []
     for r in runs:
@@ -211,7 +217,11 @@ def _series(runs: Sequence[RunRecord], metric: str, x: str) -> tuple[np.ndarray,
     else:
         xs = np.array(rounds, dtype=float)
     keep = np.isfinite(ys).all(axis=0) & ((xs > 0) if x == "bits" else True)  # log x: no point at 0 bits
-    return xs[keep], ys.mean(axis=0)[keep], ys.min(axis=0)[keep], ys.max(axis=0)[keep]
+    band = mean_intervals(ys[:, keep].tolist())
+    mean, low, high = (np.array([getattr(b, end) for b in band], dtype=float) for end in ("mean", "low", "high"))
+    if metric == "accuracy":  # an interval wider than the possible accuracies is drawn within 0-100%
+        low, high = np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
+    return xs[keep], mean, low, high
 
 
 # ---------------------------------------------------------------------------------------- robust axes
@@ -341,6 +351,9 @@ def _at(x: str, v: float) -> str:
 def _legend_entries(exps: Sequence[Experiment], target: float | None) -> tuple[list, list[str]]:
     handles = [Line2D([], [], **e.line_kwargs()) for e in exps]
     names = [e.legend_label for e in exps]
+    if any(len(e.runs) > 1 for e in exps):
+        handles.append(Patch(facecolor="0.5", alpha=0.25, linewidth=0))
+        names.append(BAND_LABEL)
     if target is not None and np.isfinite(target):
         handles.append(Line2D([], [], color="0.45", linestyle=(0, (1, 2)), linewidth=1.0))
         names.append(f"target {100.0 * target:.1f}%")
@@ -412,13 +425,14 @@ def pareto_front(bits: Sequence[float], acc: Sequence[float]) -> list[int]:
 @dataclass
 class FrontierPoint:
     """One experiment on the frontier figure: mean total uplink bits and mean final accuracy (%) of its
-    seeds, their min-max, and where it is drawn (``edge``: below/above the axis, or None)."""
+    seeds, the 95% t-interval of that mean (NaN with one seed), and where it is drawn (``edge``:
+    below/above the axis, or None)."""
 
     exp: Experiment
     bits: float
     acc: float
-    acc_min: float
-    acc_max: float
+    acc_low: float
+    acc_high: float
     seeds: list[tuple[float, float]]
     edge: str | None = None
 
@@ -434,14 +448,14 @@ def frontier_points(exps: Sequence[Experiment]) -> list[FrontierPoint]:
             if not ev.empty and bits > 0:
                 seeds.append((bits, 100.0 * float(ev["test_accuracy"].iloc[-1])))
         if seeds:
-            b, a = np.mean(seeds, axis=0)
-            out.append(FrontierPoint(e, float(b), float(a), min(s[1] for s in seeds), max(s[1] for s in seeds), seeds))
+            iv = mean_interval([s[1] for s in seeds])
+            out.append(FrontierPoint(e, float(np.mean([s[0] for s in seeds])), iv.mean, iv.low, iv.high, seeds))
     return out
 
 
 def plot_frontier(ax, records_or_exps, target: float | None = None, note: Note | None = None) -> list[FrontierPoint]:
     """Each experiment a point at (total uplink bits, final test accuracy), in its method's style (seeds:
-    the mean, min-max bars, each seed a dot); the Pareto frontier through the points as a staircase;
+    the mean, 95% t-interval bars, each seed a dot); the Pareto frontier through the points as a staircase;
     accuracy limits from :func:`robust_limits` (the frontier's points and the target kept), points beyond drawn at the
     edge and put in ``note``. Returns the points (labels come after the layout: :func:`label_frontier`)."""
     exps = records_or_exps if records_or_exps and isinstance(records_or_exps[0], Experiment) else experiments(records_or_exps)
@@ -467,7 +481,7 @@ def plot_frontier(ax, records_or_exps, target: float | None = None, note: Note |
             note.add(f"frontier-diverged:{p.exp.label}", _diverged_marker(p.exp),
                      f"{p.exp.label}: diverged at round {min(p.exp.diverged.values())}")
         if len(p.seeds) > 1:
-            ax.errorbar([p.bits], [p.acc], yerr=[[p.acc - p.acc_min], [p.acc_max - p.acc]], color=p.exp.style.color,
+            ax.errorbar([p.bits], [p.acc], yerr=[[p.acc - p.acc_low], [p.acc_high - p.acc]], color=p.exp.style.color,
                         linewidth=0.8, capsize=1.5, zorder=2.5)
             ax.scatter([s[0] for s in p.seeds], [s[1] for s in p.seeds], s=4, color=p.exp.style.color, alpha=0.5, zorder=2.5, linewidths=0)
         ax.plot([p.bits], [p.acc], markersize=5.5, zorder=3, **kw)
@@ -500,7 +514,7 @@ def frontier_legend(ax, pts: Sequence[FrontierPoint], target: float | None = Non
     names.append("Pareto frontier")
     if any(len(p.exp.runs) > 1 for p in pts):
         handles.append(Line2D([], [], color="0.3", marker="o", markersize=4, linestyle="none"))
-        names.append("seeds: mean, min-max bars")
+        names.append("seeds: mean, 95% t-interval bars")
     if target is not None and np.isfinite(target):
         handles.append(Line2D([], [], color="0.45", linestyle=(0, (1, 2)), linewidth=1.0))
         names.append(f"target {100.0 * target:.1f}%")

@@ -137,6 +137,9 @@ def _as_part(kind: str, name: str, obj: Any) -> type:
             raise ConfigError(f"{where} is a {obj.kind or 'kindless'} part, not a {kind}")
         from .methods.registry import KINDS
 
+        missing = sorted(getattr(obj, "__abstractmethods__", ()))
+        if missing:  # e.g. a compressor without nnz: say which, before anything is built
+            raise ConfigError(f"{where}: {obj.__name__} does not implement {', '.join(missing)}")
         own_init = "__init__" in vars(obj)  # keyword arguments after (self, ctx) for a method part, (self) for a world part
         declared = obj.params or (_from_signature(obj.__init__, where, skip=2 if kind in KINDS else 1, kind=kind) if own_init else ())
         return type(obj.__name__, (obj,), {"name": name, "params": tuple(declared), "__module__": obj.__module__})

@@ -2,6 +2,7 @@
 
     from flarebench.stats import mean_interval, paired_difference, welch_difference
     mean_interval([0.91, 0.93, 0.92])            # Interval(mean=0.92, low=..., high=..., n=3)
+    mean_intervals(seeds_by_rounds)              # one Interval per column (e.g. a figure's band over seeds)
     paired_difference(a, b)                      # mean of a_i - b_i with its t-interval (same seeds)
     welch_difference(a, b)                       # mean(a) - mean(b), Welch-Satterthwaite degrees of freedom
 
@@ -114,18 +115,37 @@ def _sd(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
-    """The mean of ``values`` (e.g. one metric over seeds) with its Student-t interval (n - 1 degrees
-    of freedom); one value: no interval (NaN ends); no values: everything NaN."""
-    v = _finite(values, "mean_interval")
+def _interval(v: list[float], t: float) -> Interval:
+    """The mean of ``v`` and ``mean +- t * s / sqrt(n)`` (``t``: the quantile for n - 1 degrees of freedom)."""
     n = len(v)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
     mean = sum(v) / n
     if n == 1:
         return Interval(mean, math.nan, math.nan, 1)
-    half = t_quantile((1.0 + level) / 2.0, n - 1) * _sd(v) / math.sqrt(n)
+    half = t * _sd(v) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, float(n - 1))
+
+
+def _t_for(n: int, level: float) -> float:
+    return t_quantile((1.0 + level) / 2.0, n - 1) if n > 1 else math.nan
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """The mean of ``values`` (e.g. one metric over seeds) with its Student-t interval (n - 1 degrees
+    of freedom); one value: no interval (NaN ends); no values: everything NaN."""
+    v = _finite(values, "mean_interval")
+    return _interval(v, _t_for(len(v), level))
+
+
+def mean_intervals(rows: Sequence[Sequence[float]], level: float = LEVEL) -> list[Interval]:
+    """:func:`mean_interval` of each column of ``rows`` (n rows, e.g. seeds; m columns, e.g. evaluated
+    rounds): m intervals, one t quantile for all of them (a figure's band over seeds)."""
+    rows = [_finite(r, "mean_intervals") for r in rows]
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"mean_intervals needs rows of one length, got {sorted({len(r) for r in rows})}")
+    t = _t_for(len(rows), level)
+    return [_interval(list(col), t) for col in zip(*rows)]
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
@@ -166,4 +186,4 @@ def verdict(diff: Interval, higher_is_better: bool = True) -> str:
     return "no significant difference"
 
 
-__all__ = ["LEVEL", "Interval", "betainc", "t_cdf", "t_quantile", "mean_interval", "paired_difference", "welch_difference", "verdict"]
+__all__ = ["LEVEL", "Interval", "betainc", "t_cdf", "t_quantile", "mean_interval", "mean_intervals", "paired_difference", "welch_difference", "verdict"]

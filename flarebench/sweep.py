@@ -474,7 +474,8 @@ def run_dirs(sweep: Sweep, complete_only: bool = True) -> list[Path]:
 
 def compare_sweep(sweep: Sweep, out_dir: str | Path | None = None):
     """Compare the sweep's complete runs with :func:`flarebench.compare.compare` (no figures):
-    writes ``OUT/compare/compare.csv`` and returns the CompareResult (``.table``: one row per run)."""
+    writes ``OUT/compare/compare.csv`` (groups of seeds) and ``runs.csv`` (runs) and returns the
+    CompareResult (``.table``: one row per run; ``.groups``: one row per group of seeds)."""
     from .compare import compare
 
     dirs = run_dirs(sweep)

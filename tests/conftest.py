@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+USER_COMPRESSORS = Path(__file__).with_name("user_compressors.py")  # a user's file: fp16 and broken variants
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -56,13 +58,23 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return exc.value.code, out.out, out.err
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """One intra-op thread for a module: on a shared 2-core machine two threads oversubscribe (30x slower steps)."""
+@contextmanager
+def one_thread():
+    """One intra-op torch thread for the block: on a shared 2-core machine two threads oversubscribe (30x
+    slower steps), and float sums depend on the thread count (a Ray task with --cpus-per-run 1 has one)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """:func:`one_thread` for the rest of the module that asks for it."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture
@@ -89,37 +101,19 @@ def lock_held_elsewhere(run_dir):
 PLUGIN = '''"""A tiny flarebench plug-in for the tests: a compressor, a model and a preset."""
 import math
 
-import torch
 from torch import nn
 
-from flarebench.methods.compressors.base import Compressor
 from flarebench.methods.presets import preset
 from flarebench.methods.registry import Param, positive, register
 from flarebench.models.base import ModelPart
 
+from .user_compressors import Half as Fp16
+
 
 @register
-class Half(Compressor):
+class Half(Fp16):
     name = "plug-half"
     summary = "every entry as fp16 (16 bits per entry)"
-
-    def compress(self, v, ctx):
-        return [row.detach().to(torch.float16).cpu() for row in v]
-
-    def encode(self, payload):
-        return payload.numpy().tobytes()
-
-    def decode(self, data):
-        return torch.frombuffer(bytearray(data), dtype=torch.float16)
-
-    def decompress(self, payload, device=None):
-        return payload.float().to(device)
-
-    def nnz(self, payload):
-        return payload.numel()
-
-    def bound_bits(self, payload):
-        return 16.0 * payload.numel()
 
 
 @register
@@ -146,6 +140,7 @@ def plugin_site(root: Path, broken: bool = False) -> Path:
     site = root / "site"
     (site / "fbplug").mkdir(parents=True, exist_ok=True)
     (site / "fbplug" / "__init__.py").write_text(PLUGIN)
+    shutil.copy(USER_COMPRESSORS, site / "fbplug" / "user_compressors.py")
     dists = [("fbplug", "fbplug")] + ([("fbbroken", "fbbroken_not_there")] if broken else [])
     for dist, module in dists:
         info = site / f"{dist}-0.1.dist-info"

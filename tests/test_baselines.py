@@ -5,7 +5,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 
 from flarebench import ConfigError, ResultsError, load_run, make_config, run, setup
 from flarebench.methods.presets import PRESETS
@@ -17,6 +16,7 @@ CONFIGS = sorted(PAPER.glob("*.toml"))
 SMOKE = [p for p in CONFIGS if p.stem.endswith("_smoke")]
 METHODS = {"flare", "topk-ef", "ef21", "fedprox-ef", "none"}
 ABLATIONS = {"unavail_cnn_k7_softmax2_smoke"}  # one paper experiment with one thing changed
+CLAIMS = {"unavail_cnn_k7_claim": [0.999, 0.9999, 0.99999]}  # the paper's claim: FLARE vs EC over densities (issue 19)
 
 
 def test_every_paper_experiment_has_a_config():
@@ -39,10 +39,11 @@ def test_config_validates_with_dry_run(capsys, path):
     assert printed["config"]["model"] == raw["model"]
     # the [sweep] grid: the paper's five methods (an ablation: FLARE, EC, FedAvg), every grid point a valid config
     sweep = load_sweep(path)
-    methods = {"flare", "topk-ef", "none"} if path.stem in ABLATIONS else METHODS
+    methods = {"flare", "topk-ef", "none"} if path.stem in ABLATIONS else {"flare", "topk-ef"} if path.stem in CLAIMS else METHODS
     assert set(sweep.methods) == methods and set(sweep.methods) <= set(PRESETS)
     assert all(0 < s < 1 for s in sweep.sparsities) and sweep.seeds
-    assert len(sweep.configs()) == (len(methods) - 1) * len(sweep.sparsities) * len(sweep.seeds) + len(sweep.seeds)
+    dense = len(sweep.seeds) if "none" in methods else 0  # none ignores the sparsity: one run per seed
+    assert len(sweep.configs()) == len(methods - {"none"}) * len(sweep.sparsities) * len(sweep.seeds) + dense
     assert isinstance(sweep.meta.get("title"), str)
 
 
@@ -69,6 +70,9 @@ def test_reference_hyper_parameters(path):
         assert getattr(cfg, key) == value, (key, getattr(cfg, key), value)
     flare = cfg.params["regularizer"]
     assert cfg.regularizer == "flare" and all(flare[k] == v for k, v in FLARE_SPEC[family].items()), flare
+    if path.stem in CLAIMS:  # FLARE and EC only, at several densities
+        assert load_sweep(path).sparsities == CLAIMS[path.stem] and flare["decay"] == 1.1 and cfg.clients_per_round == 7
+        return
     prox = make_config(path, method="fedprox-ef").params["regularizer"]
     assert prox == {"tau0": flare["tau0"], "decay": flare["decay"]}  # same tau schedule
     if family in ("cnn", "fc"):
@@ -82,16 +86,8 @@ def test_reference_hyper_parameters(path):
         assert cfg.clients_per_round == int(path.stem[-1])
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("path", SMOKE, ids=lambda p: p.stem)
-def test_smoke_config_runs_two_rounds(tmp_path, path, one_thread):
+def test_smoke_config_runs_two_rounds(tmp_path, path, one_torch_thread):
     cfg = make_config(path, rounds=2, out=str(tmp_path), name=path.stem, device="cpu", engine="sequential")
     s = setup(cfg)
     fed = s.federation

@@ -59,8 +59,11 @@ def check_row(row, expected):
 def test_compare_writes_csv_and_figures_with_numbers_from_the_csvs(results, tmp_path):
     out = tmp_path / "cmp"
     res = compare([results], out)
-    table = pd.read_csv(out / "compare.csv")
+    table = pd.read_csv(out / "runs.csv")
     assert list(table.columns) == SUMMARY_COLUMNS and len(table) == 3
+    groups = pd.read_csv(out / "compare.csv")  # the seeds of topk-ef are one group: its means are the runs' means
+    assert list(groups["label"]) == ["none (dense)", "topk-ef s=0.999"] and list(groups["seeds"]) == [1, 2]
+    assert groups.loc[1, "final_accuracy_mean"] == pytest.approx(table.loc[1:, "final_accuracy"].mean(), rel=1e-12)
     assert list(table["run"]) == ["none-0", "topk-ef-0", "topk-ef-1"]
     none_best = pd.read_csv(results / "none-0" / "metrics.csv")["test_accuracy"].max()
     target = 0.95 * none_best  # default: 95% of the best uncompressed run
@@ -81,9 +84,9 @@ def test_compare_writes_csv_and_figures_with_numbers_from_the_csvs(results, tmp_
 def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
     out = tmp_path / "cmp"
     code, stdout, err = cli(capsys, "compare", results / "none-0", results / "topk-ef-0", "--out", out,
-                            "--target-accuracy", "0.5", "--figures", "png", "--x", "bits")
+                            "--target-accuracy", "0.5", "--figures", "png", "--x", "bits", "--runs")
     assert code == 0, err
-    table = pd.read_csv(out / "compare.csv")
+    table = pd.read_csv(out / "runs.csv")
     assert list(table["run"]) == ["none-0", "topk-ef-0"] and (table["target_source"] == "given").all()
     for _, row in table.iterrows():
         check_row(row, expected_from_csv(results / row["run"], 0.5))
@@ -99,7 +102,7 @@ def test_given_target_accuracy_and_the_cli_table(results, tmp_path, capsys):
         assert to_target in cells, cells
     assert sorted(p.name for p in out.iterdir()) == [
         "compare.csv", "mnist-embedded-mlp-accuracy-vs-bits.png", "mnist-embedded-mlp-frontier.png",
-        "mnist-embedded-mlp-loss-vs-bits.png", "mnist-embedded-mlp-summary.png",
+        "mnist-embedded-mlp-loss-vs-bits.png", "mnist-embedded-mlp-summary.png", "runs.csv",
     ]
 
 
@@ -136,7 +139,7 @@ def test_bad_input_is_one_line(results, tmp_path, capsys):
         code, _, err = cli(capsys, *args, *(["--out", tmp_path / "o"] if args[0] == "compare" else []))
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, (args, err)
-    assert not (tmp_path / "o").exists()  # options are checked before compare.csv is written
+    assert not (tmp_path / "o").exists()  # options are checked before compare.csv and runs.csv are written
     a_file = tmp_path / "file"
     a_file.write_text("x")
     for out in (a_file, a_file / "sub"):  # an --out that cannot be a directory: one line, checked up front

@@ -54,3 +54,10 @@ def test_bad_density_input_is_one_line_and_writes_nothing(capsys, tmp_path):
         code, out, err = cli(capsys, "density", str(REF), "--out", str(tmp_path / "d"), *args)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, (args, err)
         assert not (tmp_path / "d").exists()
+
+
+def test_a_run_shorter_than_the_horizon_counts_where_it_reached_the_target(capsys, tmp_path):
+    """Runs extended in stages stop once they reach the target: read in full, not refused (all reach 0.8 by round 1000)."""
+    code, out, err = cli(capsys, "density", str(REF), "--horizon", "2000", "--target-accuracy", "0.8", "--out", str(tmp_path / "d"), "--figures", "none")
+    table = pd.read_csv(tmp_path / "d" / "density.csv").set_index("method")
+    assert code == 0 and table.loc["flare", "reached"] == 3 and table.loc["flare", "horizon"] == 2000

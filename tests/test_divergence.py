@@ -53,7 +53,7 @@ def test_both_policies_warn_record_and_are_marked_by_list_and_compare(tmp_path, 
     assert code == 0 and f"DIVERGED at round {r}" in out and ("(stopped)" in out) == (policy == "stop"), out + err
     code, out, err = cli(capsys, "compare", tmp_path, "--out", tmp_path / "cmp", "--format", "none")
     assert code == 0 and f"run randk: DIVERGED at round {r}" in err, err
-    assert f"DIVERGED at round {r}" in (tmp_path / "cmp" / "compare.csv").read_text()
+    assert f"DIVERGED at round {r}" in (tmp_path / "cmp" / "runs.csv").read_text()
 
 
 def test_a_healthy_run_is_not_marked(tmp_path, capsys):

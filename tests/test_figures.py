@@ -198,7 +198,7 @@ def test_figures_are_titled_by_the_experiment_and_written(tmp_path, synthetic):
 
 
 def test_piped_compare_table_fits_120_columns_with_whole_distinct_names(tmp_path, capsys, synthetic):
-    code, out, err = cli(capsys, "compare", ZOO, "--out", tmp_path / "c", "--figures", "none")
+    code, out, err = cli(capsys, "compare", ZOO, "--out", tmp_path / "c", "--figures", "none", "--runs")
     assert code == 0, err
     lines = out.splitlines()
     assert max(map(len, lines)) <= 120
@@ -208,7 +208,7 @@ def test_piped_compare_table_fits_120_columns_with_whole_distinct_names(tmp_path
     # two runs of one name in different directories: the directory tells them apart
     for sub in ("a", "b"):
         fake_run(tmp_path / "two" / sub, "same-name", "none", "identity", 0.0, 0, 0.9, 32000)
-    code, out, err = cli(capsys, "compare", tmp_path / "two", "--out", tmp_path / "c2", "--figures", "none")
+    code, out, err = cli(capsys, "compare", tmp_path / "two", "--out", tmp_path / "c2", "--figures", "none", "--runs")
     assert code == 0 and "a/same-name" in out and "b/same-name" in out, out
 
 
@@ -216,14 +216,20 @@ def test_compare_prints_csv_and_markdown(tmp_path, capsys, synthetic):
     code, out, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c", "--figures", "none", "--format", "csv")
     assert code == 0, err
     assert out == (tmp_path / "c" / "compare.csv").read_text() and "wrote" in err
+    code, out, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c", "--figures", "none", "--format", "csv", "--runs")
+    assert code == 0 and out == (tmp_path / "c" / "runs.csv").read_text(), err
     code, out, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c", "--figures", "none", "--format", "markdown")
     lines = out.splitlines()
-    assert code == 0 and lines[0].startswith("| run | method |") and lines[1].startswith("|---|---|---:|")
+    assert code == 0 and lines[0].startswith("| method | seeds | final acc |") and lines[1].startswith("|---|---:|---:|")
     assert sum(l.startswith("| ") for l in lines) == 1 + len(pd.read_csv(tmp_path / "c" / "compare.csv"))
+    code, out, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c", "--figures", "none", "--format", "markdown", "--runs")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("| run | method |") and lines[1].startswith("|---|---|---:|")
+    assert sum(l.startswith("| ") for l in lines) == 1 + len(pd.read_csv(tmp_path / "c" / "runs.csv"))
     code, _, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c3", "--format", "html")
     assert code == 2 and err.count("\n") == 1 and "--format takes table, csv, markdown" in err and not (tmp_path / "c3").exists()
     code, _, err = cli(capsys, "compare", synthetic, "--out", tmp_path / "c4", "--format", "none")  # the old meaning: figures
-    assert code == 0 and "use --figures none" in err and sorted(p.name for p in (tmp_path / "c4").iterdir()) == ["compare.csv"]
+    assert code == 0 and "use --figures none" in err and sorted(p.name for p in (tmp_path / "c4").iterdir()) == ["compare.csv", "runs.csv"]
 
 
 def test_the_table_fits_any_terminal_width_and_never_cuts_a_number(synthetic):

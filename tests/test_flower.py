@@ -332,7 +332,7 @@ def test_cli_backend_flower_end_to_end(tmp_path, capsys):
     rc, out, err = cli(capsys, "compare", tmp_path / "flower", tmp_path / "local", "--format", "none",
                         "--out", tmp_path / "compare")
     assert rc == 0, err
-    table = pd.read_csv(tmp_path / "compare" / "compare.csv").set_index("run")
+    table = pd.read_csv(tmp_path / "compare" / "runs.csv").set_index("run")
     assert table.loc["flower", "total_uplink_bits"] == table.loc["local", "total_uplink_bits"]
 
 

@@ -9,7 +9,7 @@ import torch
 
 from flarebench import load_run, make_config, run
 from flarebench.errors import DecodeError
-from flarebench.methods.compressors import Compressor
+from flarebench.methods.compressors import Compressor, MultiPhase
 from flarebench.methods.presets import PRESETS, method_names, preset
 from flarebench.methods.registry import REGISTRY, Param, register
 from flarebench.wire.frame import ByteReader, ByteWriter
@@ -80,6 +80,25 @@ def test_a_compressor_from_a_test_file_runs_end_to_end(tiny_config, toy_method, 
     code, out, err = cli(capsys, "run", "--method", "flare", "--compressor", "toy-every-other", "-p", "offset=1", "--dry-run")
     assert code == 0, err
     assert json.loads(out)["config"]["params"]["compressor"] == {"offset": 1}
+
+
+def test_registering_a_compressor_with_a_hook_missing_fails_naming_it():
+    """The abstract base and the multi-phase mixin: an incomplete class is refused at registration."""
+
+    class TwoPhaseNoContribution(MultiPhase, HalfPrecisionEveryOther):
+        name = "toy-two-phase"
+
+        def compress_phase(self, phase, v, broadcasts, ctx):
+            return [row[phase::2].half() for row in v]
+
+        def broadcast(self, phase, received, weights, ctx):
+            return None
+
+    with pytest.raises(TypeError, match="TwoPhaseNoContribution does not implement contribution$"):
+        register(TwoPhaseNoContribution)
+    assert "toy-two-phase" not in REGISTRY["compressor"]
+    with pytest.raises(TypeError, match="does not implement bound_bits, compress, decode, decompress, encode, nnz"):
+        register(type("Empty", (Compressor,), {"name": "toy-empty"}))
 
 
 def test_the_toy_decoder_refuses_bad_bytes(toy_method):

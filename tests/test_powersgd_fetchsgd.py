@@ -155,7 +155,7 @@ def test_powersgd_seam_bits_ef_invariant_and_linear_aggregate(tiny_config):
     assert (comp.p_size, comp.q_size, comp.v_size) == (100 * 2 + 10 * 2, 784 * 2 + 100 * 2, 110)
     last_q = None
     for r in range(2):
-        ids = server.select(r)
+        ids = server.sample_clients(r)
         K = len(ids)
         b0 = server.begin(r, ids)
         states = fed.states.gather(ids)

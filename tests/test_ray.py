@@ -14,14 +14,12 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from conftest import RAY_MISSING, cli
+from conftest import RAY_MISSING, cli, one_thread
 
 pytestmark = pytest.mark.ray
 
@@ -46,18 +44,6 @@ seeds = [0, 1]
 """
 START_TIMEOUT_S = 90  # the head's start, on a loaded 2-core machine
 SWEEP_TIMEOUT_S = 150
-
-
-@contextmanager
-def one_thread():
-    """One torch thread for the block: a local run as a Ray task with --cpus-per-run 1 makes it (float sums
-    depend on the thread count)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def free_port() -> int:
@@ -144,14 +130,15 @@ def metrics(run_dir: Path) -> pd.DataFrame:
 
 
 def assert_same_runs(a: Path, b: Path, names, compare: bool = True) -> None:
-    """Runs ``names`` under ``a`` and ``b`` have equal metrics.csv (and, with ``compare``, compare.csv), wall time and paths aside."""
+    """Runs ``names`` under ``a`` and ``b`` have equal metrics.csv (and, with ``compare``, runs.csv and compare.csv), wall time and paths aside."""
     for name in names:
         pd.testing.assert_frame_equal(metrics(a / name), metrics(b / name), check_exact=True, obj=name)
     if not compare:
         return
     drop = ["wall_time_s", "path"]
-    pd.testing.assert_frame_equal(pd.read_csv(a / "compare" / "compare.csv").drop(columns=drop),
-                                  pd.read_csv(b / "compare" / "compare.csv").drop(columns=drop), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(a / "compare" / "runs.csv").drop(columns=drop),
+                                  pd.read_csv(b / "compare" / "runs.csv").drop(columns=drop), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(a / "compare" / "compare.csv"), pd.read_csv(b / "compare" / "compare.csv"), check_exact=True)
 
 
 def test_ray_sweep_equals_local_sweep(ray_head, grid, tmp_path, capsys):

@@ -83,16 +83,7 @@ def test_natural_partition(data):
         partition(data.y_train, "natural", len(data.natural_clients) + 1, 0, natural=data.natural_clients)
 
 
-@pytest.fixture
-def one_thread():
-    """The GRU's 100-step loop of small ops runs several times faster on one thread when cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_gru_two_rounds_lower_the_loss(tmp_path, one_thread):
+def test_gru_two_rounds_lower_the_loss(tmp_path, one_torch_thread):
     cfg = make_config(
         dataset="shakespeare", model="gru-small", partition="natural", method="none", clients=4,
         samples_per_client=8, batch_size=8, lr=0.6, momentum=0.0, rounds=2, eval_every=1,

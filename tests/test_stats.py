@@ -53,3 +53,17 @@ def test_paired_and_welch_differences_and_verdicts():
     with pytest.raises(ValueError):
         paired_difference([1.0], [1.0, 2.0])
 
+
+
+def test_mean_intervals_are_the_columns_mean_intervals():
+    from flarebench.stats import mean_intervals
+
+    rows = [[0.1, 0.5, 0.91], [0.1, 0.6, 0.93], [0.1, 0.4, 0.95]]  # 3 seeds x 3 rounds
+    got = mean_intervals(rows)
+    for j, iv in enumerate(got):
+        want = mean_interval([r[j] for r in rows])
+        assert (iv.mean, iv.low, iv.high, iv.n) == pytest.approx((want.mean, want.low, want.high, want.n), abs=1e-15)
+    assert (got[0].low, got[0].high) == pytest.approx((0.1, 0.1), abs=1e-12)  # equal seeds: no width
+    assert math.isnan(mean_intervals([[0.5, 0.6]])[1].low)  # one seed: no interval
+    with pytest.raises(ValueError):
+        mean_intervals([[0.1, 0.2], [0.3]])

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import FLOWER_MISSING, cli, env_with, plugin_site
+from conftest import FLOWER_MISSING, USER_COMPRESSORS, cli, env_with, plugin_site
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -96,58 +96,13 @@ def halves(labels, clients, seed, stride: int = 1):
     return [torch.arange(i, len(labels), clients * stride) for i in range(clients)]
 '''
 
-COMPRESSORS = '''
-import torch
-
-from flarebench.methods.compressors.base import Compressor
-
-
-class Half(Compressor):
-    """fp16 entries."""
-
-    def compress(self, v, ctx):
-        return [row.detach().to(torch.float16).cpu() for row in v]
-
-    def encode(self, payload):
-        return payload.numpy().tobytes()
-
-    def decode(self, data):
-        return torch.frombuffer(bytearray(data), dtype=torch.float16)
-
-    def decompress(self, payload, device=None):
-        return payload.float().to(device)
-
-    def nnz(self, payload):
-        return payload.numel()
-
-    def bound_bits(self, payload):
-        return 16.0 * payload.numel()
-
-
-class Lossy(Half):
-    """decode loses the sign: decode(encode(x)) is not x."""
-
-    def decode(self, data):
-        return super().decode(data).abs()
-
-
-class NotBytes(Half):
-    def encode(self, payload):
-        return list(payload.numpy().tobytes())
-
-
-class Boasting(Half):
-    """States a floor above the bytes it sends."""
-
-    def bound_bits(self, payload):
-        return 64.0 * payload.numel()
-'''
 
 
 @pytest.fixture
 def user_files(tmp_path):
-    for name, text in (("net.py", NET), ("data.py", DATA), ("comp.py", COMPRESSORS)):
+    for name, text in (("net.py", NET), ("data.py", DATA)):
         (tmp_path / name).write_text(text)
+    shutil.copy(USER_COMPRESSORS, tmp_path / "comp.py")
     return tmp_path
 
 
@@ -239,7 +194,8 @@ def test_a_user_compressor_runs_and_its_wire_format_is_checked_on_its_first_roun
     assert (m["uplink_bits"][1:] == 4 * 16 * 79_510).all()  # 4 clients x 79,510 entries x 16 bits, counted from bytes
     for cls, fragment in (("Lossy", "decode(encode(x)) changes the payload (decompressed values differ)"),
                           ("NotBytes", "encode() must return bytes (bits are counted as 8 * len(bytes)), got list"),
-                          ("Boasting", "states a floor of 5.08864e+06 bits (bound_bits) above the 1272160 bits of its 159020 bytes")):
+                          ("Boasting", "states a floor of 5.08864e+06 bits (bound_bits) above the 1272160 bits of its 159020 bytes"),
+                          ("Unfinished", "Unfinished does not implement bound_bits, decode, decompress, encode, nnz")):
         refused(capsys, fragment, "run", "--method", "topk-ef", "--compressor", f"{comp}:{cls}", "--rounds", "2", *TINY,
                 "--out", tmp_path / "bad")
         assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

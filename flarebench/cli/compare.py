@@ -1,4 +1,4 @@
-"""``flarebench compare``, ``list`` and ``show``: read run directories, print tables, write compare.csv and figures."""
+"""``flarebench compare``, ``list`` and ``show``: read run directories, print tables, write compare.csv, runs.csv and figures."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def _acc(v) -> str:
 
 
 def print_table(t, fmt: str = "table") -> None:
-    """The comparison table (one row per run of ``compare.summarize``) and each group's target:
-    ``fmt`` table (rich, fitted to the terminal; compact when piped), csv or markdown."""
+    """A comparison table (one row per run of ``compare.summarize``, or per group of seeds of
+    ``compare.summarize_groups``) and its notes (targets, ...): ``fmt`` table (rich, fitted to the
+    terminal; compact when piped), csv or markdown."""
     from ..tables import render
 
     render(t, fmt)
@@ -76,18 +77,23 @@ def _split_formats(format: str, figures: str) -> tuple[str, list[str]]:
 def compare_command(
     paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
     target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) for the bits/rounds-to-target columns. [default: 95% of the best uncompressed (method none) run of each dataset/model]"),
-    out: Path = typer.Option(Path("compare"), help="Directory for compare.csv and the figures."),
+    out: Path = typer.Option(Path("compare"), help="Directory for compare.csv (groups), runs.csv (runs) and the figures."),
     x: str = typer.Option("bits,rounds", "--x", help="x axes of the figures: bits (cumulative uplink, log scale), rounds, or bits,rounds."),
     format: str = typer.Option("table", "--format", help="How the table is printed: table (fits the terminal; compact when piped), csv or markdown."),
     figures: str = typer.Option("png,pdf", "--figures", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figures."),
+    budget: Optional[str] = typer.Option(None, "--budget", metavar="BITS", help="Uplink bits (e.g. 1e6 or 2.5Mib) for the accuracy-at-budget column: test accuracy at the last evaluation within that cumulative uplink."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="METHOD", help="A method (e.g. topk-ef): each group's difference from it, with a 95% interval and a verdict (docs/verdicts.md)."),
+    metric: str = typer.Option("final_accuracy", "--metric", help="What --baseline compares: final_accuracy, best_accuracy, mean_accuracy or accuracy_at_budget."),
+    runs: bool = typer.Option(False, "--runs", help="Print one row per run (runs.csv) instead of one row per group of seeds (compare.csv)."),
 ) -> None:
-    """Compare runs: a table (accuracy, uplink bits, compression, bits to a target accuracy) and paper-style figures."""
+    """Compare runs: one row per group of seeds (accuracy, uplink bits, bits and rounds to a target accuracy, as means with 95% intervals; verdicts against --baseline) and paper-style figures."""
     from ..compare import compare
 
     fmt, formats = _split_formats(format, figures)
-    result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats)  # logs its warnings (stderr)
-    print_table(result.table, fmt)
-    wrote = f"wrote {result.csv_path}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else "")
+    result = compare(paths, out, target_accuracy=target_accuracy, x=x, formats=formats, budget=budget, baseline=baseline,
+                     metric=metric)  # logs its warnings (stderr)
+    print_table(result.table if runs else result.groups, fmt)
+    wrote = f"wrote {result.csv_path}, {result.runs_csv_path.name}" + (f" and {len(result.figures)} figure files to {out}" if result.figures else "")
     if fmt == "table":
         typer.echo(wrote)
     else:  # stdout is the CSV / Markdown alone

@@ -15,7 +15,7 @@ def density_command(
     paths: List[Path] = typer.Argument(..., help="Run directories and/or results directories (searched recursively for runs).", show_default=False),
     target_accuracy: Optional[float] = typer.Option(None, help="Test accuracy (fraction in (0,1]) to reach. [default: 95% of the best uncompressed (method none) run among PATHS]", show_default=False),
     at_round: int = typer.Option(100, "--at-round", help="Round whose test accuracy panel (b) shows."),
-    horizon: Optional[int] = typer.Option(None, "--horizon", help="Rounds read per run: a seed not at the target by then has not reached it. [default: the shortest run's length]", show_default=False),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="Rounds read per run: a seed not at the target by then has not reached it. [default: the longest run's length]", show_default=False),
     out: Path = typer.Option(Path("density"), "--out", help="Directory for density.csv and the figure."),
     figures: str = typer.Option("png,pdf", "--figures", help="Figure formats, comma-separated (png, pdf, svg); 'none' for no figure."),
 ) -> None:

@@ -17,16 +17,14 @@ def methods_command(
     as_json: bool = typer.Option(False, "--json", help="Print the catalog as JSON."),
 ) -> None:
     """Every method: its regularizer, compressor, memory and aggregator, their parameters (-p KIND.NAME=VALUE) and papers."""
-    from rich.console import Console
     from rich.markup import escape
 
     from ..methods.presets import catalog
 
     entries = catalog(method)
-    if as_json:
-        typer.echo(json.dumps(entries, indent=2))
+    console = _console_unless_json(entries, as_json)
+    if console is None:
         return
-    console = Console(highlight=False, soft_wrap=True)
     for e in entries:
         sparsity = "  [uses --sparsity]" if e["uses_sparsity"] else ""
         console.print(f"[bold]{escape(e['method'])}[/bold]: {escape(e['description'])}{sparsity}")
@@ -45,17 +43,24 @@ def parts_command(
 ) -> None:
     """Every part by kind (built-ins, then installed plug-ins') with its parameters (-p KIND.NAME=VALUE, TOML [KIND]).
     Any part may also be an import reference: MODULE:NAME or PATH.py:NAME."""
-    from rich.console import Console
-
     from ..methods.presets import parts_catalog
 
     entries = parts_catalog(kind)
-    if as_json:
-        typer.echo(json.dumps(entries, indent=2))
+    console = _console_unless_json(entries, as_json)
+    if console is None:
         return
-    console = Console(highlight=False, soft_wrap=True)
     for e in entries:
         _print_part(console, e)
+
+
+def _console_unless_json(entries: list[dict], as_json: bool):
+    """With ``--json``: print ``entries`` as JSON and return None; else a rich Console to print them on."""
+    from rich.console import Console
+
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return None
+    return Console(highlight=False, soft_wrap=True)
 
 
 def _print_part(console, part: dict, paper_shown: str = "") -> None:

@@ -61,7 +61,7 @@ def sweep_command(
     tune: Optional[str] = typer.Option(None, "--tune", help="Tune these grid keys per method and sparsity on the validation set (needs validation-fraction > 0): their grid runs with the first seed, without the test set, into OUT/tune; then the pick runs with every seed (docs/tuning.md).", metavar="KEY1,KEY2", show_default=False),
     select: str = typer.Option("val-accuracy", "--select", help="With --tune: val-accuracy (mean validation accuracy over the last 3 evaluations, highest wins) or val-bits-to=ACC (uplink bits to validation accuracy ACC, fewest wins). Ties: fewer uplink bits, then grid order.", metavar="CRITERION"),
 ) -> None:
-    """Run every (method, sparsity, grid values, seed) of CONFIG's [sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv)."""
+    """Run every (method, sparsity, grid values, seed) of CONFIG's [sweep] into OUT/RUN_NAME (complete runs are skipped, interrupted ones resumed or restarted), then compare them (OUT/compare/compare.csv: groups of seeds; runs.csv: runs)."""
     from ..sweep import compare_sweep, load_sweep, parse_grid_options, plan, run_sweep
     from ..tuning import describe_cell, parse_criterion, tune as tune_sweep, tuned_keys, tuning_sweep
     from .compare import print_table
@@ -131,8 +131,9 @@ def sweep_command(
                            on_pick=lambda cell, pick: typer.echo(f"picked   {describe_cell(cell)}: {pick.describe(criterion)}"))
     run_all(sweep)
     result = compare_sweep(sweep)
-    typer.echo(f"\n{sweep.experiment}: {len(result.table)} runs in {sweep.out}; table in {result.csv_path}")
-    print_table(result.table)
+    typer.echo(f"\n{sweep.experiment}: {len(result.table)} runs ({len(result.groups)} groups of seeds) in {sweep.out}; "
+               f"tables in {result.csv_path} (groups) and {result.runs_csv_path.name} (runs)")
+    print_table(result.groups)
 
 
 @app.command("figures")

@@ -15,21 +15,17 @@ from ..methods.registry import register
 from .base import Dataset, DatasetPart, DataSpec
 from .images import CIFAR10_STATS, CIFAR100_STATS, FASHION_STATS, MNIST_STATS, normalise
 
-_TV_FILES = {
-    "mnist": ("MNIST/raw", "train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)"),
-    "fashion-mnist": ("FashionMNIST/raw", "train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)"),
-    "cifar10": ("", "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py)"),
-    "cifar100": ("", "cifar-100-python.tar.gz (or its extracted folder cifar-100-python)"),
-}
+_IDX = "train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz), t10k-labels-idx1-ubyte(.gz)"
 
 
-def _torchvision(name: str, root: str, download: bool) -> tuple:
-    """(train, test) torchvision datasets; DataError if missing, corrupt, or (``download``) not downloadable."""
+def _torchvision(part: TorchvisionSet, root: str, download: bool) -> tuple:
+    """(train, test) torchvision datasets of ``part`` under ``root``; DataError if missing, corrupt, or
+    (``download``) not downloadable."""
     import torchvision.datasets as tvd
 
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+    name, where, files = part.name, part.where, part.files
+    cls = getattr(tvd, part.tv_class)
     root_path = Path(root).expanduser()
-    where, files = _TV_FILES[name]
     hint = f"put {files} in {root_path / where}"
     try:
         return cls(str(root_path), train=True), cls(str(root_path), train=False)
@@ -79,44 +75,34 @@ def _tv_tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TorchvisionSet(DatasetPart):
-    """One torchvision dataset (``name``), normalised with ``stats`` (per-channel mean, std)."""
+    """One torchvision dataset: ``torchvision.datasets.<tv_class>``, its files (``files``, in words) under
+    ``--data-root``/``where``, normalised with ``stats`` (per-channel mean, std)."""
 
     stats: tuple = ()
+    tv_class = ""
+    where = ""
+    files = ""
 
     def load(self, root: str, download: bool, seed: int) -> Dataset:
-        train, test = _torchvision(self.name, root, download)
+        train, test = _torchvision(self, root, download)
         xtr, ytr = _tv_tensor(train)
         xte, yte = _tv_tensor(test)
         return Dataset(self.name, normalise(xtr, *self.stats), ytr, normalise(xte, *self.stats), yte, self.data_spec.num_classes)
 
 
-@register
-class Mnist(TorchvisionSet):
-    name = "mnist"
-    summary = "MNIST, 60,000 train / 10,000 test (torchvision files under --data-root)"
-    data_spec = DataSpec((1, 28, 28), 10)
-    stats = MNIST_STATS
+def _declare(name: str, title: str, sizes: str, spec: DataSpec, stats: tuple, tv_class: str, where: str, files: str) -> type:
+    """The registered part ``name``: ``torchvision.datasets.<tv_class>``; ``title`` and ``sizes`` (in words)
+    make its one-line summary."""
+    attrs = dict(name=name, summary=f"{title}, {sizes} (torchvision files under --data-root)", data_spec=spec, stats=stats,
+                 tv_class=tv_class, where=where, files=files, __module__=__name__)
+    return register(type(tv_class, (TorchvisionSet,), attrs))
 
 
-@register
-class FashionMnist(TorchvisionSet):
-    name = "fashion-mnist"
-    summary = "Fashion-MNIST, 60,000 train / 10,000 test (torchvision files under --data-root)"
-    data_spec = DataSpec((1, 28, 28), 10)
-    stats = FASHION_STATS
-
-
-@register
-class Cifar10(TorchvisionSet):
-    name = "cifar10"
-    summary = "CIFAR-10, 50,000 train / 10,000 test (torchvision files under --data-root)"
-    data_spec = DataSpec((3, 32, 32), 10)
-    stats = CIFAR10_STATS
-
-
-@register
-class Cifar100(TorchvisionSet):
-    name = "cifar100"
-    summary = "CIFAR-100, 50,000 train / 10,000 test (torchvision files under --data-root)"
-    data_spec = DataSpec((3, 32, 32), 100)
-    stats = CIFAR100_STATS
+Mnist = _declare("mnist", "MNIST", "60,000 train / 10,000 test", DataSpec((1, 28, 28), 10), MNIST_STATS,
+                 "MNIST", "MNIST/raw", _IDX)
+FashionMnist = _declare("fashion-mnist", "Fashion-MNIST", "60,000 train / 10,000 test", DataSpec((1, 28, 28), 10),
+                        FASHION_STATS, "FashionMNIST", "FashionMNIST/raw", _IDX)
+Cifar10 = _declare("cifar10", "CIFAR-10", "50,000 train / 10,000 test", DataSpec((3, 32, 32), 10), CIFAR10_STATS,
+                   "CIFAR10", "", "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py)")
+Cifar100 = _declare("cifar100", "CIFAR-100", "50,000 train / 10,000 test", DataSpec((3, 32, 32), 100), CIFAR100_STATS,
+                    "CIFAR100", "", "cifar-100-python.tar.gz (or its extracted folder cifar-100-python)")

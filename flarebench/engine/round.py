@@ -1,6 +1,6 @@
 """One federated round on the local backend, top to bottom, and the state that lives across rounds.
 
-    ids = server.select(r)
+    ids = server.sample_clients(r)
     b = server.begin(r, ids)                                # a compressor's round-start broadcast, if any
     rnd = clients.begin(w, r, ids, states, b)               # train (regularizer) -> memory -> compress -> bytes
     b = server.receive(0, ids, rnd.uplink[0])               # the server sees only bytes
@@ -85,7 +85,7 @@ class Federation:
     def run_round(self, round_idx: int) -> RoundStats:
         """Round ``round_idx`` (0-based): train, compress, encode, decode, aggregate, step."""
         server, clients = self.server, self.clients
-        ids = server.select(round_idx)
+        ids = server.sample_clients(round_idx)
         broadcast = server.begin(round_idx, ids)
         states = self.states.gather(ids)
         rnd = clients.begin(server.w, round_idx, ids, states, broadcast)

@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import torch
 
-PURPOSES = {"select": 1, "shuffle": 2, "randk": 3, "round": 4, "init": 5, "compress": 6, "server": 7}
+PURPOSES = {"clients": 1, "shuffle": 2, "randk": 3, "round": 4, "init": 5, "compress": 6, "server": 7}
 
 
 def purpose_id(purpose: str) -> int:

@@ -1,11 +1,14 @@
 """The sequential engine: clients train one after another on one functional model.
 
 Parameters are a flat ``[P]`` tensor; the model is evaluated with ``torch.func.functional_call``
-on views into it, so the same loss serves the vectorized engine.
+on views into it, so the same loss serves the vectorized engine. What every engine shares is here too:
+:class:`LocalSpec`, the clients' batches (:func:`client_plan`), the step's objective and :class:`Engine`
+(``train``: the contract, and the loss sums added up in one order for every engine).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -63,27 +66,39 @@ def mean_loss(sums: list[tuple[float, int]]) -> float:
     return sum(s for s, _ in sums) / max(sum(n for _, n in sums), 1)
 
 
-class SequentialEngine:
-    """Local training of K clients, one at a time.
+@dataclass
+class ClientPlan:
+    """One client's local training: ``rows`` int64 ``[S, B]`` sample rows per step (a last partial batch padded
+    with the client's first row: padded entries are never read) and ``sizes``, the real batch size per step."""
 
-    ``compile``: run each step's gradient through ``torch.compile(grad_and_value(objective))`` instead of
-    eager autograd (``flarebench bench --compile`` only: on CPU it did not pay, see the README).
-    """
+    rows: torch.Tensor
+    sizes: list[int]
 
-    name = "sequential"
+
+def client_plan(idx: torch.Tensor, spec: LocalSpec, round_idx: int, cid: int) -> ClientPlan:
+    """The batches of client ``cid`` (rows ``idx`` of the training set) in a round: for each epoch,
+    :func:`batch_order`, cut into batches of ``spec.batch_size`` (the last may be smaller)."""
+    n, B = len(idx), spec.batch_size
+    full, rest = divmod(n, B)
+    per_epoch = [B] * full + ([rest] if rest else [])
+    blocks = []
+    for epoch in range(spec.epochs):
+        rows = idx[batch_order(n, spec, round_idx, cid, epoch).to(idx.device)]
+        if rest:
+            rows = torch.cat([rows, rows[:1].expand(B - rest)])
+        blocks.append(rows.view(-1, B))
+    return ClientPlan(torch.cat(blocks), per_epoch * spec.epochs)
+
+
+class Engine(ABC):
+    """What a local-training engine does (:class:`SequentialEngine`, ``vectorized.VectorizedEngine``):
+    :meth:`train`, the same contract and results up to float rounding. An engine implements ``_train``."""
+
+    name = ""
 
     def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer, compile: bool = False):
         self.model, self.layout, self.regularizer = model, layout, regularizer
         self.compile = compile
-        self._objectives = {p: step_objective(model, layout, regularizer, p) for p in (False, True)}
-        self._step_fns: dict[bool, object] = {}
-
-    def _compiled_step(self, penalized: bool):
-        """``(theta [P], x, y, target, weight, tau) -> (grad [P], (total, data loss))``, compiled once per flag."""
-        if penalized not in self._step_fns:
-            fn = grad_and_value(self._objectives[penalized], has_aux=True)
-            self._step_fns[penalized] = torch.compile(fn, dynamic=None)
-        return self._step_fns[penalized]
 
     def train(
         self,
@@ -103,35 +118,68 @@ class SequentialEngine:
         ``client_indices[k]``: int64 rows of ``x``/``y`` held by client k; ``momentum``: ``[K, P]``
         buffers to start from and update in place (zeros = fresh optimizer), or None.
         """
-        K = len(client_ids)
-        out = torch.empty(K, w.numel(), dtype=w.dtype, device=w.device)
-        sums: list[tuple[float, int]] = []  # per client: (sum of step loss x batch size, samples)
         self.model.train()
-        for k, (cid, idx) in enumerate(zip(client_ids, client_indices)):
+        plans = [client_plan(idx, spec, round_idx, cid) for cid, idx in zip(client_ids, client_indices)]
+        out, step_losses = self._train(w, x, y, plans, anchor, spec, momentum)
+        sums = []  # client by client, step by step, in Python floats: the same sums from every engine
+        for values, plan in zip(step_losses, plans):
             loss_sum, loss_count = 0.0, 0
+            for value, size in zip(values, plan.sizes):
+                loss_sum += value * size
+                loss_count += size
+            sums.append((loss_sum, loss_count))
+        return out, sums
+
+    @abstractmethod
+    def _train(self, w, x, y, plans: list[ClientPlan], anchor: Anchor | None, spec: LocalSpec,
+               momentum: torch.Tensor | None) -> tuple[torch.Tensor, list[list[float]]]:
+        """Final weights ``[K, P]`` and each client's data loss per step (mean over its batch)."""
+
+
+class SequentialEngine(Engine):
+    """Local training of K clients, one at a time.
+
+    ``compile``: run each step's gradient through ``torch.compile(grad_and_value(objective))`` instead of
+    eager autograd (``flarebench bench --compile`` only: on CPU it did not pay, see the README).
+    """
+
+    name = "sequential"
+
+    def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer, compile: bool = False):
+        super().__init__(model, layout, regularizer, compile)
+        self._objectives = {p: step_objective(model, layout, regularizer, p) for p in (False, True)}
+        self._step_fns: dict[bool, object] = {}
+
+    def _compiled_step(self, penalized: bool):
+        """``(theta [P], x, y, target, weight, tau) -> (grad [P], (total, data loss))``, compiled once per flag."""
+        if penalized not in self._step_fns:
+            fn = grad_and_value(self._objectives[penalized], has_aux=True)
+            self._step_fns[penalized] = torch.compile(fn, dynamic=None)
+        return self._step_fns[penalized]
+
+    def _train(self, w, x, y, plans, anchor, spec, momentum):
+        out = torch.empty(len(plans), w.numel(), dtype=w.dtype, device=w.device)
+        losses = []
+        for k, plan in enumerate(plans):
             theta = w.clone().requires_grad_(True)
             buf = momentum[k] if momentum is not None else torch.zeros_like(w)
             row = anchor.rows(k) if anchor is not None else None
-            step = 0
-            for epoch in range(spec.epochs):
-                order = batch_order(len(idx), spec, round_idx, cid, epoch).to(idx.device)
-                for start in range(0, len(idx), spec.batch_size):
-                    rows = idx[order[start : start + spec.batch_size]]
-                    xb, yb = x[rows], y[rows]
-                    penalized = row is not None and row.active(step)
-                    args = (row.target, row.weight, row.tau) if penalized else (None, None, 0.0)
-                    if self.compile:
-                        grad, (_, loss) = self._compiled_step(penalized)(theta.detach(), xb, yb, *args)
-                    else:
-                        total, loss = self._objectives[penalized](theta, xb, yb, *args)
-                        (grad,) = torch.autograd.grad(total, theta)
-                    spec.optimizer.step(theta.data, grad, buf if spec.optimizer.momentum else None)
-                    loss_sum += loss.item() * len(rows)
-                    loss_count += len(rows)
-                    step += 1
+            values = []
+            for step, size in enumerate(plan.sizes):
+                rows = plan.rows[step, :size]
+                xb, yb = x[rows], y[rows]
+                penalized = row is not None and row.active(step)
+                args = (row.target, row.weight, row.tau) if penalized else (None, None, 0.0)
+                if self.compile:
+                    grad, (_, loss) = self._compiled_step(penalized)(theta.detach(), xb, yb, *args)
+                else:
+                    total, loss = self._objectives[penalized](theta, xb, yb, *args)
+                    (grad,) = torch.autograd.grad(total, theta)
+                spec.optimizer.step(theta.data, grad, buf if spec.optimizer.momentum else None)
+                values.append(loss.item())
             out[k] = theta.detach()
-            sums.append((loss_sum, loss_count))
-        return out, sums
+            losses.append(values)
+        return out, losses
 
 
 @torch.no_grad()

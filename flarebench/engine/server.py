@@ -2,7 +2,7 @@
 
 The server sees only bytes. One round (any transport):
 
-    ids = select(r)                       # seeded by (seed, r)
+    ids = sample_clients(r)               # seeded by (seed, r)
     b = begin(r, ids)                     # the compressor's phase-0 broadcast bytes, or None
     ... clients train and send phase-0 bytes ...
     b = receive(0, ids, uplink)           # decode; the next phase's broadcast, or None when done
@@ -65,12 +65,12 @@ class ServerSide:
         self.downlink = Downlink(cfg.downlink, WireFormat(layout.sizes), cfg.clients)
         self.round: ServerRound | None = None
 
-    def select(self, round_idx: int) -> list[int]:
+    def sample_clients(self, round_idx: int) -> list[int]:
         """K of C clients, uniformly without replacement, seeded by (seed, round); sorted ids."""
         C, K = self.cfg.clients, self.cfg.participants()
         if K == C:
             return list(range(C))
-        return sorted(torch.randperm(C, generator=generator(self.cfg.seed, "select", round_idx))[:K].tolist())
+        return sorted(torch.randperm(C, generator=generator(self.cfg.seed, "clients", round_idx))[:K].tolist())
 
     def context(self) -> RoundContext:
         return RoundContext(self.round.round_idx, list(self.round.ids), self.cfg.seed)

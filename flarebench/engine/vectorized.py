@@ -4,7 +4,7 @@ Each local step evaluates ``vmap(grad(loss + penalty))`` over the clients' rows 
 their minibatches ``[K, B, ...]`` (``torch.func``: functional_call on views of a flat vector, the same
 ``data_loss`` as the sequential engine). The math is the sequential engine's, client by client:
 
-- the same batch order (``sequential.batch_order``), the same batch boundaries;
+- the same batches (``sequential.client_plan``): the same order, the same boundaries;
 - clients with fewer steps simply stop: clients are sorted by step count (descending), so the clients
   still training at step s are a prefix of the stack and the optimizer updates only that prefix;
 - a step where active clients hold batches of different sizes (a last partial batch) is split into one
@@ -19,51 +19,26 @@ is only in distribution. ``client_chunk`` trains the clients in chunks of that m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.func import grad_and_value, vmap
 
 from ..flat import Layout
 from ..methods.regularizers import Anchor, Regularizer
-from .sequential import LocalSpec, batch_order, step_objective
+from .sequential import ClientPlan, Engine, LocalSpec, step_objective
 
 
-@dataclass
-class _Plan:
-    """One client's local training: ``rows`` ``[S, B]`` sample rows per step (padded), ``sizes`` per step."""
-
-    rows: torch.Tensor
-    sizes: list[int]
-
-
-def _plan(idx: torch.Tensor, spec: LocalSpec, round_idx: int, cid: int) -> _Plan:
-    """The sequential engine's batches of one client, as a padded ``[S, B]`` row table."""
-    n, B = len(idx), spec.batch_size
-    full, rest = divmod(n, B)
-    per_epoch = [B] * full + ([rest] if rest else [])
-    blocks = []
-    for epoch in range(spec.epochs):
-        rows = idx[batch_order(n, spec, round_idx, cid, epoch).to(idx.device)]
-        if rest:  # pad the last batch to B with the client's first row; padded entries are never read
-            rows = torch.cat([rows, rows[:1].expand(B - rest)])
-        blocks.append(rows.view(-1, B))
-    return _Plan(torch.cat(blocks), per_epoch * spec.epochs)
-
-
-class VectorizedEngine:
+class VectorizedEngine(Engine):
     """Local training of K clients at once (``torch.func.vmap`` over the client dimension)."""
 
     name = "vectorized"
 
     def __init__(self, model: nn.Module, layout: Layout, regularizer: Regularizer, client_chunk: int | None = None, compile: bool = False):
         """``client_chunk``: clients per vmapped batch (None: all); ``compile``: torch.compile the step."""
-        self.model, self.layout, self.regularizer = model, layout, regularizer
+        super().__init__(model, layout, regularizer, compile)
         self.client_chunk = client_chunk
         self.randomness = "different"  # dropout (module or functional): independent draws per client; no-op otherwise
         self._step_fns: dict[tuple[bool, bool], object] = {}
-        self.compile = compile
 
     # ------------------------------------------------------------------ one vmapped step
     def _step_fn(self, penalized: bool, weighted: bool):
@@ -80,47 +55,22 @@ class VectorizedEngine:
         return fn
 
     # ------------------------------------------------------------------ training
-    def train(
-        self,
-        w: torch.Tensor,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        client_indices: list[torch.Tensor],
-        client_ids: list[int],
-        anchor: Anchor | None,
-        spec: LocalSpec,
-        round_idx: int,
-        momentum: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, list[tuple[float, int]]]:
-        """Train all clients from ``w`` ``[P]``; returns final weights ``[K, P]`` and the per-client loss sums.
-
-        Same contract as ``SequentialEngine.train``: ``momentum`` ``[K, P]`` is updated in place.
-        """
-        K, P = len(client_ids), w.numel()
-        self.model.train()
-        plans = [_plan(idx, spec, round_idx, cid) for cid, idx in zip(client_ids, client_indices)]
+    def _train(self, w, x, y, plans, anchor, spec, momentum):
+        """All clients, most steps first, ``client_chunk`` at a time (``Engine.train``'s contract)."""
+        K, P = len(plans), w.numel()
         order = sorted(range(K), key=lambda k: -len(plans[k].sizes))  # stable: most steps first
         out = torch.empty(K, P, dtype=w.dtype, device=w.device)
-        losses: list[torch.Tensor | None] = [None] * K  # per client: [S] float32 step losses
+        losses: list[list[float]] = [[] for _ in range(K)]  # per client: its step losses
         chunk = self.client_chunk or K
         for start in range(0, K, chunk):
             ks = order[start : start + chunk]
             theta, step_losses = self._train_chunk(w, x, y, [plans[k] for k in ks], ks, anchor, spec, momentum)
-            sel = torch.tensor(ks, device=w.device)
-            out.index_copy_(0, sel, theta)
+            out.index_copy_(0, torch.tensor(ks, device=w.device), theta)
             for j, k in enumerate(ks):
-                losses[k] = step_losses[j, : len(plans[k].sizes)]
-        # the sequential engine's sums, in its order: client by client, step by step, in Python floats
-        sums = []
-        for k in range(K):
-            loss_sum, loss_count = 0.0, 0
-            for value, size in zip(losses[k].tolist(), plans[k].sizes):
-                loss_sum += value * size
-                loss_count += size
-            sums.append((loss_sum, loss_count))
-        return out, sums
+                losses[k] = step_losses[j, : len(plans[k].sizes)].tolist()
+        return out, losses
 
-    def _train_chunk(self, w, x, y, plans: list[_Plan], ks: list[int], anchor: Anchor | None, spec: LocalSpec, momentum):
+    def _train_chunk(self, w, x, y, plans: list[ClientPlan], ks: list[int], anchor: Anchor | None, spec: LocalSpec, momentum):
         """Train the clients ``ks`` (sorted by step count, descending). Returns ``theta`` ``[n, P]``, losses ``[n, S]``."""
         n, P, B = len(ks), w.numel(), spec.batch_size
         dev = w.device

@@ -244,6 +244,8 @@ def register(cls: type[Part]) -> type[Part]:
         raise TypeError(f"{cls.__name__}.kind must be one of {ALL_KINDS}, got {cls.kind!r}")
     if not cls.name or ":" in cls.name:
         raise TypeError(f"{cls.__name__} needs a name without ':' (a ':' marks an import reference), got {cls.name!r}")
+    if getattr(cls, "__abstractmethods__", None):
+        raise TypeError(f"{cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
     names = [p.name for p in cls.params]
     if len(set(names)) != len(names) or "name" in names:
         raise TypeError(f"{cls.__name__}: parameter names must be unique and not 'name'")

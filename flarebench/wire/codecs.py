@@ -118,26 +118,28 @@ class PositionCodec:
 
     id: int = -1
     name: str = ""
+    uses_gaps: bool = False  # codes the gaps x_i (then its size and encoding take precomputed ``gaps``)
 
     def applicable(self, sizes, counts) -> bool:
         return all(n < 2**MAX_POSITION_BITS for n in sizes)
 
-    def encode_bits(self, positions: list[np.ndarray], sizes) -> np.ndarray:
+    def encode_bits(self, positions: list[np.ndarray], sizes, gaps: np.ndarray | None = None) -> np.ndarray:
+        """``gaps``: :func:`gaps_of` of ``positions`` when the caller already has them (the gap codecs use them)."""
         raise NotImplementedError
 
     def decode_bits(self, bits: np.ndarray, sizes, counts) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def nbits(self, positions: list[np.ndarray], sizes) -> int:
+    def nbits(self, positions: list[np.ndarray], sizes, gaps: np.ndarray | None = None) -> int:
         """Exact bits of the encoding before byte padding (computed without encoding where cheaper)."""
-        return int(self.encode_bits(positions, sizes).size)
+        return int(self.encode_bits(positions, sizes, gaps).size)
 
-    def nbytes(self, positions: list[np.ndarray], sizes) -> int:
+    def nbytes(self, positions: list[np.ndarray], sizes, gaps: np.ndarray | None = None) -> int:
         """Exact ``len(self.encode(positions, sizes))``."""
-        return (self.nbits(positions, sizes) + 7) // 8
+        return (self.nbits(positions, sizes, gaps) + 7) // 8
 
-    def encode(self, positions: list[np.ndarray], sizes) -> bytes:
-        return bits_to_bytes(self.encode_bits(positions, sizes))
+    def encode(self, positions: list[np.ndarray], sizes, gaps: np.ndarray | None = None) -> bytes:
+        return bits_to_bytes(self.encode_bits(positions, sizes, gaps))
 
     def decode(self, buf: bytes | memoryview, sizes, counts) -> list[np.ndarray]:
         bits = bytes_to_bits(buf)
@@ -159,10 +161,10 @@ class Raw32(PositionCodec):
     def applicable(self, sizes, counts):
         return all(n <= 2**32 for n in sizes)
 
-    def nbits(self, positions, sizes):
+    def nbits(self, positions, sizes, gaps=None):
         return 32 * sum(len(p) for p in positions)
 
-    def encode(self, positions, sizes):
+    def encode(self, positions, sizes, gaps=None):
         return b"".join(np.asarray(p, dtype="<u4").tobytes() for p in positions)
 
     def decode(self, buf, sizes, counts):
@@ -182,10 +184,10 @@ class MinWidth(PositionCodec):
 
     id, name = 1, "minwidth"
 
-    def nbits(self, positions, sizes):
+    def nbits(self, positions, sizes, gaps=None):
         return sum(len(p) * width_for(n) for p, n in zip(positions, sizes))
 
-    def encode_bits(self, positions, sizes):
+    def encode_bits(self, positions, sizes, gaps=None):
         return np.concatenate([pack_fixed(np.asarray(p), width_for(n)) for p, n in zip(positions, sizes)] or [EMPTY])
 
     def decode_bits(self, bits, sizes, counts):
@@ -204,10 +206,10 @@ class Bitmap(PositionCodec):
 
     id, name = 2, "bitmap"
 
-    def nbits(self, positions, sizes):
+    def nbits(self, positions, sizes, gaps=None):
         return sum(int(n) for n in sizes)
 
-    def encode_bits(self, positions, sizes):
+    def encode_bits(self, positions, sizes, gaps=None):
         m = np.zeros(sum(int(n) for n in sizes), dtype=np.uint8)
         offsets = np.cumsum([0, *sizes[:-1]]) if len(sizes) else []
         for p, o in zip(positions, offsets):
@@ -233,13 +235,14 @@ class EliasGamma(PositionCodec):
     """
 
     id, name = 3, "elias-gamma"
+    uses_gaps = True
 
-    def nbits(self, positions, sizes):
-        x = gaps_of(positions)
+    def nbits(self, positions, sizes, gaps=None):
+        x = gaps_of(positions) if gaps is None else gaps
         return int((2 * bit_length(x) - 1).sum())
 
-    def encode_bits(self, positions, sizes):
-        x = gaps_of(positions)
+    def encode_bits(self, positions, sizes, gaps=None):
+        x = gaps_of(positions) if gaps is None else gaps
         nb = bit_length(x) - 1
         return np.concatenate([pack_unary(nb), pack_varwidth(x, nb)])
 
@@ -261,13 +264,14 @@ class EliasDelta(PositionCodec):
     """
 
     id, name = 4, "elias-delta"
+    uses_gaps = True
 
-    def nbits(self, positions, sizes):
-        L = bit_length(gaps_of(positions))
+    def nbits(self, positions, sizes, gaps=None):
+        L = bit_length(gaps_of(positions) if gaps is None else gaps)
         return int((2 * bit_length(L) - 1 + L - 1).sum())
 
-    def encode_bits(self, positions, sizes):
-        x = gaps_of(positions)
+    def encode_bits(self, positions, sizes, gaps=None):
+        x = gaps_of(positions) if gaps is None else gaps
         L = bit_length(x)
         M = bit_length(L) - 1
         return np.concatenate([pack_unary(M), pack_varwidth(L, M), pack_varwidth(x, L - 1)])
@@ -296,24 +300,26 @@ class Golomb(PositionCodec):
     """
 
     id, name = 5, "golomb"
+    uses_gaps = True
 
     @staticmethod
     def _params(sizes, counts) -> np.ndarray:
         return np.array([rice_parameter(k, n) for n, k in zip(sizes, counts)], dtype=np.int64)
 
-    def _split(self, positions, sizes):
+    def _split(self, positions, sizes, gaps=None):
         counts = [len(p) for p in positions]
-        g = gaps_of(positions) - 1
-        me = np.repeat(self._params(sizes, counts), counts)
-        return me, g
+        g = (gaps_of(positions) if gaps is None else gaps) - 1
+        return self._params(sizes, counts), np.asarray(counts, dtype=np.int64), g
 
-    def nbits(self, positions, sizes):
-        me, g = self._split(positions, sizes)
-        return int(((g >> me) + 1 + me).sum())
+    def nbits(self, positions, sizes, gaps=None):
+        m, counts, g = self._split(positions, sizes, gaps)
+        return int((g >> np.repeat(m, counts)).sum() + g.size + (m * counts).sum())
 
-    def encode_bits(self, positions, sizes):
-        me, g = self._split(positions, sizes)
-        return np.concatenate([pack_unary(g >> me), pack_varwidth(g, me)])
+    def encode_bits(self, positions, sizes, gaps=None):
+        m, counts, g = self._split(positions, sizes, gaps)
+        ends = np.cumsum(counts)
+        low = [pack_fixed(g[e - k : e] & ((1 << w) - 1), int(w)) for w, k, e in zip(m, counts, ends) if k]
+        return np.concatenate([pack_unary(g >> np.repeat(m, counts)), *low])  # each tensor's m-bit remainders
 
     def decode_bits(self, bits, sizes, counts):
         total = sum(counts)
@@ -321,7 +327,11 @@ class Golomb(PositionCodec):
         me = np.repeat(self._params(sizes, counts), counts)
         if total and np.any(q > (_entry_sizes(sizes, counts) >> me)):
             raise DecodeError("golomb gap is longer than the tensor")
-        r, at = read_varwidth(bits, at, me)
+        r = np.empty(total, dtype=np.uint64)  # the m-bit remainders: fixed width within a tensor
+        ends = np.cumsum(counts)
+        for w, k, e in zip(self._params(sizes, counts).tolist(), counts, ends.tolist()):
+            r[e - k : e] = unpack_fixed(bits[at:], w, k)
+            at += w * k
         check_end(bits, at, "golomb positions")
         x = (q << me) + r.astype(np.int64) + 1
         return _positions_from_gaps(x, counts)
@@ -397,10 +407,10 @@ class Enumerative(PositionCodec):
     def _width(sizes, counts) -> int:
         return (math.prod(_binoms(sizes, counts)) - 1).bit_length()
 
-    def nbits(self, positions, sizes):
+    def nbits(self, positions, sizes, gaps=None):
         return self._width(sizes, [len(p) for p in positions])
 
-    def encode(self, positions, sizes):
+    def encode(self, positions, sizes, gaps=None):
         counts = [len(p) for p in positions]
         value, radix = 0, 1
         for p, c in zip(positions, _binoms(sizes, counts)):

@@ -23,6 +23,8 @@ has not been checked.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +32,8 @@ import torch
 
 from ..errors import DecodeError
 from .bounds import message_bound_bits
-from .codecs import POSITION_CODECS, POSITION_CODECS_BY_ID, VALUE_CODECS, VALUE_CODECS_BY_ID, PositionCodec
+from .bitstream import MAX_POSITION_BITS
+from .codecs import POSITION_CODECS, POSITION_CODECS_BY_ID, VALUE_CODECS, VALUE_CODECS_BY_ID, PositionCodec, gaps_of
 from .message import DENSE, SEEDED, SPARSE, Message
 
 KIND_NAMES = {SPARSE: "sparse", DENSE: "dense", SEEDED: "seeded"}
@@ -115,7 +118,7 @@ class WireFormat:
             h += write_varint(k)
         return h
 
-    def choose(self, positions: list[np.ndarray], counts) -> PositionCodec:
+    def choose(self, positions: list[np.ndarray], counts, gaps: np.ndarray | None = None) -> PositionCodec:
         """The position codec for these per-tensor positions: the fixed one, or (auto, or where the fixed one
         does not apply, e.g. enumerative past ENUMERATIVE_MAX_K entries) the smallest; the frame says which."""
         if self.encoding != "auto":
@@ -125,16 +128,20 @@ class WireFormat:
         best = None
         for codec in POSITION_CODECS.values():  # ties: the lowest id
             if codec.applicable(self.sizes, counts):
-                nbytes = codec.nbytes(positions, self.sizes)
+                nbytes = codec.nbytes(positions, self.sizes, gaps)
                 if best is None or nbytes < best[0]:
                     best = (nbytes, codec)
         return best[1]
 
     def _positions(self, msg: Message) -> tuple[int, bytes]:
         pos = [p.numpy() for p in msg.split_indices()]
-        codec = self.choose(pos, msg.counts)
-        data = codec.encode(pos, self.sizes)
-        if codec.name != self.encoding and len(data) != codec.nbytes(pos, self.sizes):
+        gap_codecs = POSITION_CODECS.values() if self.encoding == "auto" else [POSITION_CODECS[self.encoding]]
+        gaps = None  # computed once for every gap codec the choice weighs
+        if any(c.uses_gaps for c in gap_codecs) and all(n < 2**MAX_POSITION_BITS for n in self.sizes):
+            gaps = gaps_of(pos)
+        codec = self.choose(pos, msg.counts, gaps)
+        data = codec.encode(pos, self.sizes, gaps)
+        if codec.name != self.encoding and len(data) != codec.nbytes(pos, self.sizes, gaps):
             raise RuntimeError(f"{codec.name}: size estimate and encoding disagree")  # a bug, never input
         return codec.id, data
 
@@ -145,7 +152,11 @@ class WireFormat:
     def encode(self, msg: Message) -> Encoded:
         if tuple(msg.sizes) != self.sizes:
             raise ValueError("message sizes do not match the wire format's layout")
-        values = self.values.encode(msg.values.detach().cpu().numpy(), msg.counts)
+        host = msg.values.detach().cpu().numpy()
+        if msg.kind == DENSE and self.values.name == "fp32":  # one copy: the values' bytes straight into the message
+            view = memoryview(np.ascontiguousarray(host, dtype="<f4").reshape(-1)).cast("B")
+            return Encoded(b"".join((self._header(DENSE, 0, msg.counts), view)), None)
+        values = self.values.encode(host, msg.counts)
         if msg.kind == SPARSE:
             codec_id, pos = self._positions(msg)
             data = bytes(self._header(SPARSE, codec_id, msg.counts) + pos + values)
@@ -201,6 +212,11 @@ class WireFormat:
             pos = POSITION_CODECS_BY_ID[codec_id].decode(buf[at : at + length], self.sizes, counts_t)
             at += length
             indices = torch.from_numpy(np.concatenate(pos).astype(np.int64)) if pos else torch.zeros(0, dtype=torch.int64)
+        if kind == DENSE and values_codec.name == "fp32" and sys.byteorder == "little":  # no copy: a read-only view of ``data`` (consumers copy)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch: the buffer is not writable
+                values = torch.frombuffer(buf[at:], dtype=torch.float32) if value_bytes else torch.zeros(0)
+            return Message(kind, self.sizes, counts_t, values)
         values = values_codec.decode(buf[at:], counts_t)
         values = torch.from_numpy(values if values.flags.writeable else values.copy())
         codec_name = POSITION_CODECS_BY_ID[codec_id].name if kind == SPARSE else None

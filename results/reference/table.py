@@ -4,30 +4,33 @@
     python results/reference/table.py zoo  # the compressor zoo (baselines/zoo/)
     python results/reference/table.py unavail_cnn_k7  # one experiment, with accuracy at rounds 100 and 300
 
-One row per (experiment, method, sparsity), aggregated over the seeds that were run: final test
-accuracy (mean and min-max over seeds), the mean over all evaluations after round 0 (a proxy for
-speed of learning), total uplink bits per run, the reference code's number where [meta.reference]
-of the experiment's config has one (full scale: 1000 rounds, 600 samples per client), and the device.
-Nothing is typed in by hand: every number is read from the runs' metrics.csv / config.json and
-from the configs in baselines/flare_paper/.
+One row per group of seeds (runs that differ only in seed: flarebench compare's groups, the same code):
+the mean over seeds with the half-width of its 95% Student-t interval (``mean ± h``; one seed: the
+value alone) of the final test accuracy and of the mean over the evaluations after round 0 (a proxy for
+speed of learning), total uplink bits per run (mean), the reference code's number where
+[meta.reference] of the experiment's config has one (full scale: 1000 rounds, 600 samples per
+client), and the device. Nothing is typed in by hand: every number is read from the runs'
+metrics.csv / config.json and from the configs in baselines/flare_paper/.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from flarebench.compare import find_run_dirs, method_index, summarize  # noqa: E402
-from flarebench.methods.presets import uses_sparsity  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from flarebench.compare import find_run_dirs, method_index, sort_key, summarize, summarize_groups  # noqa: E402
 from flarebench.results import load_run  # noqa: E402
 from flarebench.rundir import read_meta  # noqa: E402
+from flarebench.stats import mean_interval  # noqa: E402
 from flarebench.sweep import load_sweep, run_dirs  # noqa: E402
+from flarebench.tables import mean_pm, to_target  # noqa: E402
 from flarebench.units import human_bits  # noqa: E402
+from flarebench.verdicts import seed_groups  # noqa: E402
 
 ORDER = ["flare", "topk-ef", "ef21", "fedprox-ef", "none"]  # the paper's order; other methods after, in preset order
 REFERENCE_SPARSITY = 0.99999  # the reference numbers are for R = 0.001% (and FedAvg)
@@ -42,6 +45,23 @@ def complete_runs(exp_dir: Path) -> list[Path]:
     return [d for d in dirs if read_meta(d).get("status") == "complete"]
 
 
+def grouped(dirs) -> list[tuple]:
+    """(grouped row, its runs) per group of seeds of the runs in ``dirs``, in compare's order."""
+    records = sorted((load_run(d) for d in dirs), key=sort_key)
+    table = summarize(records)
+    frame, _ = summarize_groups(records, table)
+    return [(row, [records[i] for i in g.rows]) for row, g in zip(frame.itertuples(index=False), seed_groups(records))]
+
+
+def _at_round(recs, r_at: int) -> str:
+    """Test accuracy at round ``r_at``: mean ± h over the seeds; '-' if a seed has no evaluation there."""
+    vals = [rec.metrics.set_index("round")["test_accuracy"].get(r_at) for rec in recs]
+    if any(v is None or v != v for v in vals):
+        return "-"
+    iv = mean_interval(vals)
+    return mean_pm(iv.mean, iv.low, iv.high)
+
+
 def rows(only: str | None = None):
     for exp_dir in sorted(p for p in (ROOT / "results" / "reference").iterdir() if p.is_dir()):
         config = ROOT / "baselines" / "flare_paper" / f"{exp_dir.name}.toml"
@@ -49,74 +69,61 @@ def rows(only: str | None = None):
             continue
         sweep = load_sweep(config, out=exp_dir)
         reference = sweep.meta.get("reference", {})
-        groups = defaultdict(list)
-        for rec in (load_run(d) for d in complete_runs(exp_dir)):
-            c = rec.config
-            groups[(c["method"], c["sparsity"] if uses_sparsity(c) else None)].append(rec)
         order = lambda m: ORDER.index(m) if m in ORDER else len(ORDER) + method_index(m)  # noqa: E731
-        for (method, sparsity), recs in sorted(groups.items(), key=lambda kv: (-(kv[0][1] or 0), order(kv[0][0]))):
-            finals = [r.metrics["test_accuracy"].dropna().iloc[-1] for r in recs]
-            means = [r.metrics["test_accuracy"].dropna().iloc[1:].mean() for r in recs]
-            bits = statistics.mean(r.metrics["cumulative_uplink_bits"].iloc[-1] for r in recs)
-            ref = reference.get(method) if sparsity in (None, REFERENCE_SPARSITY) else None
-            at = {}
-            for r_at in AT_ROUNDS:
-                vals = [r.metrics.set_index("round")["test_accuracy"].get(r_at) for r in recs]
-                at[r_at] = "-" if any(v is None or v != v for v in vals) else f"{statistics.mean(vals):.4f}"
+        sparsity = lambda row: None if pd.isna(row.sparsity) else float(row.sparsity)  # noqa: E731
+        for row, recs in sorted(grouped(complete_runs(exp_dir)), key=lambda gr: (-(sparsity(gr[0]) or 0), order(gr[0].method))):
+            s = sparsity(row)
+            ref = reference.get(row.method) if s in (None, REFERENCE_SPARSITY) else None
             yield {
                 "experiment": exp_dir.name,
-                "method": method,
-                "sparsity": "dense" if sparsity is None else f"{sparsity:.10g}",
-                "seeds": len(recs),
-                "rounds": int(recs[0].metrics["round"].max()),
-                "final": f"{statistics.mean(finals):.4f} ({min(finals):.4f}-{max(finals):.4f})",
-                "auc": f"{statistics.mean(means):.4f}",
-                "uplink": human_bits(bits),
+                "method": row.method,
+                "sparsity": "dense" if s is None else f"{s:.10g}",
+                "seeds": row.seeds,
+                "rounds": int(row.rounds_planned),
+                "final": mean_pm(row.final_accuracy_mean, row.final_accuracy_low, row.final_accuracy_high),
+                "auc": mean_pm(row.mean_accuracy_mean, row.mean_accuracy_low, row.mean_accuracy_high),
+                "uplink": human_bits(row.total_uplink_bits_mean),
                 "paper": "-" if ref is None else f"{ref:.3f}",
                 "device": recs[0].meta.get("device", "?"),
-                "at": at,
+                "at": {r_at: _at_round(recs, r_at) for r_at in AT_ROUNDS},
             }
 
 
 def main() -> None:
-    print("| experiment | method | sparsity | seeds | rounds | final test acc, mean (min-max) | mean of all evals "
+    print("| experiment | method | sparsity | seeds | rounds | final test acc, mean ± 95% CI | mean of all evals, mean ± 95% CI "
           "| uplink per run | reference code (full scale) | device |")
-    print("|---|---|---|---:|---:|---|---:|---:|---:|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows():
         print(f"| {r['experiment']} | {r['method']} | {r['sparsity']} | {r['seeds']} | {r['rounds']} | {r['final']} "
               f"| {r['auc']} | {r['uplink']} | {r['paper']} | {r['device']} |")
 
 
 def experiment(name: str) -> None:
-    """One experiment's table (the README's full-scale table): means over seeds, accuracy at AT_ROUNDS."""
+    """One experiment's table (the README's full-scale table): means ± 95% CI over seeds, accuracy at AT_ROUNDS."""
     table = list(rows(name))
     if not table:
         sys.exit(f"error: no runs of {name} under results/reference/{name} (or no baselines/flare_paper/{name}.toml)")
     at = " | ".join(f"acc. round {r}" for r in AT_ROUNDS)
-    print(f"| method | sparsity | seeds | final test acc | mean of all evals | {at} | uplink | reference code's log |")
+    print(f"| method | sparsity | seeds | final test acc (± 95% CI) | mean of all evals (± 95% CI) | {at} | uplink | reference code's log |")
     print("|---|---|---:|---:|---:|" + "---:|" * len(AT_ROUNDS) + "---:|---:|")
     for r in table:
-        final = r["final"] if r["seeds"] > 1 else r["final"].split(" ")[0]
         cells = " | ".join(r["at"][x] for x in AT_ROUNDS)
-        print(f"| `{r['method']}` | {r['sparsity']} | {r['seeds']} | {final} | {r['auc']} | {cells} | {r['uplink']} | {r['paper']} |")
+        print(f"| `{r['method']}` | {r['sparsity']} | {r['seeds']} | {r['final']} | {r['auc']} | {cells} | {r['uplink']} | {r['paper']} |")
 
 
 def zoo(config: Path = ROOT / "baselines" / "zoo" / "mnist_mlp.toml") -> None:
-    """The zoo table: one row per run, in preset order; bits to target = cumulative uplink bits at the first
-    evaluation reaching 95% of the uncompressed run's best accuracy (compare's default target)."""
-    import pandas as pd
-
+    """The zoo table: one row per group of seeds, in preset order; bits to target = cumulative uplink bits at the
+    first evaluation reaching 95% of the uncompressed run's best accuracy (compare's default target)."""
     sweep = load_sweep(config, out=ROOT / "results" / "reference" / f"zoo_{config.stem}")
-    table = summarize([load_run(d) for d in run_dirs(sweep)])
-    target = table["target_accuracy"].iloc[0]
-    print(f"| method | sparsity | final test acc | uplink | bits to target ({target:.4f}) | rounds to target | downlink |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in table.itertuples(index=False):
+    table = grouped(run_dirs(sweep))
+    target = table[0][0].target_accuracy
+    print(f"| method | sparsity | seeds | final test acc | uplink | bits to target ({target:.4f}) | rounds to target | downlink |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r, _ in table:
         sparsity = "-" if pd.isna(r.sparsity) else f"{r.sparsity:g}"
-        reached = not pd.isna(r.bits_to_target)
-        print(f"| {r.method} | {sparsity} | {r.final_accuracy:.4f} | {human_bits(r.total_uplink_bits)} "
-              f"| {human_bits(int(r.bits_to_target)) if reached else 'not reached'} "
-              f"| {int(r.rounds_to_target) if reached else '-'} | {human_bits(r.total_downlink_bits)} |")
+        print(f"| {r.method} | {sparsity} | {r.seeds} | {mean_pm(r.final_accuracy_mean, r.final_accuracy_low, r.final_accuracy_high)} "
+              f"| {human_bits(r.total_uplink_bits_mean)} | {to_target(r, 'bits_to_target')} | {to_target(r, 'rounds_to_target')} "
+              f"| {human_bits(r.total_downlink_bits_mean)} |")
 
 
 if __name__ == "__main__":

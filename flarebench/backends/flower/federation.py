@@ -4,7 +4,7 @@
 so a Flower run writes the same run directory, checkpoints and resumes as a local one. A round is the
 local backend's round with messages in between:
 
-    ids = server.select(r)                      seeded, over all C clients, as on the local backend
+    ids = server.sample_clients(r)              seeded, over all C clients, as on the local backend
     b = server.begin(r, reachable ids)          reachable: the selected clients whose node is known
     train.begin -> clients, replies: bytes      the round goes on with the replies that arrive
     b = server.receive(0, ids that replied, bytes)   (train.phase for multi-phase compressors)
@@ -136,7 +136,7 @@ class FlowerFederation:
         self._errors = []
         self._refresh_nodes(round_idx, wait_all=(round_idx == 0 or not self.node_of))
         server, phases = self.server, self.parts.compressor.phases
-        selected = server.select(round_idx)
+        selected = server.sample_clients(round_idx)
         reachable = [c for c in selected if c in self.node_of]
         if len(reachable) < len(selected):
             self._event(round_idx, f"clients {_ids(set(selected) - set(reachable))} have no node; the round goes on without them")

@@ -12,11 +12,13 @@ Contract of :meth:`PartitionPart.split` ``(labels, clients, seed, samples_per_cl
 
 Parameters (e.g. ``dirichlet``'s ``alpha``) are declared ``params`` (``-p partition.alpha=0.1``, TOML
 ``[partition]``). ``needs_natural``: the partition needs a dataset with natural clients (checked before
-loading, from :class:`~flarebench.data.base.DataSpec`).
+loading, from :class:`~flarebench.data.base.DataSpec`). A partition of ``clients * n`` samples (``iid``,
+``contiguous``, ``dirichlet``, ``shards``) subclasses :class:`BudgetedPartition` and implements only ``deal``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ...errors import ConfigError
@@ -34,6 +36,18 @@ class PartitionPart(WorldPart):
         raise NotImplementedError
 
 
+class BudgetedPartition(PartitionPart):
+    """A partition that deals ``clients * n`` samples (``n``: :func:`samples_each`) with a numpy generator
+    seeded by the run seed: it implements ``deal(labels, clients, n, rng)`` (same return as ``split``)."""
+
+    def split(self, labels, clients, seed, samples_per_client, natural):
+        n = samples_each(len(labels), clients, samples_per_client)
+        return self.deal(labels, clients, n, np.random.default_rng(seed))
+
+    def deal(self, labels: torch.Tensor, clients: int, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
 def samples_each(num_samples: int, clients: int, samples_per_client: int | None) -> int:
     """``n``, the samples per client: ``samples_per_client`` if given, else ``num_samples // clients``;
     ConfigError if ``clients * n`` samples do not exist."""
@@ -43,4 +57,4 @@ def samples_each(num_samples: int, clients: int, samples_per_client: int | None)
     return n
 
 
-__all__ = ["PartitionPart", "samples_each"]
+__all__ = ["BudgetedPartition", "PartitionPart", "samples_each"]

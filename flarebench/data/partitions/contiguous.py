@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 
 from ...methods.registry import register
-from .base import PartitionPart, samples_each
+from .base import BudgetedPartition
 
 
 @register
-class Contiguous(PartitionPart):
+class Contiguous(BudgetedPartition):
     name = "contiguous"
     summary = "client i gets samples [i*n, (i+1)*n) in dataset order (the FLARE paper's split)"
 
-    def split(self, labels, clients, seed, samples_per_client, natural):
-        n = samples_each(len(labels), clients, samples_per_client)
+    def deal(self, labels, clients, n, rng):
         return [torch.arange(i * n, (i + 1) * n) for i in range(clients)]

@@ -10,19 +10,17 @@ import numpy as np
 import torch
 
 from ...methods.registry import Param, positive, register
-from .base import PartitionPart, samples_each
+from .base import BudgetedPartition
 
 
 @register
-class Dirichlet(PartitionPart):
+class Dirichlet(BudgetedPartition):
     name = "dirichlet"
     summary = "per class, client proportions ~ Dir(alpha): label skew, unequal client sizes"
     paper = "Hsu et al., 2019 (arXiv 1909.06335)"
     params = (Param("alpha", float, 0.5, "concentration; smaller = more skewed labels", check=positive, rule="> 0"),)
 
-    def split(self, labels, clients, seed, samples_per_client, natural):
-        n = samples_each(len(labels), clients, samples_per_client)
-        rng = np.random.default_rng(seed)
+    def deal(self, labels, clients, n, rng):
         y = labels.cpu().numpy()
         pool = rng.permutation(len(y))[: clients * n]
         owners: list[list[int]] = [[] for _ in range(clients)]

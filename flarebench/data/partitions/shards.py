@@ -7,19 +7,17 @@ import numpy as np
 import torch
 
 from ...methods.registry import Param, positive, register
-from .base import PartitionPart, samples_each
+from .base import BudgetedPartition
 
 
 @register
-class Shards(PartitionPart):
+class Shards(BudgetedPartition):
     name = "shards"
     summary = "sort by label, cut into shards, deal shards_per_client shards to each client"
     paper = "McMahan et al., AISTATS 2017"
     params = (Param("shards_per_client", int, 2, "label-sorted shards each client gets", check=positive, rule="> 0"),)
 
-    def split(self, labels, clients, seed, samples_per_client, natural):
-        n = samples_each(len(labels), clients, samples_per_client)
-        rng = np.random.default_rng(seed)
+    def deal(self, labels, clients, n, rng):
         k = self.shards_per_client
         y = labels.cpu().numpy()[: clients * n]
         order = np.argsort(y, kind="stable")

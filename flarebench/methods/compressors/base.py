@@ -10,15 +10,23 @@ One round, for a one-phase compressor (the usual case)::
     client:  payloads = compress(v, ctx)  ->  encode(p)  ->  bytes
     server:  decode(bytes) -> payload  ->  decompress(payload) -> [P]
 
-A multi-phase exchange (PowerSGD: P up, P-hat down, Q up) sets ``phases`` and overrides
-:meth:`broadcast` (server, before each phase), :meth:`compress_phase` (client, each phase) and
-:meth:`contribution` (the client's reconstructed update from all its payloads and the broadcasts).
-Broadcast payloads are encoded with the same :meth:`encode` and counted as downlink bits for each
-participant.
+Every compressor implements the six abstract methods of :class:`Compressor`: ``compress``, ``encode``,
+``decode``, ``decompress``, ``nnz`` and ``bound_bits`` (a user's class that misses one is refused with one
+line naming it). ``host_bytes_bound`` is optional for a user's compressor (the built-ins state it and
+tests/test_host_bytes.py holds them to it); ``label``, ``state_dict``/``load_state_dict`` have defaults.
+
+A multi-phase exchange (PowerSGD: P up, P-hat down, Q up) adds :class:`MultiPhase` before the base,
+``class X(MultiPhase, Compressor)``: it sets ``phases`` and implements :meth:`~MultiPhase.broadcast`
+(server, before each phase), :meth:`~MultiPhase.compress_phase` (client, each phase) and
+:meth:`~MultiPhase.contribution` (the client's reconstructed update from all its payloads and the
+broadcasts); :meth:`~Compressor.end_round` is optional. Broadcast payloads are encoded with the same
+:meth:`encode` and counted as downlink bits for each participant. The engine calls these hooks on every
+compressor: a one-phase one gets them from :class:`Compressor` (no broadcast, its one payload decompressed).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -43,8 +51,8 @@ def tensor_k(n: int, density: float, rounding: str = "round") -> int:
     return min(n, max(1, int(round(density * n))))
 
 
-class Compressor(Part):
-    """Base class; see the module docstring for the contract."""
+class Compressor(Part, ABC):
+    """Base class of every compressor; the contract is the module docstring's."""
 
     kind = "compressor"
     phases: int = 1  # uplink transfers per round
@@ -60,36 +68,36 @@ class Compressor(Part):
         return tuple(cls.payload_tags) + ((own,) if own >= 0 else ())
 
     # ------------------------------------------------------------ client side
+    @abstractmethod
     def compress(self, v: torch.Tensor, ctx: RoundContext) -> list[Any]:
         """``v`` ``[K, P]`` -> K payloads (phase 0)."""
-        raise NotImplementedError
 
     def compress_phase(self, phase: int, v: torch.Tensor, broadcasts: list[Any], ctx: RoundContext) -> list[Any]:
-        """Payloads of phase ``phase``; ``broadcasts[p]`` is the server's broadcast before phase p (or None)."""
+        """Payloads of phase ``phase``: one phase, :meth:`compress` (:class:`MultiPhase` for more)."""
         if phase != 0:
-            raise NotImplementedError(f"{self.name} has one phase")
+            raise ValueError(f"{self.name} has one phase, not phase {phase}")
         return self.compress(v, ctx)
 
     # ------------------------------------------------------------ bytes
+    @abstractmethod
     def encode(self, payload: Any) -> bytes:
-        raise NotImplementedError
+        """Payload -> the bytes that travel (their 8 * len is the payload's bit count)."""
 
+    @abstractmethod
     def decode(self, data: bytes) -> Any:
         """Bytes -> payload; DecodeError (only) on anything malformed; sizes checked before allocating."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ server side
+    @abstractmethod
     def decompress(self, payload: Any, device=None) -> torch.Tensor:
         """Dense float32 ``[P]``: what this payload adds to the aggregate."""
-        raise NotImplementedError
 
     def contribution(self, payloads: list[Any], broadcasts: list[Any], device=None) -> torch.Tensor:
-        """The client's reconstructed update ``[P]`` from its payloads (one per phase) and the round's broadcasts."""
+        """The client's reconstructed update ``[P]``: one phase, its one payload decompressed."""
         return self.decompress(payloads[-1], device)
 
     def broadcast(self, phase: int, received: list[list[Any]], weights: torch.Tensor, ctx: RoundContext) -> Any | None:
-        """The server's broadcast before phase ``phase`` (phase 0: at round start), from the decoded payloads
-        of the earlier phases (``received[k][p]``, client k, phase p) and the clients' weights ``[K]``. None: nothing."""
+        """The server's broadcast before phase ``phase``: one phase, none (:class:`MultiPhase` for more)."""
         return None
 
     def end_round(self, received: list[list[Any]], broadcasts: list[Any], weights: torch.Tensor, ctx: RoundContext) -> None:
@@ -98,24 +106,57 @@ class Compressor(Part):
         (PowerSGD keeps the weighted mean Q for the next round's warm start). Default: nothing."""
 
     # ------------------------------------------------------------ accounting
+    @abstractmethod
     def nnz(self, payload: Any) -> int:
         """Entries whose values travel (a sign or a level counts as a value)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def bound_bits(self, payload: Any) -> float:
         """The stated floor of this payload in bits (README, 'Wire formats'); headers and padding not counted."""
-        raise NotImplementedError
 
     def host_bytes_bound(self, payload: Any) -> int:
         """The most bytes that may leave the update's device for the host in the compress + encode that built
         ``payload`` (``.cpu()``, ``.numpy()``, ``.tolist()``, ``.item()``, ``.to('cpu')``, ``bool()`` ...): the
         payload itself, never the dense float update unless the compressor sends it densely (README,
-        'Where compressors compute'; tests/test_host_bytes.py holds every compressor to it)."""
-        raise NotImplementedError
+        'Where compressors compute'; tests/test_host_bytes.py holds every built-in to it). Optional for a
+        user's compressor: nothing in a run calls it."""
+        raise NotImplementedError(f"{self.name} states no host-bytes bound")
 
     def label(self, payload: Any) -> str:
         """What kind of payload this is, for metrics.csv's ``position_codecs`` column (e.g. ``golomb``, ``qsgd``)."""
         return self.name
+
+
+class MultiPhase(ABC):
+    """Mixin of a compressor with several uplink phases per round, placed before the base:
+    ``class X(MultiPhase, Compressor)``. Per round, for phase p = 0 .. phases - 1: the server's
+    :meth:`broadcast` (None: nothing sent), then the clients' :meth:`compress_phase`; after the last
+    phase, the server reconstructs each client's update with :meth:`contribution` and calls ``end_round``.
+    A single payload is not an update, so :meth:`decompress` refuses; :meth:`compress` is phase 0."""
+
+    phases: int = 2
+
+    @abstractmethod
+    def compress_phase(self, phase: int, v: torch.Tensor, broadcasts: list[Any], ctx: RoundContext) -> list[Any]:
+        """``v`` ``[K, P]`` -> K payloads of phase ``phase``; ``broadcasts[p]`` is the decoded broadcast
+        before phase p (None where there was none)."""
+
+    @abstractmethod
+    def broadcast(self, phase: int, received: list[list[Any]], weights: torch.Tensor, ctx: RoundContext) -> Any | None:
+        """The server's broadcast before phase ``phase`` (phase 0: at round start), from the decoded payloads
+        of the earlier phases (``received[k][p]``, client k, phase p) and the clients' weights ``[K]``. None: nothing."""
+
+    @abstractmethod
+    def contribution(self, payloads: list[Any], broadcasts: list[Any], device=None) -> torch.Tensor:
+        """Client k's reconstructed update, dense float32 ``[P]``, from its payloads (one per phase) and the
+        round's broadcasts."""
+
+    def compress(self, v: torch.Tensor, ctx: RoundContext) -> list[Any]:
+        """Phase 0 with no broadcast before it."""
+        return self.compress_phase(0, v, [None], ctx)
+
+    def decompress(self, payload: Any, device=None) -> torch.Tensor:
+        raise TypeError(f"{self.name}: one payload of a multi-phase exchange is no update; use contribution()")
 
 
 class MessageCompressor(Compressor):
@@ -231,4 +272,4 @@ class Sparsifier(MessageCompressor):
         return tuple(tensor_k(n, density, self.rounding) for n in self.layout.sizes)
 
 
-__all__ = ["Compressor", "MessageCompressor", "Sparsifier", "tensor_k"]
+__all__ = ["Compressor", "MessageCompressor", "MultiPhase", "Sparsifier", "tensor_k"]

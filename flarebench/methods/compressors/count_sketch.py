@@ -179,9 +179,10 @@ class CountSketch(Compressor):
         v = v.detach().float().reshape(-1, self.num_params)
         codes = self.codes(v.device)
         table = torch.zeros(v.shape[0], self.rows, 2 * self.columns, dtype=torch.float32, device=v.device)
-        for k in range(v.shape[0]):  # one 1-D scatter-add per client and row (the fast path of index_add_)
+        for k in range(v.shape[0]):  # 1-D scatter-adds per client and row, CHUNK entries (int64 indices) at a time
             for j in range(self.rows):  # the sign bit picks the +/- half of each cell
-                table[k, j].index_add_(0, codes[j], v[k])
+                for a in range(0, self.num_params, CHUNK):
+                    table[k, j].scatter_add_(0, codes[j, a : a + CHUNK].long(), v[k, a : a + CHUNK])
         table = table.view(v.shape[0], self.rows, self.columns, 2)
         out = table[..., 0] - table[..., 1]
         return out[0] if single else out
@@ -202,8 +203,8 @@ class CountSketch(Compressor):
         cells = torch.empty(self.rows, min(CHUNK, self.num_params), dtype=torch.float32, device=table.device)
         for a in range(0, self.num_params, CHUNK):
             b = min(a + CHUNK, self.num_params)
-            for j in range(self.rows):
-                torch.index_select(signed[j], 0, codes[j, a:b], out=cells[j, : b - a])
+            for j in range(self.rows):  # int64 indices of one chunk: index_select's fast path on CPU
+                torch.index_select(signed[j], 0, codes[j, a:b].long(), out=cells[j, : b - a])
             est[a:b] = median_of(list(cells[:, : b - a]))
         return est
 

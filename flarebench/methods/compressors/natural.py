@@ -36,6 +36,7 @@ from ...wire.entropy import decode_symbols, encode_symbols
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
 from .quantizer import Quantizer, coder_param, generator_for
+from .topk import CHUNK
 
 MANTISSA_BITS = 23
 MAX_EXPONENT = 254  # 255 is inf / nan in float32
@@ -52,13 +53,21 @@ class NaturalPayload:
 
 
 def pack_bits(bits: torch.Tensor) -> np.ndarray:
-    """bool ``[n]`` (any device) -> uint8 ``[ceil(n / 8)]`` on the host, MSB first, zero-padded (packed where the bits are)."""
-    extra = -bits.numel() % 8
-    b = bits.to(torch.uint8)
-    if extra:
-        b = torch.cat([b, torch.zeros(extra, dtype=torch.uint8, device=b.device)])
+    """bool ``[n]`` (any device) -> uint8 ``[ceil(n / 8)]`` on the host, MSB first, zero-padded (packed where the bits
+    are, ``CHUNK`` bits at a time: no full-size temporary)."""
+    n = bits.numel()
+    b = bits.reshape(-1).view(torch.uint8)  # a bool is one byte, 0 or 1
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=b.device)
-    return (b.view(-1, 8) * weights).sum(dim=1, dtype=torch.uint8).cpu().numpy()
+    out = torch.empty(-(-n // 8), dtype=torch.uint8, device=b.device)
+    whole = n - n % 8
+    for a in range(0, whole, CHUNK):
+        e = min(a + CHUNK, whole)
+        torch.sum(b[a:e].view(-1, 8) * weights, dim=1, dtype=torch.uint8, out=out[a // 8 : e // 8])
+    if whole < n:
+        tail = torch.zeros(8, dtype=torch.uint8, device=b.device)
+        tail[: n - whole] = b[whole:]
+        out[-1] = (tail * weights).sum(dtype=torch.uint8)
+    return out.cpu().numpy()
 
 
 @register
@@ -79,14 +88,22 @@ class Natural(Quantizer):
     def round_to_powers(x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` float32 and uniform integers ``r`` in [0, 2^23) (tensors or arrays, same shape and device) ->
         (negative bool, exponent uint8), that shape, on x's device. Up iff ``r < m`` (m: the 23 mantissa bits):
-        probability m / 2^23."""
+        probability m / 2^23. Computed ``CHUNK`` entries at a time (int32 temporaries that stay in cache)."""
         x = torch.as_tensor(x, dtype=torch.float32).contiguous()
-        bits = x.view(torch.int32)
-        mantissa = bits & ((1 << MANTISSA_BITS) - 1)
-        exponent = (bits >> MANTISSA_BITS) & 0xFF  # the sign bit falls off
-        exponent += torch.as_tensor(r, device=x.device).to(torch.int32) < mantissa
-        exponent.clamp_(max=MAX_EXPONENT)  # |x| >= 2^127 rounded up (never an update)
-        return (x < 0) & (exponent > 0), exponent.to(torch.uint8)
+        r = torch.as_tensor(r, device=x.device).reshape(-1)
+        flat = x.reshape(-1)
+        bits_all = flat.view(torch.int32)
+        negative = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+        exponent = torch.empty(x.shape, dtype=torch.uint8, device=x.device)
+        neg_flat, exp_flat = negative.view(-1), exponent.view(-1)
+        for a in range(0, bits_all.numel(), CHUNK):
+            bits = bits_all[a : a + CHUNK]
+            e = (bits >> MANTISSA_BITS) & 0xFF  # the sign bit falls off
+            e += r[a : a + CHUNK].to(torch.int32) < (bits & ((1 << MANTISSA_BITS) - 1))
+            e.clamp_(max=MAX_EXPONENT)  # |x| >= 2^127 rounded up (never an update)
+            exp_flat[a : a + CHUNK] = e
+            torch.logical_and(flat[a : a + CHUNK] < 0, e > 0, out=neg_flat[a : a + CHUNK])
+        return negative, exponent
 
     def compress(self, v, ctx):
         x = v.detach().float()
@@ -101,8 +118,10 @@ class Natural(Quantizer):
     def encode(self, payload: NaturalPayload) -> bytes:
         w = ByteWriter().tag(self.payload_id)
         if self.entropy_coded:
-            signs = payload.negative[payload.exponent > 0]
-            w.varint(signs.numel()).raw(pack_bits(signs).tobytes())
+            z = int(torch.count_nonzero(payload.exponent))
+            # the signs of the non-zero entries (negative is False where the exponent is 0); all of them when none is 0
+            signs = payload.negative if z == self.num_params else torch.masked_select(payload.negative, payload.exponent > 0)
+            w.varint(z).raw(pack_bits(signs).tobytes())
             encode_symbols(w, payload.exponent, MAX_EXPONENT + 1)
             return w.getvalue()
         return w.raw(pack_bits(payload.negative).tobytes()).raw(payload.exponent.cpu().numpy().tobytes()).getvalue()
@@ -115,11 +134,14 @@ class Natural(Quantizer):
             z = r.varint(max_value=P)
             signs = r.bits(z).astype(bool)
             exponent = decode_symbols(r, P, MAX_EXPONENT + 1)
-            nonzero = exponent > 0
-            if int(nonzero.sum()) != z:
-                raise DecodeError(f"natural: {z} signs for {int(nonzero.sum())} non-zero entries")
-            negative = np.zeros(P, dtype=bool)
-            negative[nonzero] = signs
+            nonzero = int(np.count_nonzero(exponent))
+            if nonzero != z:
+                raise DecodeError(f"natural: {z} signs for {nonzero} non-zero entries")
+            if z == P:
+                negative = signs
+            else:
+                negative = np.zeros(P, dtype=bool)
+                negative[exponent > 0] = signs
         else:
             r.need((P + 7) // 8 + P)
             negative = r.bits(P).astype(bool)
@@ -133,9 +155,13 @@ class Natural(Quantizer):
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: NaturalPayload, device=None) -> torch.Tensor:
-        neg = payload.negative.to(device).to(torch.int32)
-        exp = payload.exponent.to(device).to(torch.int32)
-        return ((neg << 31) | (exp << MANTISSA_BITS)).view(torch.float32)
+        neg, exp = payload.negative.to(device), payload.exponent.to(device)
+        out = torch.empty(self.num_params, dtype=torch.int32, device=device)
+        for a in range(0, self.num_params, CHUNK):  # int32 temporaries of CHUNK entries, in cache
+            o = out[a : a + CHUNK]
+            o.copy_(exp[a : a + CHUNK]).bitwise_left_shift_(MANTISSA_BITS)
+            o.bitwise_or_(neg[a : a + CHUNK].to(torch.int32).bitwise_left_shift_(31))
+        return out.view(torch.float32)
 
     # ------------------------------------------------------------ accounting
     def nnz(self, payload: NaturalPayload) -> int:

@@ -38,9 +38,9 @@ class OneBit(SignFamily):
     def scales_of(self, v, signs):
         cols = []
         for block, bits in zip(self.blocks(v), self.blocks(signs)):  # [K, n_t]
-            pos = block.clamp(min=0).sum(1, dtype=torch.float64)  # sum of the entries >= 0
-            neg = block.clamp(max=0).sum(1, dtype=torch.float64)  # sum of the negative entries
-            n_pos = bits.sum(1, dtype=torch.int32).double()
+            pos = self.row_sums(block, lambda x: x.clamp(min=0))  # sum of the entries >= 0
+            neg = self.row_sums(block, lambda x: x.clamp(max=0))  # sum of the negative entries
+            n_pos = torch.stack([torch.count_nonzero(row) for row in bits]).double()  # (faster than dim=1 on CPU)
             n_neg = block.shape[1] - n_pos
             cols.append(torch.stack([pos / n_pos.clamp_min(1), neg / n_neg.clamp_min(1)], dim=1))  # empty group: 0
         return torch.stack(cols, dim=1).float().cpu()

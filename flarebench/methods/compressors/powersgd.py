@@ -46,7 +46,7 @@ import torch
 from ...errors import DecodeError
 from ...wire.frame import PAYLOAD_MAGIC, ByteReader, ByteWriter
 from ..registry import Param, PartContext, RoundContext, positive, register
-from .base import Compressor
+from .base import Compressor, MultiPhase
 
 KINDS = {"P": 0x50, "Q": 0x51, "Q-bcast": 0x52, "P-hat": 0x53}  # payload kind -> tag id
 _BY_TAG = {v: k for k, v in KINDS.items()}
@@ -88,7 +88,7 @@ def orthonormalise(p: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class PowerSGD(Compressor):
+class PowerSGD(MultiPhase, Compressor):
     name = "powersgd"
     family = "low-rank/sketch"
     summary = "rank-r power iteration per matrix: P = MQ up, orthonormal P-hat down, Q = M^T P-hat up; Q warm-started"

@@ -54,6 +54,7 @@ from ...wire.frame import ByteReader, ByteWriter
 from ...wire.omega import omega_decode, omega_encode, omega_lengths
 from ..registry import Param, PartContext, register
 from .quantizer import Quantizer, coder_param, scaled, stochastic_round_, uniforms
+from .topk import CHUNK
 
 MAX_LEVELS = 2**15 - 1  # signed levels travel in int16 arrays
 MAX_BUCKET = 2**31
@@ -126,7 +127,10 @@ class QSGD(Quantizer):
         s = self.levels
         out = torch.empty(x.shape, dtype=self.symbol_dtype, device=x.device)
         norms = []
-        for (start, xb), (_, ub) in zip(self._blocks(x), self._blocks(u)):
+        rows = max(1, CHUNK // self.bucket)  # buckets per step: float temporaries of about CHUNK entries, in cache
+        pieces = ((start + r * xb.shape[1], xb[r : r + rows], ub[r : r + rows])
+                  for (start, xb), (_, ub) in zip(self._blocks(x), self._blocks(u)) for r in range(0, xb.shape[0], rows))
+        for start, xb, ub in pieces:
             top = xb.abs().amax(dim=1)  # max |v| per bucket
             if self.norm == "max":
                 nrm = top
@@ -239,10 +243,13 @@ class QSGD(Quantizer):
     # ------------------------------------------------------------ server side
     def decompress(self, payload: QSGDPayload, device=None) -> torch.Tensor:
         step = torch.from_numpy(payload.norms / np.float32(self.levels)).to(device)  # ||v_b|| / s per bucket
-        out = payload.symbols.to(device).to(torch.float32).sub_(self.levels)
-        b = 0
-        for _, block in self._blocks(out):  # [m, d] views, in bucket order
-            block.mul_(step[b : b + block.shape[0], None])
+        symbols = payload.symbols.to(device)
+        out = torch.empty(self.num_params, dtype=torch.float32, device=device)
+        rows, b = max(1, CHUNK // self.bucket), 0
+        for (_, block), (_, sym) in zip(self._blocks(out), self._blocks(symbols)):  # [m, d] views, in bucket order
+            for r in range(0, block.shape[0], rows):  # one pass per CHUNK entries: (symbol - s) * ||v_b|| / s
+                e = min(r + rows, block.shape[0])
+                block[r:e].copy_(sym[r:e]).sub_(self.levels).mul_(step[b + r : b + e, None])
             b += block.shape[0]
         return out
 

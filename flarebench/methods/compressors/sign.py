@@ -35,6 +35,7 @@ from ...errors import DecodeError
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
 from .base import Compressor
+from .topk import CHUNK
 
 
 @dataclass
@@ -64,6 +65,16 @@ class SignFamily(Compressor):
         self.num_params = self.layout.num_params
 
     # ------------------------------------------------------------ helpers
+    @staticmethod
+    def row_sums(x: torch.Tensor, fn=None) -> torch.Tensor:
+        """float64 ``[K]``: the sums of ``fn(x)`` (``x`` ``[K, n]``; fn elementwise, default none) over the last dim
+        in float64, ``CHUNK`` entries at a time (temporaries of one chunk, in cache, not of the whole block)."""
+        total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        for a in range(0, x.shape[1], CHUNK):
+            chunk = x[:, a : a + CHUNK]
+            total += (chunk if fn is None else fn(chunk)).sum(1, dtype=torch.float64)
+        return total
+
     def blocks(self, x: torch.Tensor):
         """``x`` ``[..., P]`` -> its per-tensor views ``[..., n_t]`` (a loop over tensors, never entries)."""
         return [x[..., s.start : s.stop] for s in self.layout.segments]
@@ -155,7 +166,7 @@ class ScaledSign(SignFamily):
     scales_per_tensor = 1
 
     def scales_of(self, v, signs):
-        l1 = torch.stack([torch.linalg.vector_norm(b, 1, dim=1, dtype=torch.float64) for b in self.blocks(v)], dim=1)
+        l1 = torch.stack([self.row_sums(b, torch.abs) for b in self.blocks(v)], dim=1)
         n = torch.tensor(self.sizes, dtype=torch.float64, device=v.device)
         return (l1 / n).float().unsqueeze(2).cpu()
 

@@ -39,6 +39,7 @@ from ...wire.entropy import decode_symbols, encode_symbols, histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import FLOAT32_MAX, Param, PartContext, float32_or_zero, register
 from .quantizer import Quantizer, coder_param, scaled, stochastic_round_, uniforms
+from .topk import CHUNK
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint8)
 _BASE3_TABLE = ((np.arange(243)[:, None] // _POW3.astype(np.int64)) % 3 - 1).astype(np.int8)  # byte -> 5 trits
@@ -97,9 +98,12 @@ class TernGrad(Quantizer):
             if self.clip > 0:
                 bound = float(self.clip * xt.double().std(correction=0))
                 xt = xt.clamp(-bound, bound)
-            scale = xt.abs().max()
-            y = scaled(xt[None], scale[None], 1.0)[0]
-            trits[seg.start : seg.stop] = stochastic_round_(y, u[seg.start : seg.stop], 1)
+            lo, hi = torch.aminmax(xt)
+            scale = torch.maximum(hi, -lo)  # max |v_t|
+            for a in range(seg.start, seg.stop, CHUNK):  # float temporaries of CHUNK entries, in cache
+                b = min(a + CHUNK, seg.stop)
+                y = scaled(xt[None, a - seg.start : b - seg.start], scale[None], 1.0)[0]
+                trits[a:b] = stochastic_round_(y, u[a:b], 1)
             scales.append(scale)
         out = torch.stack(scales).cpu().numpy() if scales else np.zeros(0, np.float32)
         return out.astype(np.float32), trits
@@ -167,9 +171,12 @@ class TernGrad(Quantizer):
 
     # ------------------------------------------------------------ server side
     def decompress(self, payload: TernPayload, device=None) -> torch.Tensor:
-        out = payload.trits.to(device).float()
+        trits = payload.trits.to(device)
+        out = torch.empty(self.num_params, dtype=torch.float32, device=device)
         for seg, scale in zip(self.layout.segments, payload.scales.tolist()):
-            out[seg.start : seg.stop] *= scale
+            for a in range(seg.start, seg.stop, CHUNK):  # one pass: int8 trit * float32 scale
+                b = min(a + CHUNK, seg.stop)
+                torch.mul(trits[a:b], torch.tensor(scale, dtype=torch.float32), out=out[a:b])
         return out
 
     # ------------------------------------------------------------ accounting
