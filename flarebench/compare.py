@@ -24,6 +24,8 @@ Definitions (bits are bits, not bytes):
   with evenly spaced evaluations, the area under its accuracy-vs-round curve over the rounds).
 - ``accuracy_at_budget`` (with ``budget``, bits): the test accuracy at the last evaluation whose
   cumulative uplink bits are <= the budget (round 0 counts, at 0 bits); the dual of bits to target.
+- ``tuned``: for a run of a ``sweep --tune`` pick, what was picked, from which grid, by which criterion
+  (``lr=0.1 of [0.03, 0.1, 0.3] by val-accuracy``; docs/tuning.md); empty otherwise.
 
 Runs of different datasets or models are kept apart: ``group`` = ``dataset/model``, and targets and
 figures are per group.
@@ -64,7 +66,7 @@ log = logging.getLogger("flarebench.compare")
 
 TARGET_FRACTION = 0.95  # default target: this fraction of the best uncompressed run's best accuracy
 # config keys that do not make two runs different experiments (seeds of one config are averaged in plots)
-NOT_EXPERIMENT_KEYS = {"seed", "name", "out", "data_root", "download", "device", "engine", "client_chunk", "eval_batch_size"}
+NOT_EXPERIMENT_KEYS = {"seed", "name", "out", "data_root", "download", "device", "engine", "client_chunk", "eval_batch_size", "tuned"}
 
 SUMMARY_COLUMNS = [
     "run", "group", "method", "compressor", "uncompressed", "sparsity", "dataset", "model", "seed", "label",
@@ -72,7 +74,7 @@ SUMMARY_COLUMNS = [
     "final_accuracy", "best_accuracy", "best_round", "mean_accuracy",
     "total_uplink_bits", "dense_uplink_bits", "compression_ratio", "total_downlink_bits", "sent_density",
     "target_accuracy", "target_source", "bits_to_target", "rounds_to_target", "budget_bits", "accuracy_at_budget",
-    "wall_time_s", "num_params", "path",
+    "wall_time_s", "num_params", "tuned", "path",
 ]
 
 
@@ -327,8 +329,17 @@ def summarize_run(rec: RunRecord, label: str, target: float, target_source: str,
         "accuracy_at_budget": accuracy_at_budget(m, budget) if budget is not None else math.nan,
         "wall_time_s": float(last["wall_time_s"]),
         "num_params": int(rec.meta["num_params"]),
+        "tuned": tuned_text(c.get("tuned")),
         "path": str(rec.path),
     }
+
+
+def tuned_text(tuned) -> str:
+    """A ``--tune`` pick as config.json records it, in words: ``lr=0.1 of [0.03, 0.1, 0.3] by val-accuracy``; "" if none."""
+    if not isinstance(tuned, dict) or not isinstance(tuned.get("keys"), dict):
+        return ""
+    keys = [f"{k.replace('_', '-')}={v.get('value')} of {v.get('grid')}" for k, v in tuned["keys"].items() if isinstance(v, dict)]
+    return f"{', '.join(keys)} by {tuned.get('criterion')}"
 
 
 def summarize(records: Sequence[RunRecord], target_accuracy: float | None = None, budget: float | None = None) -> pd.DataFrame:

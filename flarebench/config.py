@@ -56,6 +56,10 @@ class RunConfig:
     # bookkeeping
     eval_every: int = 10
     eval_batch_size: int = 2000
+    # a seeded fraction of each client's training rows held out (floor(fraction * rows) per client): the
+    # validation set, evaluated like the test set (metrics val_loss, val_accuracy); 0: none, today's runs
+    validation_fraction: float = 0.0
+    evaluate_test: bool = True  # False: never evaluate the test set (a sweep's --tune runs; test columns empty)
     seed: int = 0
     device: str = "auto"
     engine: str = "auto"  # auto | sequential | vectorized (engine/select.py)
@@ -66,6 +70,9 @@ class RunConfig:
     sources: dict = dataclasses.field(default_factory=dict)
     out: str = "results"
     name: str | None = None
+    # set by `flarebench sweep --tune` on the runs of a pick: {"keys": {key: {"value", "grid"}}, "criterion", "score",
+    # "tuning_runs"} (sweep.py); not a knob of the run (compare.NOT_EXPERIMENT_KEYS)
+    tuned: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -427,6 +434,10 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {v}")
     if cfg.momentum >= 1:
         raise ConfigError(f"momentum must be < 1, got {cfg.momentum}")
+    if not 0 <= cfg.validation_fraction < 1:
+        raise ConfigError(f"validation-fraction must be in [0, 1) (fraction of each client's rows held out), got {cfg.validation_fraction}")
+    if not cfg.evaluate_test and cfg.validation_fraction == 0:
+        raise ConfigError("evaluate-test false needs a validation set (validation-fraction > 0): the run would evaluate nothing")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be an integer in [0, 2^63), got {cfg.seed}")
     if cfg.name is not None:

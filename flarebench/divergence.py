@@ -72,7 +72,7 @@ class DivergenceCheck:
         resumed run's rows so far), and the initial weights' norm."""
         self.first_norm = max(w0_norm, 1.0)
         for row in rows:
-            self.check(int(row["round"]), row.get("train_loss"), row.get("test_loss"))
+            self.check(int(row["round"]), row.get("train_loss"), watched_loss(row))
         self.found = None
 
     def check(self, rnd: int, train_loss: float | None = None, test_loss: float | None = None,
@@ -96,6 +96,12 @@ class DivergenceCheck:
         if reason is not None:
             self.found = Divergence(rnd, reason, self.policy)
         return self.found
+
+
+def watched_loss(row: dict) -> float | None:
+    """The evaluation loss of a metrics row that divergence is watched on: the test loss, or the validation
+    loss where the test set is not evaluated (``evaluate_test = false``)."""
+    return row.get("test_loss") if row.get("test_loss") is not None else row.get("val_loss")
 
 
 def marked(status: str, meta: dict) -> str:

@@ -37,7 +37,11 @@ COLUMNS = [
     "cumulative_downlink_bits",
     "position_codecs",  # e.g. "minwidth:10" (codec: messages) this round
     "wall_time_s",  # seconds since the run started (training + evaluation + I/O)
+    "val_loss",  # mean cross-entropy on the validation rows (validation_fraction > 0; empty otherwise)
+    "val_accuracy",  # fraction in [0, 1] on the validation rows (empty as test_accuracy, or without a split)
 ]
+# the columns of runs made before the validation split: such runs still read, compare and resume
+LEGACY_COLUMNS = COLUMNS[: COLUMNS.index("val_loss")]
 __doc__ += "\n".join(f"    {c}" for c in COLUMNS)
 
 
@@ -90,10 +94,10 @@ def _check_creatable(out_dir: Path) -> None:
 
 
 def run_columns(meta: dict) -> list[str]:
-    """A run's metrics.csv columns: COLUMNS, then any a backend adds after them (config.json's ``columns``,
-    e.g. the Flower backend's transport bits)."""
+    """A run's metrics.csv columns: COLUMNS (LEGACY_COLUMNS for a run made before the validation split), then
+    any a backend adds after them (config.json's ``columns``, e.g. the Flower backend's transport bits)."""
     cols = meta.get("columns")
-    if isinstance(cols, list) and cols[: len(COLUMNS)] == COLUMNS:
+    if isinstance(cols, list) and cols[: len(LEGACY_COLUMNS)] == LEGACY_COLUMNS:
         return list(cols)
     return list(COLUMNS)
 
@@ -151,7 +155,7 @@ class RunWriter:
                 break
             row = {c: _parse(v) for c, v in zip(self.columns, values)}
             if row["round"] == blank_eval_at:
-                row.update(test_loss=None, test_accuracy=None)
+                row.update(test_loss=None, test_accuracy=None, val_loss=None, val_accuracy=None)
                 line = _csv_line({c: _fmt(row[c]) for c in self.columns}, self.columns)
             kept.append(line)
             rows.append(row)

@@ -41,6 +41,8 @@ VOLATILE_META = {"status", "wall_time_s", "checkpoints", "resumed_at_rounds", "d
 CODE_VERSION_META = {"flarebench_version", "torch_version", "python_version", "git_commit"}
 # config keys that do not make a stored run another run: where it lives and what it is called
 NOT_THE_RUN = {"out", "name"}
+# config.json keys added since runs were first recorded: a stored run without one had this value
+ADDED_META = {"validation_samples": 0}
 
 
 # ---------------------------------------------------------------------------------------- one process per run
@@ -156,7 +158,7 @@ def check_meta(meta: Any) -> str | None:
             if problem:
                 return f"config.{f.name} {problem}"
     recorded = {"num_params": "int", "status": "str", "device": "str", "wall_time_s": "float",
-                "client_samples": "list[int]", "resumed_at_rounds": "list[int]", "engine_resolved": "dict | None"}
+                "client_samples": "list[int]", "validation_samples": "int", "resumed_at_rounds": "list[int]", "engine_resolved": "dict | None"}
     for key, kind in recorded.items():
         if key in meta:
             problem = _type_problem(meta[key], kind)
@@ -279,13 +281,26 @@ def check_same_run(stored: dict, meta: dict, run_dir: Path, extend: bool = False
         elif key == "engine_resolved" and isinstance(value, dict):  # timings and reasons vary; the engine may not
             old = stored.get(key) or {}
             diffs += [f"{key}.{k}: {old.get(k)!r} -> {value.get(k)!r}" for k in ("engine", "client_chunk") if old.get(k) != value.get(k)]
-        elif _norm(stored.get(key)) != _norm(value):
+        elif key == "columns" and isinstance(value, list):  # a run made before the validation columns keeps its own
+            from .results import run_columns
+
+            old = run_columns(stored)
+            if old != value and old != [c for c in value if c not in _validation_columns()]:
+                diffs.append(f"columns: {_short(old)} -> {_short(value)}")
+        elif _norm(stored.get(key, ADDED_META.get(key))) != _norm(value):
             diffs.append(f"{key}: {_short(stored.get(key))} -> {_short(value)}")
     if diffs:
         raise ResultsError(f"cannot resume {run_dir}: this setup differs from its config.json ({'; '.join(diffs)})")
     if versions:
         log.warning("resuming %s with a different code version: %s; results may differ from an uninterrupted run",
                     run_dir, ", ".join(versions))
+
+
+def _validation_columns() -> list[str]:
+    """The metrics columns a run made before the validation split lacks."""
+    from .results import COLUMNS, LEGACY_COLUMNS
+
+    return COLUMNS[len(LEGACY_COLUMNS):]
 
 
 def _norm(v: Any) -> Any:

@@ -22,9 +22,10 @@ import torch
 
 from . import __version__
 from .config import RunConfig, default_name
-from .divergence import Divergence, DivergenceCheck
+from .divergence import Divergence, DivergenceCheck, watched_loss
 from .data import Dataset
 from .engine.round import Federation, RoundStats
+from .engine.sequential import evaluate
 from .errors import ConfigError
 from .flat import Layout
 from .methods.presets import build_parts, get_preset
@@ -55,6 +56,7 @@ class Setup:
             "tensors": self.layout.describe(),
             "client_samples": [int(n) for n in self.federation.client_sizes.tolist()],
             "test_samples": int(len(self.dataset.y_test)),
+            "validation_samples": int(len(self.federation.y_val)),
             "device": str(self.device) if self.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(self.device)})",
             "engine_resolved": self.federation.engine_choice.to_dict(),
             "flarebench_version": __version__,
@@ -71,7 +73,7 @@ def setup(cfg: RunConfig) -> Setup:
     w = build_world(cfg)
     layout = Layout.of(w.model)
     parts = build_parts(cfg, layout, w.device)
-    fed = Federation(cfg, w.model, layout, parts, w.data, w.clients, w.device)
+    fed = Federation(cfg, w.model, layout, parts, w.data, w.clients, w.device, w.validation)
     return Setup(cfg, w.device, w.data, layout, fed)
 
 
@@ -132,13 +134,13 @@ def execute(
         watch.found = Divergence(**writer.meta["diverged"])
     try:
         if not resumed:
-            loss, acc = fed.evaluate()
-            row = {"round": 0, "clients": 0, "test_loss": loss, "test_accuracy": acc, "nnz": 0, "uplink_bits": 0,
+            scores = evaluate_all(fed)
+            row = {"round": 0, "clients": 0, **scores, "nnz": 0, "uplink_bits": 0,
                    "uplink_bound_bits": 0.0, "cumulative_uplink_bits": 0, "downlink_bits": 0, "cumulative_downlink_bits": 0,
                    "position_codecs": "", "wall_time_s": time.perf_counter() - t0}
             writer.append(row)
             rows.append(row)
-            _watch(watch, writer, 0, test_loss=loss, w=fed.w)
+            _watch(watch, writer, 0, test_loss=watched_loss(scores), w=fed.w)
             saver.save(0, fed, _cumulative(row), time.perf_counter() - t0)
             if on_round:
                 on_round(row, None)
@@ -150,14 +152,13 @@ def execute(
             down += stats.downlink_bits
             _watch(watch, writer, stats.round, train_loss=stats.train_loss, w=fed.w)
             evaluate_now = stats.round % cfg.eval_every == 0 or stats.round == cfg.rounds or watch.stopping
-            loss, acc = fed.evaluate() if evaluate_now else (None, None)
-            _watch(watch, writer, stats.round, test_loss=loss)
+            scores = evaluate_all(fed) if evaluate_now else {}
+            _watch(watch, writer, stats.round, test_loss=watched_loss(scores))
             row = {
                 "round": stats.round,
                 "clients": len(stats.clients),
                 "train_loss": stats.train_loss,
-                "test_loss": loss,
-                "test_accuracy": acc,
+                **{c: scores.get(c) for c in EVALUATION_COLUMNS},
                 "nnz": stats.nnz,
                 "uplink_bits": stats.uplink_bits,
                 "uplink_bound_bits": stats.uplink_bound_bits,
@@ -188,6 +189,21 @@ def execute(
         if discard is not None:
             shutil.rmtree(discard, ignore_errors=True)
     return RunResult(writer.dir, rows, time.perf_counter() - t0, watch.found)
+
+
+EVALUATION_COLUMNS = ("test_loss", "test_accuracy", "val_loss", "val_accuracy")
+
+
+def evaluate_all(fed) -> dict[str, float | None]:
+    """``{test_loss, test_accuracy, val_loss, val_accuracy}`` of the global model: the test set unless
+    ``cfg.evaluate_test`` is off, the validation rows (``fed.x_val``) where the run holds some out; None
+    for what is not evaluated. ``fed``: the local Federation or a backend's (both evaluate on the server)."""
+    out = dict.fromkeys(EVALUATION_COLUMNS)
+    if fed.cfg.evaluate_test:
+        out["test_loss"], out["test_accuracy"] = fed.evaluate()
+    if len(fed.y_val):
+        out["val_loss"], out["val_accuracy"] = evaluate(fed.model, fed.layout, fed.w, fed.x_val, fed.y_val, fed.cfg.eval_batch_size)
+    return out
 
 
 def _watch(watch: DivergenceCheck, writer: RunWriter, rnd: int, **seen) -> None:

@@ -7,37 +7,65 @@ A sweep config is a run config (top-level keys = RunConfig fields) plus::
     sparsities = [0.99999]      # fraction NOT sent; one run per seed for compressors that ignore it (none, qsgd, ...)
     seeds = [0]
     out = "results/NAME"        # optional; default results/<config file stem>
+    lr = [0.03, 0.1, 0.3]       # optional: any config key (TOML spelling) or part parameter "KIND.PARAM", a
+    "compressor.levels" = [2, 4]  # non-empty list each; the grid is the product (run names carry the values)
+
+    [sweep.signsgd]             # optional: a method's own values of keys (replacing the shared ones) or its own keys
+    lr = [0.001, 0.01]
 
     [meta]                      # optional, for figures and the reference table
     title = "..."
     reference = { flare = 0.761, ... }   # the paper's / reference code's final accuracies
 
-Runs go to ``OUT/<run name>``; names are stable (:func:`run_name`), so running the sweep again
+``flarebench sweep --grid KEY=V1,V2`` replaces a key's values. Runs go to ``OUT/<run name>``
+(``flare-s0.999-lr0.1-seed0``); names are stable (:func:`run_name`), so running the sweep again
 skips complete runs, resumes interrupted ones from their checkpoint (where the runner supports
 ``--resume``) or restarts them.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import product
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from .config import FIELD_NAMES, RunConfig, load_toml, make_config
+from .config import FIELD_NAMES, PART_KINDS, RunConfig, load_toml, make_config
 from .errors import ConfigError, ResultsError
-from .methods.presets import method_label, uses_sparsity
-from .rundir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, config_diffs, read_meta
+from .methods.presets import method_label, method_names, uses_sparsity
+from .rundir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, check_run_name, config_diffs, read_meta
 
 SWEEP_KEYS = {"methods", "sparsities", "seeds", "out"}
+# RunConfig fields that are not grid keys: where a run goes and what it records (method, sparsity and seed
+# are swept by the lists methods, sparsities and seeds)
+NOT_GRID_KEYS = {"name", "out", "params", "sources", "tuned"}
+AXIS_LISTS = {"method": "methods", "sparsity": "sparsities", "seed": "seeds"}
+
+
+@dataclass
+class Point:
+    """One grid point: its method, sparsity, seed, the values of the extra grid keys, and its config."""
+
+    method: str
+    sparsity: float
+    seed: int
+    values: dict
+    cfg: RunConfig
 
 
 @dataclass
 class Sweep:
-    """A resolved sweep: the experiment name, its base values, the grid axes and where runs go."""
+    """A resolved sweep: the experiment name, its base values, the grid axes and where runs go.
+
+    ``grid``: the extra axes every method sweeps, ``{key: [values]}`` (keys: RunConfig fields as
+    :func:`grid_key` spells them, or part parameters ``KIND.PARAM`` / ``KIND.PART.PARAM``);
+    ``method_grids``: per method, its own axes (replacing the shared values of a key, or adding keys).
+    ``tuning``: set on the sweep of a ``--tune`` (tuning.py): only each cell's picked values run."""
 
     experiment: str
     base: dict
@@ -46,26 +74,200 @@ class Sweep:
     seeds: list[int]
     out: Path
     meta: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    method_grids: dict = field(default_factory=dict)
+    tuning: object | None = None
+
+    def axes(self, method: str) -> dict:
+        """The extra grid axes of ``method``, ``{key: [values]}``: the shared ones, then its own."""
+        return {**self.grid, **self.method_grids.get(method, {})}
+
+    def points(self) -> list[Point]:
+        """Every grid point, validated, in a stable order: method, sparsity, extra keys, seed (innermost).
+        ConfigError for a value the config refuses or two points that would get the same run name."""
+        out: list[Point] = []
+        for method in self.methods:
+            axes = self.axes(method)
+            sparsities = self.sparsities if uses_sparsity(method) else self.sparsities[:1]
+            for sparsity in sparsities:
+                for combo in product(*axes.values()):
+                    values = dict(zip(axes, combo))
+                    for seed in self.seeds:
+                        point = Point(method, sparsity, seed, values, self._config(method, sparsity, seed, values))
+                        if self.tuning is not None:
+                            point = self.tuning.apply(point)
+                            if point is None:
+                                continue
+                        out.append(point)
+        _check_names(out)
+        return out
 
     def configs(self) -> list[RunConfig]:
         """One validated RunConfig per grid point (``name`` and ``out`` set), in a stable order."""
-        out = []
-        for method in self.methods:
-            sparsities = self.sparsities if uses_sparsity(method) else self.sparsities[:1]
-            for sparsity in sparsities:
-                for seed in self.seeds:
-                    values = {**self.base, "method": method, "sparsity": sparsity, "seed": seed, "out": str(self.out)}
-                    cfg = make_config(**values)
-                    out.append(cfg.replace(name=run_name(cfg)))
-        return out
+        return [p.cfg for p in self.points()]
+
+    def _config(self, method: str, sparsity: float, seed: int, values: dict) -> RunConfig:
+        """The named, validated config of one grid point: the base, the point's config keys, and its part
+        parameters merged into the base's ``params`` (``KIND.PARAM`` / ``KIND.PART.PARAM``)."""
+        params = copy.deepcopy(self.base.get("params") or {})
+        fields_ = {}
+        for key, value in values.items():
+            path = key.split(".")
+            if len(path) == 1:
+                fields_[key] = value
+            else:
+                table = params.setdefault(path[0], {})
+                for p in path[1:-1]:
+                    table = table.setdefault(p, {})
+                table[path[-1]] = value
+        given = {**self.base, **fields_, "params": params, "method": method, "sparsity": sparsity, "seed": seed, "out": str(self.out)}
+        try:
+            cfg = make_config(**given)
+        except ConfigError as e:
+            if not values:
+                raise
+            raise ConfigError(f"grid point {method} {_describe(values)}: {e}") from None
+        cfg = cfg.replace(name=run_name(cfg, _name_values(values, cfg)))
+        check_run_name(cfg.name)
+        return cfg
 
 
-def run_name(cfg: RunConfig) -> str:
-    """``{method}-s{sparsity}-seed{seed}``, e.g. ``flare-s0.99999-seed0``; ``none-seed0`` where the
-    compressor ignores the sparsity (FedAvg, qsgd, ...); replaced parts named (``flare+stc-s0.999-seed0``)."""
+def _check_names(points: list[Point]) -> None:
+    """ConfigError naming two grid points that would get the same run name (one directory, two runs)."""
+    seen: dict[str, Point] = {}
+    for p in points:
+        if p.cfg.name in seen:
+            q = seen[p.cfg.name]
+            raise ConfigError(f"grid points {q.method} {_describe(q.values) or '(base)'} and {p.method} {_describe(p.values) or '(base)'} "
+                              f"would both be named {p.cfg.name}: remove one value")
+        seen[p.cfg.name] = p
+
+
+def _describe(values: dict) -> str:
+    """``lr=0.1 compressor.levels=4``: a grid point's extra values, in words."""
+    return " ".join(f"{shown_key(k)}={value_text(v)}" for k, v in values.items())
+
+
+def shown_key(key: str) -> str:
+    """A grid key as written in TOML: ``local_epochs`` -> ``local-epochs``; ``compressor.levels`` as it is."""
+    return key.replace("_", "-")
+
+
+def value_text(value) -> str:
+    """A grid value in a run name: floats as ``%.10g``, booleans ``true``/``false``, None ``none``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return "none" if value is None else str(value)
+
+
+def _name_values(values: dict, cfg: RunConfig) -> list[tuple[str, object]]:
+    """``[(short key, value as the config resolved it)]`` for a run name: a part parameter by its own name
+    (``levels``) unless another key of the point, or a config key, has that name (then ``compressor.levels``)."""
+    last = [k.split(".")[-1] for k in values]
+    out = []
+    for key, value in values.items():
+        path = key.split(".")
+        if len(path) == 1:
+            out.append((shown_key(key), getattr(cfg, key)))
+            continue
+        resolved = (cfg.params.get(path[0]) or {}).get(path[-1], value) if len(path) == 2 else value
+        short = path[-1] if last.count(path[-1]) == 1 and path[-1] not in FIELD_NAMES else key
+        out.append((shown_key(short), resolved))
+    return out
+
+
+def run_name(cfg: RunConfig, values: list[tuple[str, object]] = ()) -> str:
+    """``{method}-s{sparsity}[-{key}{value}...]-seed{seed}``, e.g. ``flare-s0.99999-seed0``,
+    ``flare-s0.999-lr0.1-seed0`` (``values``: the extra grid keys and their values); ``none-seed0`` where
+    the compressor ignores the sparsity (FedAvg, qsgd, ...); replaced parts named (``flare+stc-s0.999-seed0``)."""
+    swept = "".join(f"-{k}{value_text(v)}" for k, v in values)
     if not uses_sparsity(cfg):
-        return f"{method_label(cfg)}-seed{cfg.seed}"
-    return f"{method_label(cfg)}-s{cfg.sparsity:.10g}-seed{cfg.seed}"
+        return f"{method_label(cfg)}{swept}-seed{cfg.seed}"
+    return f"{method_label(cfg)}-s{cfg.sparsity:.10g}{swept}-seed{cfg.seed}"
+
+
+def grid_key(key: str, where: str) -> str:
+    """A grid key in its normal form (``local-epochs`` -> ``local_epochs``; ``compressor.levels``,
+    ``compressor.qsgd.levels``); ConfigError naming ``where`` for a key that is not one."""
+    path = [p.strip().replace("-", "_") for p in key.split(".")]
+    if len(path) > 1:
+        if len(path) > 3 or not all(path) or path[0] not in PART_KINDS:
+            raise ConfigError(f"unknown grid key '{key}'{where}: a part parameter is KIND.PARAM or KIND.PART.PARAM "
+                              f"with KIND one of {', '.join(PART_KINDS)}")
+        return ".".join(path)
+    name = path[0]
+    if name in AXIS_LISTS:
+        raise ConfigError(f"unknown key '{key}'{where}: the {name} values are the list {AXIS_LISTS[name]}")
+    if name in NOT_GRID_KEYS:
+        raise ConfigError(f"'{key}'{where} is not a grid key (where runs go and what they record; allowed: the "
+                          f"config's keys but {', '.join(sorted(NOT_GRID_KEYS))}, and part parameters KIND.PARAM)")
+    if name not in FIELD_NAMES:
+        raise ConfigError(f"unknown grid key '{key}'{where} (a config key such as lr or local-epochs, or a part "
+                          f"parameter KIND.PARAM such as compressor.levels)")
+    return name
+
+
+def grid_values(key: str, value, where: str) -> list:
+    """The non-empty list of values of grid key ``key``; ConfigError otherwise."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{shown_key(key)}{where} must be a non-empty list of values, got {value!r}")
+    bad = next((v for v in value if isinstance(v, (list, dict))), None)
+    if bad is not None:
+        raise ConfigError(f"{shown_key(key)}{where} must hold single values, got {bad!r}")
+    return list(value)
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    """TOML's dotted keys (``compressor.levels = [...]`` parses as a table) back to ``{"compressor.levels": [...]}``."""
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_grid(table: dict, where: str) -> dict:
+    """``{grid key: [values]}`` from a ``[sweep]`` (or ``[sweep.METHOD]``) table's grid entries."""
+    out = {}
+    for key, value in _flatten(table).items():
+        k = grid_key(key, where)
+        out[k] = grid_values(k, value, where)
+    return out
+
+
+def parse_grid_options(items: list[str] | None) -> dict:
+    """``--grid lr=0.03,0.1 --grid compressor.levels=2,4`` -> ``{"lr": [0.03, 0.1], "compressor.levels": ["2", "4"]}``:
+    a config key's values typed as its field (int, float, true/false, text; ``none`` for an optional one), a
+    part parameter's left as text (its declaration types it, as for ``-p``)."""
+    out = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not sep or not key.strip() or not values:
+            raise ConfigError(f"--grid takes KEY=V1,V2,... (e.g. --grid lr=0.03,0.1,0.3), got {item!r}")
+        k = grid_key(key.strip(), " (--grid)")
+        out[k] = values if "." in k else [_typed(k, v) for v in values]
+    return out
+
+
+def _typed(key: str, text: str):
+    """``text`` as the value of RunConfig field ``key`` (ConfigError naming the field if it is not one)."""
+    kind = next(f.type for f in fields(RunConfig) if f.name == key)
+    if kind.endswith("| None") and text.lower() == "none":
+        return None
+    kind = kind.replace("| None", "").strip()
+    if kind == "bool":
+        if text.lower() not in ("true", "false"):
+            raise ConfigError(f"--grid {shown_key(key)}: true or false, got {text!r}")
+        return text.lower() == "true"
+    try:
+        return {"int": int, "float": float}.get(kind, str)(text)
+    except ValueError:
+        raise ConfigError(f"--grid {shown_key(key)} takes {kind} values, got {text!r}") from None
 
 
 def _list(value, name: str, kind: type) -> list:
@@ -95,21 +297,29 @@ def load_sweep(
     seeds: list[int] | None = None,
     out: str | Path | None = None,
     rounds: int | None = None,
+    grid: dict | None = None,
 ) -> Sweep:
     """Read a sweep config; arguments override its ``[sweep]`` table (``rounds``: the config's
-    ``rounds``, for a quick try; runs of another round count are refused, not mixed). Every grid
-    point is validated."""
+    ``rounds``, for a quick try; runs of another round count are refused, not mixed; ``grid``:
+    ``{key: [values]}`` (:func:`parse_grid_options`) replacing the config's values of those keys, per-method
+    ones included). Every grid point is validated."""
     path = Path(path)
     raw = load_toml(path)
     table = raw.get("sweep")
     if table is None:
         raise ConfigError(f"{path} has no [sweep] table (methods, sparsities, seeds)")
-    unknown = set(table) - SWEEP_KEYS
-    if unknown:
-        raise ConfigError(f"unknown key '{sorted(unknown)[0]}' in [sweep] of {path} (allowed: {', '.join(sorted(SWEEP_KEYS))})")
+    known = set(method_names())
+    own = {k: v for k, v in table.items() if isinstance(v, dict) and k in known}  # [sweep.METHOD]
+    shared = read_grid({k: v for k, v in table.items() if k not in SWEEP_KEYS and k not in own}, f" in [sweep] of {path}")
+    method_grids = {m: read_grid(t, f" in [sweep.{m}] of {path}") for m, t in own.items()}
+    for key, values in (grid or {}).items():
+        shared[key] = values
+        for t in method_grids.values():
+            t.pop(key, None)
     base = {k: v for k, v in raw.items() if k in FIELD_NAMES and k not in {"method", "sparsity", "seed", "name", "out"}}
     if rounds is not None:
         base["rounds"] = rounds
+        shared.pop("rounds", None)
     sweep = Sweep(
         experiment=path.stem,
         base=base,
@@ -118,6 +328,8 @@ def load_sweep(
         seeds=list(seeds) if seeds is not None and len(seeds) else _list(table.get("seeds", [0]), "seeds", int),
         out=Path(out if out is not None else table.get("out", f"results/{path.stem}")).expanduser(),
         meta=raw.get("meta", {}),
+        grid=shared,
+        method_grids={m: g for m, g in method_grids.items() if g},
     )
     sweep.configs()  # validate every grid point now: bad input fails before any run starts
     return sweep
@@ -167,7 +379,8 @@ def execute(cfg: RunConfig, action: str, threads: int | None = None) -> dict:
             result = run(cfg, overwrite=True)
     else:
         result = run(cfg, overwrite=(action == "restart"))
-    return {"name": cfg.name, "action": action, "final_accuracy": result.final_accuracy,
+    val = [r["val_accuracy"] for r in result.rows if r.get("val_accuracy") is not None]
+    return {"name": cfg.name, "action": action, "final_accuracy": result.final_accuracy, "val_accuracy": val[-1] if val else None,
             "uplink_bits": result.total_uplink_bits, "wall_time_s": result.wall_time_s}
 
 
@@ -271,4 +484,4 @@ def compare_sweep(sweep: Sweep, out_dir: str | Path | None = None):
     return compare(dirs, out_dir if out_dir is not None else sweep.out / "compare", formats=[])
 
 
-__all__ = ["Sweep", "load_sweep", "run_name", "run_state", "plan", "action_for", "run_sweep", "run_dirs", "compare_sweep", "split_csv"]
+__all__ = ["Sweep", "Point", "load_sweep", "parse_grid_options", "grid_key", "run_name", "run_state", "plan", "action_for", "run_sweep", "run_dirs", "compare_sweep", "split_csv"]

@@ -98,7 +98,9 @@ def summary_on_disk(cfg: RunConfig) -> dict:
     rec = load_run(Path(cfg.out) / cfg.name)
     m = rec.metrics
     acc = m["test_accuracy"].dropna()
+    val = m["val_accuracy"].dropna() if "val_accuracy" in m else []
     return {"name": cfg.name, "action": "skip", "final_accuracy": float(acc.iloc[-1]) if len(acc) else None,
+            "val_accuracy": float(val.iloc[-1]) if len(val) else None,
             "uplink_bits": int(m["cumulative_uplink_bits"].iloc[-1]),
             "wall_time_s": float(rec.meta.get("wall_time_s", m["wall_time_s"].iloc[-1]))}
 

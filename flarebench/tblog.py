@@ -23,6 +23,8 @@ from .errors import ConfigError
 SCALARS = {  # tag -> metrics.csv column
     "test/accuracy": "test_accuracy",
     "test/loss": "test_loss",
+    "val/accuracy": "val_accuracy",
+    "val/loss": "val_loss",
     "train/loss": "train_loss",
     "bits/uplink": "uplink_bits",
     "bits/downlink": "downlink_bits",

@@ -5,7 +5,8 @@ Every backend (the local loop, Flower's server and its nodes, Ray workers throug
 
 1. the device (``--device``);
 2. the dataset part's data, loaded on the CPU and checked (:meth:`Dataset.validate`);
-3. the partition part's client index tensors (from the CPU labels, seeded by the run seed);
+3. the partition part's client index tensors (from the CPU labels, seeded by the run seed), and, with
+   ``validation_fraction`` > 0, each client's held-out validation rows (:func:`hold_out`);
 4. the data moved to the device; the model part's module built under ``torch.manual_seed(derive(seed, "init"))``
    on that device, and checked by one tiny forward pass (its output must be ``[B, num_classes]``, or
    ``[B, T, num_classes]`` for per-position targets).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,12 +49,48 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class World:
-    """What a run trains on: ``clients[i]`` are client i's int64 row indices into ``data.x_train``."""
+    """What a run trains on: ``clients[i]`` are client i's int64 row indices into ``data.x_train``;
+    ``validation``: the held-out rows of every client (int64 ``[V]``, empty without a validation split)."""
 
     device: torch.device
     data: Dataset
     clients: list[torch.Tensor]
     model: nn.Module
+    validation: torch.Tensor
+
+    def validation_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of the validation rows, on the data's device (empty tensors without a split)."""
+        return validation_set(self.data, self.validation)
+
+
+def validation_set(data: Dataset, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``: the training rows ``rows`` of ``data`` (on its device)."""
+    rows = rows.to(data.x_train.device)
+    return data.x_train[rows], data.y_train[rows]
+
+
+def hold_out(clients: list[torch.Tensor], fraction: float, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each client's rows split into training and validation rows: ``floor(fraction * n_i)`` of client i's
+    ``n_i`` rows, drawn with ``derive(seed, "validation", i)``, are held out (so a client keeps at least one
+    row for ``fraction < 1``; a small client may hold out none). Both parts keep the rows' partition order.
+    Returns (training rows per client, all validation rows, client by client); ``fraction == 0``: the clients
+    as given and no rows. ConfigError if the validation set would be empty."""
+    if fraction == 0:
+        return clients, torch.zeros(0, dtype=torch.int64)
+    train, held = [], []
+    for i, rows in enumerate(clients):
+        k = math.floor(fraction * len(rows))
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(derive(seed, "validation", i)))
+        out = torch.zeros(len(rows), dtype=torch.bool)
+        out[order[:k]] = True
+        train.append(rows[~out])
+        held.append(rows[out])
+    validation = torch.cat(held)
+    if len(validation) == 0:
+        largest = max(len(r) for r in clients)
+        raise ConfigError(f"validation-fraction {fraction:g} holds out no row (floor({fraction:g} x rows) per client; "
+                          f"the largest client has {largest} rows): use a larger fraction")
+    return train, validation
 
 
 def _part(cfg, kind: str):
@@ -70,11 +108,12 @@ def build_world(cfg) -> World:
     data = _part(cfg, "dataset").load(cfg.data_root, cfg.download, cfg.seed).validate()
     _check_spec(cfg, data.spec)  # again, with what was loaded (a dataset may not know its spec before)
     clients = partition_part.split(data.y_train, cfg.clients, cfg.seed, cfg.samples_per_client, data.natural_clients)
+    clients, validation = hold_out(clients, cfg.validation_fraction, cfg.seed)
     data = data.to(device)
     torch.manual_seed(derive(cfg.seed, "init"))
     model = build_model_checked(model_part, cfg.model, data.input_shape, data.num_classes).to(device)
     check_output(model, data, cfg.model)
-    return World(device, data, clients, model)
+    return World(device, data, clients, model, validation)
 
 
 def build_model_checked(part, name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -166,4 +205,4 @@ def _one_line(e: BaseException, n: int = 200) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-__all__ = ["World", "build_world", "check_fits", "check_output", "num_params_for", "resolve_device", "DEVICES"]
+__all__ = ["World", "build_world", "hold_out", "validation_set", "check_fits", "check_output", "num_params_for", "resolve_device", "DEVICES"]

@@ -128,6 +128,19 @@ def _events(run_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- in this process
+def test_fake_grid_honours_the_validation_split(tmp_path, task_identity):
+    """validation_fraction: the nodes train on the same rows as the local backend's clients (the server's
+    aggregation weights are their sizes) and the server evaluates the same held-out rows."""
+    cfg = tiny(method="topk-ef", validation_fraction=0.25, rounds=2, out=str(tmp_path))
+    local = run(cfg.replace(name="local"))
+    flower = run_on_grid(FakeGrid(cfg.clients), cfg.replace(name="flower", backend="flower"), FAST)
+    assert_same_metrics(local.path, flower.path)
+    a, b = pd.read_csv(local.path / "metrics.csv"), pd.read_csv(flower.path / "metrics.csv")
+    assert a.val_accuracy.notna().all() and a.val_loss.equals(b.val_loss) and a.val_accuracy.equals(b.val_accuracy)
+    meta = json.loads((flower.path / "config.json").read_text())
+    assert meta["client_samples"] == [150] * 4 and meta["validation_samples"] == 200
+
+
 @pytest.mark.parametrize("method,per_round", [("topk-ef", None), ("ef21", 3)])
 def test_fake_grid_run_equals_local(tmp_path, task_identity, method, per_round):
     cfg = tiny(method=method, clients_per_round=per_round, out=str(tmp_path))

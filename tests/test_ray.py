@@ -155,6 +155,21 @@ def test_ray_sweep_equals_local_sweep(ray_head, grid, tmp_path, capsys):
     assert code == 2 and "different config" in err and err.count("\n") == 1, err
 
 
+def test_ray_sweep_of_an_lr_grid_equals_local(ray_head, tmp_path):
+    """A grid over lr (2 points, 2 rounds) on Ray: the runs named by lr, equal to the local sweep's."""
+    from flarebench.sweep import load_sweep, run_sweep
+
+    config = tmp_path / "lr.toml"
+    config.write_text(GRID.replace("rounds = 16", "rounds = 2").replace("seeds = [0, 1]", "seeds = [0]\nlr = [0.05, 0.2]")
+                      .replace('methods = ["flare", "topk-ef"]', 'methods = ["topk-ef"]'))
+    with one_thread():
+        run_sweep(load_sweep(config, out=tmp_path / "local"))
+    out = finish(sweep_cli(tmp_path, config, "--ray", ray_head, "--out", tmp_path / "ray"))
+    names = ["topk-ef-s0.99-lr0.05-seed0", "topk-ef-s0.99-lr0.2-seed0"]
+    assert sorted(re.findall(r"^run +(\S+) \(2 rounds\) on \S+, pid \d+", out, re.M)) == names, out
+    assert_same_runs(tmp_path / "ray", tmp_path / "local", names, compare=False)
+
+
 def test_a_killed_worker_is_retried_and_resumes(ray_head, grid, tmp_path):
     config, local = grid
     proc = sweep_cli(tmp_path, config, "--ray", ray_head, "--methods", "flare", "--out", tmp_path / "ray")

@@ -17,8 +17,8 @@ def test_the_event_file_holds_every_rounds_metrics_and_the_config(tmp_path, caps
     from flarebench.tblog import SCALARS
 
     code, out, err = cli(capsys, "run", "--method", "topk-ef", "--clients", "3", "--samples-per-client", "60", "--rounds", "3",
-                         "--eval-every", "2", "--engine", "sequential", "--device", "cpu", "--out", tmp_path, "--name", "tb",
-                         "--log", "tensorboard", "--quiet")
+                         "--eval-every", "2", "--validation-fraction", "0.2", "--engine", "sequential", "--device", "cpu",
+                         "--out", tmp_path, "--name", "tb", "--log", "tensorboard", "--quiet")
     assert code == 0, err
     run_dir = tmp_path / "tb"
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})

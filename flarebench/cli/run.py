@@ -58,6 +58,7 @@ def run_command(
     keep_optimizer_state: Optional[bool] = typer.Option(None, "--keep-optimizer-state/--fresh-optimizer", help="Keep each client's momentum across rounds (reference: fresh each round). [default: fresh-optimizer]", rich_help_panel=_FED),
     server_lr: Optional[float] = typer.Option(None, help=f"Server step size on the aggregated update. [default: {D.server_lr}]", rich_help_panel=_FED),
     eval_every: Optional[int] = typer.Option(None, help=f"Evaluate on the test set every N rounds (and on the last). [default: {D.eval_every} rounds]", rich_help_panel=_FED),
+    validation_fraction: Optional[float] = typer.Option(None, help="Hold out this fraction of each client's training rows (floor per client, seeded) as a validation set, evaluated like the test set (metrics val_loss, val_accuracy); in [0, 1). [default: 0, none]", rich_help_panel=_FED),
     seed: Optional[int] = typer.Option(None, help=f"Seed for init, partition, client sampling, shuffling, random-k. [default: {D.seed}]", rich_help_panel=_FED),
     device: Optional[str] = typer.Option(None, help=f"auto | cpu | cuda. [default: {D.device}]", rich_help_panel=_FED),
     engine: Optional[str] = typer.Option(None, help=f"Local training: sequential (one client at a time) | vectorized (all clients at once, torch.func.vmap) | auto (times both once per shape, cached). [default: {D.engine}]", rich_help_panel=_FED),
@@ -110,8 +111,9 @@ def run_command(
         typer.echo(f"flarebench: interrupted; continue with: flarebench run --resume {run_dir}", err=True)
         raise typer.Exit(130) from None
     acc = result.final_accuracy
+    shown = f"final test accuracy {acc:.4f}" if acc is not None else "no test evaluation"
     typer.echo(
-        f"done: {result.path}  final test accuracy {acc:.4f}  total uplink {human_bits(result.total_uplink_bits)} "
+        f"done: {result.path}  {shown}  total uplink {human_bits(result.total_uplink_bits)} "
         f"({result.total_uplink_bits} bits)  wall {result.wall_time_s:.1f}s"
     )
     if result.diverged:

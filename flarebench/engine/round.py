@@ -25,6 +25,7 @@ from torch import nn
 from ..flat import Layout
 from ..methods.presets import Parts
 from .client import ClientSide, ClientStates
+from ..world import validation_set
 from .sequential import evaluate
 from .server import ServerSide
 
@@ -48,9 +49,12 @@ class RoundStats:
 class Federation:
     """The server and its clients for one run, in one process; :meth:`run_round` is the FL round."""
 
-    def __init__(self, cfg, model: nn.Module, layout: Layout, parts: Parts, data, client_indices: list[torch.Tensor], device):
+    def __init__(self, cfg, model: nn.Module, layout: Layout, parts: Parts, data, client_indices: list[torch.Tensor], device,
+                 validation: torch.Tensor | None = None):
         self.cfg, self.model, self.layout, self.parts, self.device = cfg, model, layout, parts, device
         self.x_test, self.y_test = data.x_test, data.y_test
+        # the rows held out of the clients' training data (world.hold_out): evaluated by runner.evaluate_all
+        self.x_val, self.y_val = validation_set(data, validation if validation is not None else torch.zeros(0, dtype=torch.int64))
         sizes = torch.tensor([len(i) for i in client_indices], dtype=torch.float32)
         self.server = ServerSide(cfg, layout, parts, layout.flatten(model), sizes, device)
         self.clients = ClientSide(cfg, model, layout, parts, data.x_train, data.y_train, client_indices, device)

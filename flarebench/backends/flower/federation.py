@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from ...engine.round import RoundStats
 from ...engine.select import EngineChoice
 from ...engine.sequential import evaluate, mean_loss
+from ...world import validation_set
 from ...engine.server import ServerSide
 from ...errors import ConfigError, FlarebenchError
 from ...methods.presets import build_parts
@@ -105,6 +106,7 @@ class FlowerFederation:
         cfg = node.cfg
         self.cfg, self.model, self.layout, self.device = cfg, node.model, node.layout, node.device
         self.x_test, self.y_test = node.data.x_test, node.data.y_test
+        self.x_val, self.y_val = validation_set(node.data, node.validation)  # evaluated here, as the local backend does
         self.parts = build_parts(cfg, node.layout, node.device)
         self.server = ServerSide(cfg, node.layout, self.parts, node.layout.flatten(node.model), node.client_sizes, node.device)
         self.client_sizes = self.server.client_sizes

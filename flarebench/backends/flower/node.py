@@ -49,7 +49,7 @@ def client_engine_config(cfg: RunConfig) -> RunConfig:
 
 @dataclass
 class NodeSetup:
-    """A node's view of the run: device, data (on the device), every client's rows, model, layout."""
+    """A node's view of the run: device, data (on the device), every client's rows, model, layout, validation rows."""
 
     cfg: RunConfig
     device: torch.device
@@ -57,6 +57,7 @@ class NodeSetup:
     client_indices: list[torch.Tensor]
     model: torch.nn.Module
     layout: Layout
+    validation: torch.Tensor  # rows held out of the clients' training data (world.hold_out), evaluated on the server
 
     @property
     def client_sizes(self) -> torch.Tensor:
@@ -69,7 +70,7 @@ def node_setup(cfg: RunConfig) -> NodeSetup:
     from ...world import build_world
 
     w = build_world(cfg)
-    return NodeSetup(cfg, w.device, w.data, w.clients, w.model, Layout.of(w.model))
+    return NodeSetup(cfg, w.device, w.data, w.clients, w.model, Layout.of(w.model), w.validation)
 
 
 class ClientCache:
