@@ -52,8 +52,10 @@ def test_validation_columns_on_both_engines(tiny_config):
     a, b = (load_run(r.path) for r in runs.values())
     assert list(a.metrics.columns) == COLUMNS and a.metrics.val_accuracy.notna().all()
     assert a.meta["client_samples"] == [150] * 4 and a.meta["validation_samples"] == 200
-    for col in ("val_loss", "val_accuracy", "test_loss", "test_accuracy"):
-        assert a.metrics[col].tolist() == pytest.approx(b.metrics[col].tolist(), abs=1e-3), col
+    # the engines differ by float rounding (CPU kernels: avx2, avx512, default), which may flip a sample or two
+    for col, tol in (("val_loss", dict(rel=1e-3)), ("test_loss", dict(rel=1e-3)),
+                     ("val_accuracy", dict(abs=3 / 200 + 1e-9)), ("test_accuracy", dict(abs=3 / 2000 + 1e-9))):
+        assert a.metrics[col].tolist() == pytest.approx(b.metrics[col].tolist(), **tol), col
     s = setup(tiny_config(validation_fraction=0.25))
     assert len(s.federation.y_val) == 200 and int(s.federation.client_sizes.sum()) == 600
     plain = load_run(run(tiny_config(rounds=1, name="plain")).path)
