@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .compare import collect_runs, experiment_key, group_of, sort_key, targets
+from .compare import collect_runs, experiment_key, first_reaching, group_of, sort_key, targets
 from .errors import ConfigError, ResultsError
 from .methods import presets
 from .results import RunRecord, check_writable
@@ -51,10 +51,8 @@ def _point_key(rec: RunRecord) -> tuple:
 
 def rounds_to(rec: RunRecord, target: float, horizon: int) -> int | None:
     """The first evaluated round <= ``horizon`` with test accuracy >= ``target``; None if none."""
-    m = rec.metrics
-    ev = m[m["test_accuracy"].notna() & (m["round"] <= horizon)]
-    hit = ev[ev["test_accuracy"] >= target]
-    return None if hit.empty else int(hit["round"].iloc[0])
+    hit = first_reaching(rec.metrics[rec.metrics["round"] <= horizon], target)
+    return None if hit is None else int(hit["round"])
 
 
 def accuracy_at(rec: RunRecord, rnd: int) -> float:
