@@ -10,7 +10,8 @@ so a per-entry cost weighs about 2.2x more there (``--model vgg16``).
 
 The update is Gaussian noise ``[1, P]``; each compressor is built at its defaults (``--sparsity`` for
 the sparsifiers) and timed on one client: ``compress`` + ``encode`` (client), ``decode`` + the
-server's reconstruction (``contribution``: what it adds up); multi-phase compressors (PowerSGD)
+server's reconstruction (``contribution``: what it adds up, written into the server's ``[P]`` row, which
+a run allocates once and reuses every round); multi-phase compressors (PowerSGD)
 through all their phases, server broadcasts included. Where the cost depends on state, the rows are
 the settings a run meets: ``dgc`` after its warm-up (density 1 - sparsity) and ``dgc@warm-up`` in its
 first round (the warm-up's densest, once per run); ``threshold`` with tau at the (1 - density)
@@ -35,12 +36,14 @@ import torch
 
 from bench_wire import build, train_step_fn
 from flarebench.flat import Layout
+from flarebench.methods.compressors.base import contribution_into
 from flarebench.methods.compressors.dgc import warmup_density
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts
 
 
-def one_client_round(comp, v: torch.Tensor, ctx: RoundContext) -> tuple[int, torch.Tensor]:
-    """All phases of one client with the server's side: -> (uplink bytes, the decoded contribution [P])."""
+def one_client_round(comp, v: torch.Tensor, ctx: RoundContext, out: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """All phases of one client with the server's side: -> (uplink bytes, the decoded contribution, written
+    into ``out`` [P]: the server's row, reused round after round, as aggregation.py and the client's memory do)."""
     weights = torch.ones(1)
     broadcasts, received, nbytes = [], [[]], 0
     for phase in range(comp.phases):
@@ -50,7 +53,7 @@ def one_client_round(comp, v: torch.Tensor, ctx: RoundContext) -> tuple[int, tor
         data = comp.encode(payload)
         nbytes += len(data)
         received[0].append(comp.decode(data))
-    return nbytes, comp.contribution(received[0], broadcasts)
+    return nbytes, contribution_into(comp, received[0], broadcasts, out)
 
 
 def rows(names: list[str], v: torch.Tensor, density: float):
@@ -90,10 +93,11 @@ def main() -> None:
     for label, name, params, round_idx, setting in rows(args.compressors.split(","), v, density):
         comp = REGISTRY["compressor"][name](PartContext(layout, 1, sparsity=args.sparsity, seed=0), **params)
         ctx = RoundContext(round_idx, [0], seed=0)
-        nbytes, _ = one_client_round(comp, v, ctx)  # warm-up
+        row = torch.empty(layout.num_params)  # the server's row for this client (allocated once, as in a run)
+        nbytes, _ = one_client_round(comp, v, ctx, row)  # warm-up
         t_step, t_comp = [], []
         for _ in range(args.reps):
-            for fn, out in ((step, t_step), (lambda: one_client_round(comp, v, ctx), t_comp)):
+            for fn, out in ((step, t_step), (lambda: one_client_round(comp, v, ctx, row), t_comp)):
                 t0 = clock()
                 fn()
                 out.append(1e3 * (clock() - t0))

@@ -18,7 +18,7 @@ from flarebench.engine.seeds import randperm_prefix
 from flarebench.flat import Layout
 from flarebench.methods.compressors import count_sketch
 from flarebench.methods.compressors.count_sketch import CountSketch, median_of
-from flarebench.methods.compressors.topk import positions_where, sparse_nonzero
+from flarebench.methods.compressors.topk import CHUNK, below, positions_above
 from flarebench.methods.registry import PartContext, RoundContext, part_class
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -32,15 +32,25 @@ def test_randperm_prefix_is_torch_randperm(n, seed, data):
     assert torch.equal(randperm_prefix(seed, n, k), want)
 
 
+SPECIAL = [0.0, -0.0, 1.5, -1.5, float("nan"), float("inf"), -float("inf"), 1e-45, -1e-45, 3.4e38]
+
+
 @FAST
-@given(st.integers(0, 5000), st.sampled_from([0.0, 0.001, 0.02, 0.3, 1.0]), st.integers(0, 2**31))
-def test_sparse_nonzero_and_positions_where_are_nonzero(c, p, seed):
+@given(st.sampled_from([0, 1, 15, 16, 17, 5000, CHUNK + 37]), st.sampled_from([-1.0, 0.0, 1e-45, 1.5, 3.0, float("inf"), float("nan")]),
+       st.booleans(), st.integers(0, 2**31))
+def test_positions_above_is_nonzero_of_the_comparison(n, floor, nan, seed):
+    """Across chunk and group edges, with NaN, infinities, signed zeros, subnormals and ties at the floor."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(c, generator=g)
-    mask = torch.rand(c, generator=g) < p
-    assert torch.equal(sparse_nonzero(mask), torch.nonzero(mask).flatten())
-    assert torch.equal(sparse_nonzero(mask[3:]), torch.nonzero(mask[3:]).flatten())  # a view off the 8-byte grid
-    assert torch.equal(positions_where(x, lambda m: m > 1.5), torch.nonzero(x.abs() > 1.5).flatten())
+    x = torch.randn(n, generator=g) * 2
+    if n:
+        where = torch.randint(n, (min(n, 40),), generator=g)
+        x[where] = torch.tensor(SPECIAL + [floor] * 10 + [-floor] * 10 + SPECIAL)[: where.numel()]
+    want = torch.nonzero((x.abs() > floor) | (torch.isnan(x) & nan)).flatten()
+    assert torch.equal(positions_above(x, floor, nan=nan), want)
+    assert torch.equal(positions_above(x, torch.tensor([floor]), nan=nan), want)  # a [1] threshold, as topk's
+    if n and floor == floor:
+        t = torch.tensor(floor)
+        assert torch.equal(positions_above(x, below(t)), torch.nonzero(x.abs() >= t).flatten())
 
 
 @pytest.mark.parametrize("rows", range(1, 10))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..flat import Layout
+from ..methods.compressors.base import contribution_into, reused_rows
 from ..methods.presets import Parts
 from ..methods.registry import RoundContext
 from .optim import FlatSGD
@@ -145,11 +146,11 @@ class ClientSide:
     def sent(self, rnd: ClientRound) -> torch.Tensor:
         """``[K, P]``: each client's update as the server reconstructs it from the bytes (decoded here the same way)."""
         compressor = self.parts.compressor
-        rows = []
+        out = reused_rows(self, "_sent", len(rnd.ids), rnd.v.shape[1], self.device)
         for k in range(len(rnd.ids)):
             payloads = [compressor.decode(rnd.uplink[phase][k]) for phase in range(len(rnd.uplink))]
-            rows.append(compressor.contribution(payloads, rnd.broadcasts, self.device))
-        return torch.stack(rows)
+            contribution_into(compressor, payloads, rnd.broadcasts, out[k])
+        return out
 
     def end(self, rnd: ClientRound, states: State) -> None:
         """After the last phase: the memory learns what the server decoded (error feedback). Updates ``states``."""

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..wire.codecs import POSITION_CODECS
+from .compressors.base import contribution_into, reused_rows
 from .registry import FLOAT32_RULE, Param, Part, in_unit_interval, positive_float32, register
 
 
@@ -34,11 +35,14 @@ class Aggregator(Part):
     def aggregate_payloads(self, compressor, payloads: list[list[Any]], broadcasts: list[Any], weights: torch.Tensor,
                            ids: list[int], ctx, device=None) -> torch.Tensor:
         """``payloads[k][p]``: client k's decoded payload of phase p -> the update ``[P]``."""
-        received = torch.stack([compressor.contribution(p, broadcasts, device) for p in payloads])
+        received = reused_rows(self, "_received", len(payloads), self.ctx.num_params, device)
+        for k, p in enumerate(payloads):
+            contribution_into(compressor, p, broadcasts, received[k])
         return self.aggregate(received, weights, ids, ctx)
 
     def aggregate(self, received: torch.Tensor, weights: torch.Tensor, ids: list[int], ctx) -> torch.Tensor:
-        """``received``: ``[K, P]`` dense decoded updates; ``weights``: ``[K]`` -> ``[P]``."""
+        """``received``: ``[K, P]`` dense decoded updates (the server's buffer, rewritten next round: an
+        aggregator that keeps rows copies them); ``weights``: ``[K]`` -> ``[P]``."""
         w = weights.to(received.dtype) / weights.sum()
         return w @ received
 

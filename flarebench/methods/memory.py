@@ -45,7 +45,8 @@ class Memory(Part):
         return d
 
     def update(self, v: torch.Tensor, sent: torch.Tensor, state: State, ctx) -> None:
-        """After compressing ``v``; ``sent`` ``[K, P]`` is exactly what the server decoded. Updates ``state`` in place."""
+        """After compressing ``v``; ``sent`` ``[K, P]`` is exactly what the server decoded (the engine's buffer,
+        rewritten next round: copy what you keep). Updates ``state`` in place."""
 
     def residual(self, state: State) -> torch.Tensor | None:
         """``[K, P]`` the unsent remainder (FLARE's accumulator A_i), or None when the memory has none."""

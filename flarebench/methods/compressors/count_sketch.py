@@ -43,7 +43,7 @@ from ...errors import ConfigError, DecodeError
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param, PartContext, non_negative, positive, register
 from .base import Compressor
-from .topk import CHUNK, positions_where, prefilter_threshold
+from .topk import CHUNK, below, positions_above, prefilter_threshold
 
 TAG = 0x43
 MAX_COLUMNS = 2**30  # the hash codes are int32 2 h + sign bit: h < 2^30
@@ -218,7 +218,7 @@ class CountSketch(Compressor):
         cand = None
         if 16 * k <= self.num_params:
             thr = prefilter_threshold(est[None], k)[0]
-            cand = positions_where(est, lambda m: m >= thr)  # ascending
+            cand = positions_above(est, below(thr))  # ascending
             if cand.numel() < k:
                 cand = None
         cand_mag = est.abs() if cand is None else est[cand].abs()
@@ -235,11 +235,13 @@ class CountSketch(Compressor):
         tables = self.sketch(v).cpu()
         return [tables[k].clone() for k in range(tables.shape[0])]
 
-    def decompress(self, payload: torch.Tensor, device=None) -> torch.Tensor:
+    writes_into = True
+
+    def decompress(self, payload: torch.Tensor, device=None, out=None) -> torch.Tensor:
         """The client's own heavy hitters: top-k of ``U(S)`` as a dense ``[P]``."""
         table = payload.to(device=device, dtype=torch.float32)
         idx, vals = self.heavy_hitters(table)
-        out = torch.zeros(self.num_params, dtype=torch.float32, device=device)
+        out = self.output(device, out, zero=True)
         out[idx] = vals
         return out
 

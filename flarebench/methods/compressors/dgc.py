@@ -44,7 +44,7 @@ import torch
 from ...wire.message import Message
 from ..registry import Param, in_unit_interval, non_negative, register
 from .base import Sparsifier
-from .topk import positions_where, topk_positions
+from .topk import below, positions_above, topk_positions
 
 MAX_ADAPTATION = 10  # the authors' code's max_adaptation_iters
 
@@ -110,12 +110,12 @@ class DGC(Sparsifier):
         thr = self.threshold(block, k, density, g)
         if thr is None:
             return topk_positions(block[None], k)[0]
-        passed = positions_where(block, lambda m: m >= thr)
+        passed = positions_above(block, below(thr))
         for _ in range(MAX_ADAPTATION if self.lower_bound > 0 else 0):
             if passed.numel() >= self.lower_bound * k:
                 break
             thr = thr * self.lower_bound
-            passed = positions_where(block, lambda m: m >= thr)
+            passed = positions_above(block, below(thr))
         if passed.numel() > k:  # hierarchical selection: the exact top-k of those that passed
             mag = block[passed].abs()
             keep = mag >= mag.kthvalue(passed.numel() - k + 1).values  # >= the k-th largest: ascending, no sort

@@ -35,6 +35,7 @@ from ...wire.bounds import empirical_entropy_bits
 from ...wire.entropy import decode_symbols, encode_symbols
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
+from .packing import pack_bits
 from .quantizer import Quantizer, coder_param, generator_for
 from .topk import CHUNK
 
@@ -50,24 +51,6 @@ class NaturalPayload:
 
     negative: torch.Tensor
     exponent: torch.Tensor
-
-
-def pack_bits(bits: torch.Tensor) -> np.ndarray:
-    """bool ``[n]`` (any device) -> uint8 ``[ceil(n / 8)]`` on the host, MSB first, zero-padded (packed where the bits
-    are, ``CHUNK`` bits at a time: no full-size temporary)."""
-    n = bits.numel()
-    b = bits.reshape(-1).view(torch.uint8)  # a bool is one byte, 0 or 1
-    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=b.device)
-    out = torch.empty(-(-n // 8), dtype=torch.uint8, device=b.device)
-    whole = n - n % 8
-    for a in range(0, whole, CHUNK):
-        e = min(a + CHUNK, whole)
-        torch.sum(b[a:e].view(-1, 8) * weights, dim=1, dtype=torch.uint8, out=out[a // 8 : e // 8])
-    if whole < n:
-        tail = torch.zeros(8, dtype=torch.uint8, device=b.device)
-        tail[: n - whole] = b[whole:]
-        out[-1] = (tail * weights).sum(dtype=torch.uint8)
-    return out.cpu().numpy()
 
 
 @register
@@ -154,9 +137,11 @@ class Natural(Quantizer):
         return NaturalPayload(torch.from_numpy(negative), torch.from_numpy(exponent))
 
     # ------------------------------------------------------------ server side
-    def decompress(self, payload: NaturalPayload, device=None) -> torch.Tensor:
+    writes_into = True
+
+    def decompress(self, payload: NaturalPayload, device=None, out=None) -> torch.Tensor:
         neg, exp = payload.negative.to(device), payload.exponent.to(device)
-        out = torch.empty(self.num_params, dtype=torch.int32, device=device)
+        out = self.output(device, out).view(torch.int32)
         for a in range(0, self.num_params, CHUNK):  # int32 temporaries of CHUNK entries, in cache
             o = out[a : a + CHUNK]
             o.copy_(exp[a : a + CHUNK]).bitwise_left_shift_(MANTISSA_BITS)
@@ -178,4 +163,4 @@ class Natural(Quantizer):
         return self.num_params + -(-self.num_params // 8) + 8 * 512
 
 
-__all__ = ["Natural", "NaturalPayload", "pack_bits"]
+__all__ = ["Natural", "NaturalPayload"]

@@ -24,6 +24,7 @@ import torch
 
 from ...errors import DecodeError
 from ..registry import register
+from .packing import count_ones
 from .sign import SignFamily
 
 
@@ -35,12 +36,12 @@ class OneBit(SignFamily):
     payload_id = 0x22
     scales_per_tensor = 2
 
-    def scales_of(self, v, signs):
+    def scales_of(self, v, bits):
         cols = []
-        for block, bits in zip(self.blocks(v), self.blocks(signs)):  # [K, n_t]
-            pos = self.row_sums(block, lambda x: x.clamp(min=0))  # sum of the entries >= 0
-            neg = self.row_sums(block, lambda x: x.clamp(max=0))  # sum of the negative entries
-            n_pos = torch.stack([torch.count_nonzero(row) for row in bits]).double()  # (faster than dim=1 on CPU)
+        for seg, block in zip(self.layout.segments, self.blocks(v)):  # [K, n_t]
+            pos = self.row_sums(block, lambda x, out: torch.clamp(x, min=0, out=out))  # sum of the entries >= 0
+            neg = (self.row_sums(block) - pos).clamp(max=0)  # sum of the negative entries (<= 0 despite rounding)
+            n_pos = torch.tensor([count_ones(b, seg.start, seg.stop) for b in bits], dtype=torch.float64, device=v.device)
             n_neg = block.shape[1] - n_pos
             cols.append(torch.stack([pos / n_pos.clamp_min(1), neg / n_neg.clamp_min(1)], dim=1))  # empty group: 0
         return torch.stack(cols, dim=1).float().cpu()

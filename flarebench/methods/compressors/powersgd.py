@@ -186,12 +186,14 @@ class PowerSGD(MultiPhase, Compressor):
                 qt[:, dead] = ft[:, dead]
         self.q = q.contiguous()
 
-    def contribution(self, payloads, broadcasts, device=None):
+    writes_into = True
+
+    def contribution(self, payloads, broadcasts, device=None, out=None):
         """``P_hat Q_k^T`` per matrix and the vectors as sent: ``[P]`` float32."""
         p_msg, q_msg = payloads
         p_hat = self._split(broadcasts[1].values.to(device), "P")
         qs = self._split(q_msg.values.to(device), "Q")
-        out = torch.zeros(self.layout.num_params, dtype=torch.float32, device=device)
+        out = self.output(device, out)  # every entry written below: a matrix block or a vector
         for x, pt, qt in zip(self.matrices, p_hat, qs):
             torch.mm(pt, qt.T, out=out[x.start : x.start + x.n * x.m].view(x.n, x.m))
         at = self.p_size

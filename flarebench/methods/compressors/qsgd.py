@@ -241,10 +241,12 @@ class QSGD(Quantizer):
         return positions
 
     # ------------------------------------------------------------ server side
-    def decompress(self, payload: QSGDPayload, device=None) -> torch.Tensor:
+    writes_into = True
+
+    def decompress(self, payload: QSGDPayload, device=None, out=None) -> torch.Tensor:
         step = torch.from_numpy(payload.norms / np.float32(self.levels)).to(device)  # ||v_b|| / s per bucket
         symbols = payload.symbols.to(device)
-        out = torch.empty(self.num_params, dtype=torch.float32, device=device)
+        out = self.output(device, out)
         rows, b = max(1, CHUNK // self.bucket), 0
         for (_, block), (_, sym) in zip(self._blocks(out), self._blocks(symbols)):  # [m, d] views, in bucket order
             for r in range(0, block.shape[0], rows):  # one pass per CHUNK entries: (symbol - s) * ||v_b|| / s

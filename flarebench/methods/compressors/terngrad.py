@@ -170,9 +170,11 @@ class TernGrad(Quantizer):
         return TernPayload(scales, torch.from_numpy(trits))
 
     # ------------------------------------------------------------ server side
-    def decompress(self, payload: TernPayload, device=None) -> torch.Tensor:
+    writes_into = True
+
+    def decompress(self, payload: TernPayload, device=None, out=None) -> torch.Tensor:
         trits = payload.trits.to(device)
-        out = torch.empty(self.num_params, dtype=torch.float32, device=device)
+        out = self.output(device, out)
         for seg, scale in zip(self.layout.segments, payload.scales.tolist()):
             for a in range(seg.start, seg.stop, CHUNK):  # one pass: int8 trit * float32 scale
                 b = min(a + CHUNK, seg.stop)

@@ -41,7 +41,7 @@ from ...wire.frame import ByteReader, ByteWriter
 from ...wire.message import SPARSE, Message
 from ..registry import FLOAT32_RULE, Param, positive_float32, register
 from .base import MessageCompressor
-from .topk import positions_where
+from .topk import positions_above
 
 
 @register
@@ -69,7 +69,7 @@ class Threshold(MessageCompressor):
         v = v.detach()
         out = []
         for row in v:
-            flat = positions_where(row, lambda m: m > self.tau)
+            flat = positions_above(row, self.tau)
             vals = row[flat].float()
             if self.values == "tau":
                 vals = torch.where(vals > 0, self.tau, -self.tau).float()

@@ -18,29 +18,40 @@ from .base import Sparsifier
 CHUNK = 1 << 18  # entries per step of a scan: its temporaries stay in cache and are reused
 
 
-def positions_where(x: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``x`` ``[n]`` -> int64 ascending positions i where ``keep(|x_i|)`` (a bool tensor of ``|x|``), on ``x``'s
-    device, ``CHUNK`` entries at a time (no full-size float temporary: a mask and a nonzero per chunk)."""
+GROUP = 16  # entries summed per group when looking for the few that pass (a sum over a short row is cheap)
+
+
+def positions_above(x: torch.Tensor, floor: float | torch.Tensor, nan: bool = False) -> torch.Tensor:
+    """``x`` ``[n]`` -> int64 ascending positions i where ``|x_i| > floor`` (and where x_i is NaN if ``nan``), on
+    ``x``'s device, ``CHUNK`` entries at a time into one reused float buffer (no full-size temporary).
+
+    Per chunk: ``b = |x| - floor`` clamped to 0 below (``x > y`` implies ``x - y > 0`` in IEEE arithmetic, so
+    the test is exact; NaN stays NaN); the sums of groups of ``GROUP`` entries are non-zero exactly where a
+    group holds a hit or a NaN, and only those groups' entries are looked at. On CPU about 2x faster than a bool mask and nonzero (a float -> bool compare alone costs
+    twice ``abs``)."""
     n = x.shape[0]
-    parts = [sparse_nonzero(keep(x[a : a + CHUNK].abs())) + a for a in range(0, n, CHUNK)]
-    if not parts:
-        return torch.zeros(0, dtype=torch.int64, device=x.device)
+    if n == 0 or not bool(torch.as_tensor(floor) < float("inf")):  # +inf or NaN: no |x| is above it
+        return torch.nonzero(torch.isnan(x) & nan).flatten()
+    buf = torch.empty(min(n, CHUNK), dtype=torch.float32, device=x.device)
+    lanes = torch.arange(GROUP, device=x.device)
+    parts = []
+    for a in range(0, n, CHUNK):
+        c = x[a : a + CHUNK]
+        b = buf[: c.shape[0]]
+        torch.abs(c, out=b).sub_(floor).clamp_(min=0.0)  # NaN stays NaN (torch.clamp propagates it)
+        m = b.shape[0] - b.shape[0] % GROUP
+        groups = torch.nonzero(b[:m].view(-1, GROUP).sum(1)).flatten()  # a group with a hit or a NaN
+        cand = torch.cat([(groups[:, None] * GROUP + lanes).flatten(), torch.arange(m, b.shape[0], device=x.device)])
+        got = b[cand]
+        parts.append(cand[(got != 0) if nan else (got > 0)] + a)  # NaN != 0, not NaN > 0
     return torch.cat(parts) if len(parts) != 1 else parts[0]
 
 
-def sparse_nonzero(mask: torch.Tensor) -> torch.Tensor:
-    """int64 ascending positions of the True entries of a bool ``mask`` ``[c]`` (== torch.nonzero): for a sparse
-    mask, nonzero over its 8-byte words, then the 8 entries of each word that has one (about 2x faster on CPU)."""
-    c = mask.shape[0]
-    c8 = c - c % 8
-    if c8 == 0 or mask.storage_offset() % 8 or not mask.is_contiguous():
-        return torch.nonzero(mask).flatten()
-    words = torch.nonzero(mask[:c8].view(torch.int64)).flatten()
-    if 16 * words.numel() > c8:  # dense: one pass of nonzero is cheaper
-        return torch.nonzero(mask).flatten()
-    cand = (words[:, None] * 8 + torch.arange(8, device=mask.device)).flatten()
-    hits = cand[mask[cand]]
-    return torch.cat([hits, torch.nonzero(mask[c8:]).flatten() + c8]) if c8 < c else hits
+def below(value: float | torch.Tensor) -> float | torch.Tensor:
+    """The largest float32 below ``value``: ``|x| > below(t)`` is ``|x| >= t``."""
+    t = torch.as_tensor(value, dtype=torch.float32)
+    low = torch.nextafter(t, torch.tensor(-float("inf")))
+    return low if isinstance(value, torch.Tensor) else float(low)
 
 
 def full_topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
@@ -75,7 +86,7 @@ def topk_positions(block: torch.Tensor, k: int) -> torch.Tensor:
     thr = prefilter_threshold(block, k)
     out = []
     for row in range(K):
-        idx = positions_where(block[row], lambda m: ~(m < thr[row]))  # NaN passes (torch.topk ranks it first)
+        idx = positions_above(block[row], below(thr[row]), nan=True)  # NaN passes (torch.topk ranks it first)
         if idx.numel() >= k:
             cand = block[row, idx].abs()
             top = cand.topk(k, sorted=False)
