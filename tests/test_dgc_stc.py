@@ -271,7 +271,7 @@ def layouts_and_updates(draw):
 def test_dgc_round_trip(case, round_idx, exact, codec):
     sizes, sparsity, v = case
     comp = DGC(part_ctx(sizes, sparsity), exact=exact, position_codec=codec, sample_fraction=0.05)
-    ids = list(range(v.shape[0]))
+    ids, ties = list(range(v.shape[0])), bool(torch.equal(v, v.round()))
     for row, msg in enumerate(comp.compress(v, rctx(round_idx, ids))):
         data = comp.encode(msg)
         back = comp.decode(data)
@@ -280,7 +280,8 @@ def test_dgc_round_trip(case, round_idx, exact, codec):
         assert all(k <= kk for k, kk in zip(msg.counts, comp.round_counts(round_idx)))
         dense = comp.decompress(back)
         assert torch.equal(dense[dense != 0], v[row][dense != 0])  # the sent entries, exactly
-        assert comp.bound_bits(msg) <= 8 * len(data)
+        if not ties:  # log2 C(n, k) is the floor for positions spread like a random subset; ties go to the lowest
+            assert comp.bound_bits(msg) <= 8 * len(data)  # positions, which a gap code writes in fewer bits
         assert comp.nnz(msg) == sum(msg.counts)
 
 
@@ -289,7 +290,7 @@ def test_dgc_round_trip(case, round_idx, exact, codec):
 def test_stc_round_trip(case, codec):
     sizes, sparsity, v = case
     comp = STC(part_ctx(sizes, sparsity), position_codec=codec)
-    ids = list(range(v.shape[0]))
+    ids, ties = list(range(v.shape[0])), bool(torch.equal(v, v.round()))
     for row, msg in enumerate(comp.compress(v, rctx(0, ids))):
         data = comp.encode(msg)
         back = comp.decode(data)
@@ -301,7 +302,8 @@ def test_stc_round_trip(case, codec):
             mu = np.float32(block[pos].abs().double().mean().item())
             assert torch.equal(out[pos].abs(), torch.full((pos.numel(),), float(mu)))
             assert torch.equal(torch.sign(out[pos])[block[pos] != 0], torch.sign(block[pos])[block[pos] != 0])
-        assert comp.bound_bits(msg) <= 8 * len(data)
+        if not ties:  # log2 C(n, k) is the floor for positions spread like a random subset; ties go to the lowest
+            assert comp.bound_bits(msg) <= 8 * len(data)  # positions, which a gap code writes in fewer bits
 
 
 def valid_messages():

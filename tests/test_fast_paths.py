@@ -18,6 +18,7 @@ from flarebench.engine.seeds import randperm_prefix
 from flarebench.flat import Layout
 from flarebench.methods.compressors import count_sketch
 from flarebench.methods.compressors.count_sketch import CountSketch, median_of
+from flarebench.methods.compressors import topk
 from flarebench.methods.compressors.topk import CHUNK, below, positions_above
 from flarebench.methods.registry import PartContext, RoundContext, part_class
 
@@ -46,11 +47,14 @@ def test_positions_above_is_nonzero_of_the_comparison(n, floor, nan, seed):
         where = torch.randint(n, (min(n, 40),), generator=g)
         x[where] = torch.tensor(SPECIAL + [floor] * 10 + [-floor] * 10 + SPECIAL)[: where.numel()]
     want = torch.nonzero((x.abs() > floor) | (torch.isnan(x) & nan)).flatten()
-    assert torch.equal(positions_above(x, floor, nan=nan), want)
-    assert torch.equal(positions_above(x, torch.tensor([floor]), nan=nan), want)  # a [1] threshold, as topk's
-    if n and floor == floor:
-        t = torch.tensor(floor)
-        assert torch.equal(positions_above(x, below(t)), torch.nonzero(x.abs() >= t).flatten())
+    for numpy in (True, False):  # the CPU's numpy scan and the device's torch scan
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(topk, "NUMPY_ON_CPU", numpy)
+            assert torch.equal(positions_above(x, floor, nan=nan), want)
+            assert torch.equal(positions_above(x, torch.tensor([floor]), nan=nan), want)  # a [1] threshold, as topk's
+            if n and floor == floor:
+                t = torch.tensor(floor)
+                assert torch.equal(positions_above(x, below(t)), torch.nonzero(x.abs() >= t).flatten())
 
 
 @pytest.mark.parametrize("rows", range(1, 10))

@@ -18,7 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from flarebench.flat import Layout
-from flarebench.methods.compressors import packing
+from flarebench.methods.compressors import topk
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts
 
 CROSSING = {torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.__array__,
@@ -136,7 +136,7 @@ def cases():
 
 @pytest.mark.parametrize("name,params,round_idx", list(cases()))
 def test_host_bytes_within_the_stated_bound(name, params, round_idx, monkeypatch):
-    monkeypatch.setattr(packing, "NUMPY_ON_CPU", False)  # the path a GPU takes (on a CPU, numpy is the device)
+    monkeypatch.setattr(topk, "NUMPY_ON_CPU", False)  # the path a GPU takes (on a CPU, numpy is the device)
     """One round of two clients at sparsity 0.99 (DGC's warm-up round 0: density 0.4): the bytes that cross
     from the update's device to the host are at most the sum of the payloads' host_bytes_bound."""
     layout = small_layout()

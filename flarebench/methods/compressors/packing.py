@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .topk import CHUNK
+from .topk import CHUNK, numpy_scan
 
-NUMPY_ON_CPU = True  # False: the device path on the CPU too (tests/test_host_bytes.py counts that path there)
 _WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
@@ -39,7 +38,7 @@ def pack_nonnegative(x: torch.Tensor) -> np.ndarray:
     """float ``[n]`` (any device) -> the packed bits of ``x >= 0`` (-0.0 counts as >= 0, NaN does not). On the CPU
     with numpy (a compare into one reused chunk buffer, then packbits: about 2x faster than torch's compare into a
     fresh mask); on another device :func:`pack_bits` there, so only the packed bytes cross to the host."""
-    if x.device.type != "cpu" or not NUMPY_ON_CPU:
+    if not numpy_scan(x):
         return pack_bits(x >= 0)
     flat = x.detach().reshape(-1).contiguous().numpy()
     n = flat.shape[0]
