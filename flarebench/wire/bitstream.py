@@ -112,11 +112,16 @@ def pack_unary(q: np.ndarray) -> np.ndarray:
     return bits
 
 
+def as_bool(bits: np.ndarray) -> np.ndarray:
+    """A 0/1 uint8 bit array seen as bool (no copy): numpy's nonzero on bool is ~5x its uint8 one."""
+    return bits.view(np.bool_) if bits.dtype == np.uint8 else bits.astype(np.bool_)
+
+
 def read_unary(bits: np.ndarray, at: int, count: int) -> tuple[np.ndarray, int]:
     """Inverse of :func:`pack_unary` from bit ``at``: -> (int64 ``q`` ``[count]``, next offset)."""
     if count == 0:
         return np.zeros(0, dtype=np.int64), at
-    ones = np.flatnonzero(bits[at:])
+    ones = np.flatnonzero(as_bool(bits[at:]))  # bits are 0/1: numpy's bool nonzero is ~5x its uint8 one
     if ones.size < count:
         raise DecodeError(f"stream is truncated: {count} unary codes expected, found {ones.size} terminators")
     ends = ones[:count].astype(np.int64)

@@ -44,6 +44,7 @@ from ..errors import DecodeError
 from .bitstream import (
     EMPTY,
     MAX_POSITION_BITS,
+    as_bool,
     bit_length,
     bits_to_bytes,
     bytes_to_bits,
@@ -219,7 +220,7 @@ class Bitmap(PositionCodec):
     def decode_bits(self, bits, sizes, counts):
         need = sum(sizes)
         check_end(bits, need, "bitmap")
-        set_bits = np.flatnonzero(bits[:need])
+        set_bits = np.flatnonzero(as_bool(bits[:need]))  # bits are 0/1 (unpacked bytes)
         bounds = np.searchsorted(set_bits, np.cumsum([0, *sizes]))
         out = [set_bits[a:b] - o for a, b, o in zip(bounds[:-1], bounds[1:], np.cumsum([0, *sizes[:-1]]))]
         for pos, k in zip(out, counts):
