@@ -52,15 +52,36 @@ def _fisher_yates_prefix(seed: int, n: int, k: int) -> np.ndarray:
     i = np.arange(k, dtype=np.int64)
     z = bits.random_raw(k).astype(np.int64) % (n - i) + i  # the entry step i swaps with
     # no entry is swapped twice and none of the first k is swapped in from later (the usual case for k << sqrt(n)):
-    # entry i ends as z_i. Otherwise replay the k swaps on a sparse array.
+    # entry i ends as z_i. Otherwise replay the k swaps (vectorised: _replay_swaps).
     if np.all((z == i) | (z >= k)) and np.unique(z).size == k:
         return z
-    moved: dict[int, int] = {}
-    out = np.empty(k, dtype=np.int64)
-    for a, b in enumerate(z.tolist()):
-        out[a] = moved.get(b, b)
-        moved[b] = moved.get(a, a)
-    return out
+    return _replay_swaps(z)
+
+
+def _replay_swaps(z: np.ndarray) -> np.ndarray:
+    """The first k entries of ``arange(n)`` after the swaps ``P[a] <-> P[z_a]`` for a = 0 .. k - 1 (``z_a >= a``,
+    int64 ``[k]``), without a loop over a. Step a takes ``P[z_a]``, which is ``z_a`` unless an earlier step b wrote
+    there (the last such b: ``z_b = z_a``), then it is what position b held at step b: ``V_b``. ``V_b = b`` unless an
+    earlier step c < b wrote to position b (``z_c = b``, the last such c), then ``V_b = V_c``: a chain of
+    ever-smaller steps to a root r with ``V = r``, followed by pointer doubling (log k passes)."""
+    k = z.size
+    steps = np.arange(k, dtype=np.int64)
+    order = np.lexsort((steps, z))  # by target, then by step
+    zs = z[order]
+    same = zs[1:] == zs[:-1]
+    prev_same = np.full(k, -1, dtype=np.int64)  # the last earlier step with the same target
+    prev_same[order[1:][same]] = order[:-1][same]
+    keys = zs * (k + 1) + order  # < n (k + 1) <= 2^62
+    at = np.searchsorted(keys, steps * (k + 1) + steps, side="left") - 1  # the last (target b, step < b) pair
+    hit = np.maximum(at, 0)
+    parent = np.where((at >= 0) & (zs[hit] == steps), order[hit], -1)  # the last step c < b with z_c = b
+    root = np.where(parent >= 0, parent, steps)
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return np.where(prev_same >= 0, root[np.maximum(prev_same, 0)], z)
 
 
 @functools.lru_cache(maxsize=1)
