@@ -20,7 +20,8 @@ from flarebench.methods.compressors import count_sketch
 from flarebench.methods.compressors.count_sketch import CountSketch, median_of
 from flarebench.methods.compressors import topk
 from flarebench.methods.compressors.topk import CHUNK, below, positions_above
-from flarebench.methods.registry import PartContext, RoundContext, part_class
+from flarebench.methods.compressors.base import contribution_into
+from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts, part_class
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -115,3 +116,30 @@ def test_sign_reconstruction_is_the_scaled_signs(name):
         else:  # onebit: mu+ where the bit is 1, mu- where 0
             want.append(torch.where(block > 0, sc[0], sc[1]))
     assert torch.equal(got, torch.cat(want))
+
+
+def compressor_names() -> list[str]:
+    load_parts()
+    return sorted(REGISTRY["compressor"])
+
+
+@pytest.mark.parametrize("name", compressor_names())
+def test_reconstruction_into_a_reused_row_is_the_fresh_one(name):
+    """contribution_into a row full of NaN (the last round's leftovers, say) == a fresh contribution, for every
+    compressor and both clients of a round, every phase's bytes decoded as the server does."""
+    layout = Layout.from_shapes([(7, 5), (3,), (40,), (6, 2, 3)])
+    comp = part_class("compressor", name)(PartContext(layout, 2, sparsity=0.9, seed=1))
+    v = torch.randn(2, layout.num_params, generator=torch.Generator().manual_seed(2))
+    ctx = RoundContext(0, [3, 5], seed=1)
+    weights, received, broadcasts = torch.ones(2), [[], []], []
+    for phase in range(comp.phases):
+        b = comp.broadcast(phase, received, weights, ctx)
+        broadcasts.append(None if b is None else comp.decode(comp.encode(b)))
+        for k, p in enumerate(comp.compress_phase(phase, v, broadcasts, ctx)):
+            received[k].append(comp.decode(comp.encode(p)))
+    rows = torch.full((2, layout.num_params), float("nan"))
+    for k in range(2):
+        fresh = comp.contribution(received[k], broadcasts)
+        got = contribution_into(comp, received[k], broadcasts, rows[k])
+        assert got.data_ptr() == rows[k].data_ptr()  # written into the row, not beside it
+        assert torch.equal(rows[k], fresh)

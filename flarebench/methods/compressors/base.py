@@ -12,7 +12,9 @@ One round, for a one-phase compressor (the usual case)::
 
 Every compressor implements the six abstract methods of :class:`Compressor`: ``compress``, ``encode``,
 ``decode``, ``decompress``, ``nnz`` and ``bound_bits`` (a user's class that misses one is refused with one
-line naming it). ``host_bytes_bound`` is optional for a user's compressor (the built-ins state it and
+line naming it). The engine and the aggregator reconstruct into a ``[K, P]`` buffer they keep between rounds
+(:func:`contribution_into`): a class whose ``decompress`` takes ``out=`` sets ``writes_into = True`` (the
+built-ins do); otherwise its result is copied in. ``host_bytes_bound`` is optional for a user's compressor (the built-ins state it and
 tests/test_host_bytes.py holds them to it); ``label``, ``state_dict``/``load_state_dict`` have defaults.
 
 A multi-phase exchange (PowerSGD: P up, P-hat down, Q up) adds :class:`MultiPhase` before the base,
