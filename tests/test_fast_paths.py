@@ -123,23 +123,37 @@ def compressor_names() -> list[str]:
     return sorted(REGISTRY["compressor"])
 
 
-@pytest.mark.parametrize("name", compressor_names())
-def test_reconstruction_into_a_reused_row_is_the_fresh_one(name):
-    """contribution_into a row full of NaN (the last round's leftovers, say) == a fresh contribution, for every
-    compressor and both clients of a round, every phase's bytes decoded as the server does."""
-    layout = Layout.from_shapes([(7, 5), (3,), (40,), (6, 2, 3)])
-    comp = part_class("compressor", name)(PartContext(layout, 2, sparsity=0.9, seed=1))
-    v = torch.randn(2, layout.num_params, generator=torch.Generator().manual_seed(2))
-    ctx = RoundContext(0, [3, 5], seed=1)
-    weights, received, broadcasts = torch.ones(2), [[], []], []
+def one_round(comp, v: torch.Tensor, ctx: RoundContext) -> tuple[list[bytes], list[list], list]:
+    """Every phase of one round: (the clients' bytes, their decoded payloads per client, the decoded broadcasts)."""
+    weights, received, broadcasts, sent = torch.ones(v.shape[0]), [[] for _ in range(v.shape[0])], [], []
     for phase in range(comp.phases):
         b = comp.broadcast(phase, received, weights, ctx)
         broadcasts.append(None if b is None else comp.decode(comp.encode(b)))
         for k, p in enumerate(comp.compress_phase(phase, v, broadcasts, ctx)):
-            received[k].append(comp.decode(comp.encode(p)))
-    rows = torch.full((2, layout.num_params), float("nan"))
-    for k in range(2):
-        fresh = comp.contribution(received[k], broadcasts)
-        got = contribution_into(comp, received[k], broadcasts, rows[k])
-        assert got.data_ptr() == rows[k].data_ptr()  # written into the row, not beside it
-        assert torch.equal(rows[k], fresh)
+            sent.append(comp.encode(p))
+            received[k].append(comp.decode(sent[-1]))
+    return sent, received, broadcasts
+
+
+@pytest.mark.parametrize("name", compressor_names())
+def test_reconstruction_into_a_reused_row_is_the_fresh_one_on_both_paths(name):
+    """contribution_into a row full of NaN (the last round's leftovers, say) == a fresh contribution, for every
+    compressor and both clients of a round, every phase's bytes decoded as the server does; and the CPU's numpy
+    scans and the device's torch ones (what a GPU runs, here on the CPU) send the same bytes and rebuild the
+    same update."""
+    layout = Layout.from_shapes([(7, 5), (3,), (40,), (6, 2, 3)])
+    v = torch.randn(2, layout.num_params, generator=torch.Generator().manual_seed(2))
+    results = []
+    for numpy in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(topk, "NUMPY_ON_CPU", numpy)
+            comp = part_class("compressor", name)(PartContext(layout, 2, sparsity=0.9, seed=1))
+            sent, received, broadcasts = one_round(comp, v, RoundContext(0, [3, 5], seed=1))
+            rows = torch.full((2, layout.num_params), float("nan"))
+            for k in range(2):
+                fresh = comp.contribution(received[k], broadcasts)
+                got = contribution_into(comp, received[k], broadcasts, rows[k])
+                assert got.data_ptr() == rows[k].data_ptr()  # written into the row, not beside it
+                assert torch.equal(rows[k], fresh)
+            results.append((sent, rows))
+    assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])

@@ -162,7 +162,9 @@ def reused_rows(owner: Any, attr: str, rows: int, num_params: int, device) -> to
     and device stay (the reconstructions of a round: K clients' contributions). Its contents are valid until
     the owner's next round; a consumer that keeps them copies (the built-in memories and aggregators do)."""
     buf = getattr(owner, attr, None)
-    if buf is None or tuple(buf.shape) != (rows, num_params) or buf.device != torch.device(device or "cpu"):
+    want = torch.device(device or "cpu")
+    same_device = buf is not None and buf.device.type == want.type and (want.index is None or buf.device.index == want.index)
+    if not same_device or tuple(buf.shape) != (rows, num_params):  # ("cuda" is the buffer's "cuda:0")
         buf = torch.empty(rows, num_params, dtype=torch.float32, device=device)
         setattr(owner, attr, buf)
     return buf
