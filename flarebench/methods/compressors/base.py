@@ -222,7 +222,6 @@ class MessageCompressor(Compressor):
         super().__init__(ctx, **params)
         self.layout = ctx.layout
         self.sizes = tuple(self.layout.sizes)
-        self._offsets: dict[Any, torch.Tensor] = {}
         self.wire = self.make_wire()
 
     def known_counts(self) -> tuple[int, ...] | None:
@@ -244,12 +243,10 @@ class MessageCompressor(Compressor):
         return msg.split_indices()
 
     def flat_positions(self, msg: Message, device=None) -> torch.Tensor:
-        """int64 ``[sum k_t]`` positions in the flat ``[P]`` vector."""
-        offsets = self._offsets.get(device)
-        if offsets is None:
-            offsets = self._offsets[device] = torch.tensor([s.start for s in self.layout.segments], device=device)
-        counts = torch.tensor(msg.counts, device=device)
-        return torch.cat([p.to(device) for p in self.positions(msg)]) + torch.repeat_interleave(offsets, counts)
+        """int64 ``[sum k_t]`` positions in the flat ``[P]`` vector (each tensor's offset added to its positions:
+        no ``[sum k_t]`` repeat of the offsets, which costs ~10 ns per entry on CPU)."""
+        parts = [p.to(device) + seg.start for p, seg in zip(self.positions(msg), self.layout.segments)]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64, device=device)
 
     def values_of(self, msg: Message, device=None) -> torch.Tensor:
         """The float32 values the server uses (after the value codec)."""
