@@ -39,8 +39,8 @@ class OneBit(SignFamily):
     def scales_of(self, v, bits):
         cols = []
         for seg, block in zip(self.layout.segments, self.blocks(v)):  # [K, n_t]
-            pos = self.row_sums(block, lambda x, out: torch.clamp(x, min=0, out=out))  # sum of the entries >= 0
-            neg = (self.row_sums(block) - pos).clamp(max=0)  # sum of the negative entries (<= 0 despite rounding)
+            pos, neg = self.row_sums(block, lambda x, out: torch.clamp(x, min=0, out=out),  # sum of the entries >= 0
+                                     lambda x, out: torch.clamp(x, max=0, out=out))  # sum of the negative entries
             n_pos = torch.tensor([count_ones(b, seg.start, seg.stop) for b in bits], dtype=torch.float64, device=v.device)
             n_neg = block.shape[1] - n_pos
             cols.append(torch.stack([pos / n_pos.clamp_min(1), neg / n_neg.clamp_min(1)], dim=1))  # empty group: 0

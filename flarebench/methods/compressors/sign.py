@@ -77,19 +77,19 @@ class SignFamily(Compressor):
 
     # ------------------------------------------------------------ helpers
     @staticmethod
-    def row_sums(x: torch.Tensor, fn=None) -> torch.Tensor:
-        """float64 ``[K]``: the sums of ``fn(x)`` (``x`` ``[K, n]``; ``fn(chunk, out=buffer)`` an elementwise torch op
-        such as ``torch.abs``, default none) over the last dim, ``CHUNK`` entries at a time into one reused buffer:
-        each chunk summed in float32 (torch's pairwise sum: relative error ~1e-7), the chunks' sums added in float64
-        (a float64 reduction of float32 entries costs about 4x more on CPU)."""
-        total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        buf = None if fn is None else torch.empty(x.shape[0], min(x.shape[1], CHUNK), dtype=x.dtype, device=x.device)
+    def row_sums(x: torch.Tensor, *fns) -> torch.Tensor:
+        """float64 ``[len(fns), K]``: for each ``fn`` (``fn(chunk, out=buffer)``, an elementwise torch op such as
+        ``torch.abs``; None: the entries themselves) the sums of ``fn(x)`` (``x`` ``[K, n]``) over the last dim,
+        ``CHUNK`` entries at a time: each chunk's ``fn`` into one reused contiguous buffer (no fresh temporary),
+        summed in float64, the chunks' sums added in order. Every ``fn`` reads the chunk while it is in cache."""
+        totals = torch.zeros(len(fns), x.shape[0], dtype=torch.float64, device=x.device)
+        full = torch.empty(x.shape[0], min(x.shape[1], CHUNK), dtype=x.dtype, device=x.device)
         for a in range(0, x.shape[1], CHUNK):
             chunk = x[:, a : a + CHUNK]
-            if fn is not None:
-                chunk = fn(chunk, out=buf[:, : chunk.shape[1]])
-            total += chunk.sum(1).double()
-        return total
+            buf = full if chunk.shape[1] == full.shape[1] else torch.empty_like(chunk)
+            for i, fn in enumerate(fns):
+                totals[i] += (chunk if fn is None else fn(chunk, out=buf)).sum(1, dtype=torch.float64)
+        return totals
 
     def blocks(self, x: torch.Tensor):
         """``x`` ``[..., P]`` -> its per-tensor views ``[..., n_t]`` (a loop over tensors, never entries)."""
@@ -204,7 +204,7 @@ class ScaledSign(SignFamily):
     scales_per_tensor = 1
 
     def scales_of(self, v, bits):
-        l1 = torch.stack([self.row_sums(b, torch.abs) for b in self.blocks(v)], dim=1)
+        l1 = torch.stack([self.row_sums(b, torch.abs)[0] for b in self.blocks(v)], dim=1)
         n = torch.tensor(self.sizes, dtype=torch.float64, device=v.device)
         return (l1 / n).float().unsqueeze(2).cpu()
 
