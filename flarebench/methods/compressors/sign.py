@@ -80,15 +80,17 @@ class SignFamily(Compressor):
     def row_sums(x: torch.Tensor, *fns) -> torch.Tensor:
         """float64 ``[len(fns), K]``: for each ``fn`` (``fn(chunk, out=buffer)``, an elementwise torch op such as
         ``torch.abs``; None: the entries themselves) the sums of ``fn(x)`` (``x`` ``[K, n]``) over the last dim,
-        ``CHUNK`` entries at a time: each chunk's ``fn`` into one reused contiguous buffer (no fresh temporary),
-        summed in float64, the chunks' sums added in order. Every ``fn`` reads the chunk while it is in cache."""
+        ``CHUNK`` entries at a time, every ``fn`` reading the chunk while it is in cache, into one reused buffer.
+        Each chunk is summed in float32 (torch's cascade sum: relative error ~1e-7, below the float32 scale's own
+        rounding but for an ulp now and then) and the chunks' sums added in float64: a float64 reduction of
+        float32 entries costs ~14x a float32 one on one CPU thread (0.7 vs 0.05 ns per entry)."""
         totals = torch.zeros(len(fns), x.shape[0], dtype=torch.float64, device=x.device)
         full = torch.empty(x.shape[0], min(x.shape[1], CHUNK), dtype=x.dtype, device=x.device)
         for a in range(0, x.shape[1], CHUNK):
             chunk = x[:, a : a + CHUNK]
             buf = full if chunk.shape[1] == full.shape[1] else torch.empty_like(chunk)
             for i, fn in enumerate(fns):
-                totals[i] += (chunk if fn is None else fn(chunk, out=buf)).sum(1, dtype=torch.float64)
+                totals[i] += (chunk if fn is None else fn(chunk, out=buf)).sum(1).double()
         return totals
 
     def blocks(self, x: torch.Tensor):
