@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from flarebench import run
 from flarebench.errors import DecodeError
-from flarebench.flat import Layout, Segment
+from flarebench.flat import Layout
 from flarebench.methods.compressors import tensor_k
 from flarebench.methods.compressors.dgc import DGC, sample_size, warmup_density
 from flarebench.methods.compressors.stc import STC, ternarize

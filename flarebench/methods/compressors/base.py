@@ -37,7 +37,7 @@ from ...errors import DecodeError
 from ...wire.bounds import message_bound_bits
 from ...wire.codecs import POSITION_CODECS, VALUE_CODECS
 from ...wire.encoder import WireFormat
-from ...wire.message import DENSE, SEEDED, SPARSE, Message
+from ...wire.message import SPARSE, Message
 from ..registry import Param, Part, PartContext, RoundContext
 
 
