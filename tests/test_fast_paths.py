@@ -22,6 +22,7 @@ from flarebench.methods.compressors import topk
 from flarebench.methods.compressors.topk import CHUNK, below, positions_above
 from flarebench.methods.compressors.base import contribution_into
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts, part_class
+from rounds import one_round
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -123,18 +124,6 @@ def compressor_names() -> list[str]:
     return sorted(REGISTRY["compressor"])
 
 
-def one_round(comp, v: torch.Tensor, ctx: RoundContext) -> tuple[list[bytes], list[list], list]:
-    """Every phase of one round: (the clients' bytes, their decoded payloads per client, the decoded broadcasts)."""
-    weights, received, broadcasts, sent = torch.ones(v.shape[0]), [[] for _ in range(v.shape[0])], [], []
-    for phase in range(comp.phases):
-        b = comp.broadcast(phase, received, weights, ctx)
-        broadcasts.append(None if b is None else comp.decode(comp.encode(b)))
-        for k, p in enumerate(comp.compress_phase(phase, v, broadcasts, ctx)):
-            sent.append(comp.encode(p))
-            received[k].append(comp.decode(sent[-1]))
-    return sent, received, broadcasts
-
-
 @pytest.mark.parametrize("name", compressor_names())
 def test_reconstruction_into_a_reused_row_is_the_fresh_one_on_both_paths(name):
     """contribution_into a row full of NaN (the last round's leftovers, say) == a fresh contribution, for every
@@ -148,7 +137,7 @@ def test_reconstruction_into_a_reused_row_is_the_fresh_one_on_both_paths(name):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(topk, "NUMPY_ON_CPU", numpy)
             comp = part_class("compressor", name)(PartContext(layout, 2, sparsity=0.9, seed=1))
-            sent, received, broadcasts = one_round(comp, v, RoundContext(0, [3, 5], seed=1))
+            _, sent, received, broadcasts = one_round(comp, v, RoundContext(0, [3, 5], seed=1))
             rows = torch.full((2, layout.num_params), float("nan"))
             for k in range(2):
                 fresh = comp.contribution(received[k], broadcasts)

@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from flarebench.flat import Layout
 from flarebench.methods.compressors import topk
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts
+from rounds import one_round
 
 CROSSING = {torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.item, torch.Tensor.__array__,
             torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__}
@@ -107,19 +108,6 @@ def small_layout() -> Layout:
     return Layout.from_shapes([(64, 3, 3, 3), (64,), (128, 64, 3, 3), (128,), (10, 2048), (10,)])
 
 
-def client_round(comp, v: torch.Tensor, ctx: RoundContext) -> list:
-    """Every payload the clients (rows of ``v``) send in a round, each encoded: compress + encode on the
-    clients; the server's decodes and broadcasts (PowerSGD) as a run makes them, from bytes (host tensors)."""
-    weights, received, broadcasts, sent = torch.ones(v.shape[0]), [[] for _ in range(v.shape[0])], [], []
-    for phase in range(comp.phases):
-        b = comp.broadcast(phase, received, weights, ctx)
-        broadcasts.append(None if b is None else comp.decode(comp.encode(b)))
-        for k, p in enumerate(comp.compress_phase(phase, v, broadcasts, ctx)):
-            received[k].append(comp.decode(comp.encode(p)))
-            sent.append(p)
-    return sent
-
-
 SETTINGS = {  # compressor -> (parameters, round): the settings whose cost differs (DGC's warm-up, threshold's tau)
     "dgc": [({}, 0), ({}, 9), ({"exact": True}, 9)],
     "threshold": [({"tau": 1.5}, 0), ({"tau": 1.5, "values": "exact"}, 0)],
@@ -144,7 +132,7 @@ def test_host_bytes_within_the_stated_bound(name, params, round_idx, monkeypatch
     v = tag(torch.randn(2, layout.num_params, generator=torch.Generator().manual_seed(1)))
     ctx = RoundContext(round_idx, [4, 7], seed=3)
     with HostBytes() as hb:
-        sent = client_round(comp, v, ctx)
+        sent = one_round(comp, v, ctx)[0]
     bound = sum(comp.host_bytes_bound(p) for p in sent)
     assert hb.bytes <= bound, f"{name}: {hb.bytes} bytes reached the host, bound {bound}: {hb.log}"
 
@@ -162,5 +150,5 @@ def test_a_compressor_that_copies_the_update_to_the_host_fails_its_bound():
     comp = HostTopK(PartContext(layout, 1, sparsity=0.99))
     v = tag(torch.randn(1, layout.num_params))
     with HostBytes() as hb:
-        (msg,) = client_round(comp, v, RoundContext(0, [0]))
+        (msg,) = one_round(comp, v, RoundContext(0, [0]))[0]
     assert hb.bytes >= 4 * layout.num_params > 10 * comp.host_bytes_bound(msg)
