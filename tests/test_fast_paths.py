@@ -18,7 +18,7 @@ from flarebench.engine.seeds import randperm_prefix
 from flarebench.flat import Layout
 from flarebench.methods.compressors import count_sketch
 from flarebench.methods.compressors.count_sketch import CountSketch, median_of
-from flarebench.methods.compressors import topk
+from flarebench import jit
 from flarebench.methods.compressors.topk import CHUNK, below, positions_above
 from flarebench.methods.compressors.base import contribution_into
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts, part_class
@@ -51,7 +51,7 @@ def test_positions_above_is_nonzero_of_the_comparison(n, floor, nan, seed):
     want = torch.nonzero((x.abs() > floor) | (torch.isnan(x) & nan)).flatten()
     for numpy in (True, False):  # the CPU's numpy scan and the device's torch scan
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(topk, "NUMPY_ON_CPU", numpy)
+            mp.setattr(jit, "HOST_KERNELS", numpy)
             assert torch.equal(positions_above(x, floor, nan=nan), want)
             assert torch.equal(positions_above(x, torch.tensor([floor]), nan=nan), want)  # a [1] threshold, as topk's
             if n and floor == floor:
@@ -135,7 +135,7 @@ def test_reconstruction_into_a_reused_row_is_the_fresh_one_on_both_paths(name):
     results = []
     for numpy in (True, False):
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(topk, "NUMPY_ON_CPU", numpy)
+            mp.setattr(jit, "HOST_KERNELS", numpy)
             comp = part_class("compressor", name)(PartContext(layout, 2, sparsity=0.9, seed=1))
             _, sent, received, broadcasts = one_round(comp, v, RoundContext(0, [3, 5], seed=1))
             rows = torch.full((2, layout.num_params), float("nan"))

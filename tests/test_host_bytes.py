@@ -18,7 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from flarebench.flat import Layout
-from flarebench.methods.compressors import topk
+from flarebench import jit
 from flarebench.methods.registry import REGISTRY, PartContext, RoundContext, load_parts
 from rounds import one_round
 
@@ -126,7 +126,7 @@ def cases():
 def test_host_bytes_within_the_stated_bound(name, params, round_idx, monkeypatch):
     """One round of two clients at sparsity 0.99 (DGC's warm-up round 0: density 0.4): the bytes that cross
     from the update's device to the host are at most the sum of the payloads' host_bytes_bound."""
-    monkeypatch.setattr(topk, "NUMPY_ON_CPU", False)  # the path a GPU takes (on a CPU, numpy is the device)
+    monkeypatch.setattr(jit, "HOST_KERNELS", False)  # the path a GPU takes (on a CPU, numpy is the device)
     layout = small_layout()
     comp = REGISTRY["compressor"][name](PartContext(layout, 2, sparsity=0.99, seed=3), **params)
     v = tag(torch.randn(2, layout.num_params, generator=torch.Generator().manual_seed(1)))

@@ -18,6 +18,7 @@ SHAPES = [(24, 30), (30,), (10, 24), (10,)]  # matrices for powersgd, vectors fo
 LAYOUT = Layout.from_shapes(SHAPES)
 VARIANTS = [(name, {}) for name in sorted(REGISTRY["compressor"])] + [
     ("qsgd", {"coder": "elias"}), ("terngrad", {"coder": "fixed"}), ("natural", {"coder": "fixed"}),
+    ("qsgd", {"coder": "ans"}), ("terngrad", {"coder": "ans"}), ("natural", {"coder": "ans"}),
     ("threshold", {"values": "exact"}), ("threshold", {"tau": 0.01}), ("stc", {"position_codec": "auto"}),
     ("topk", {"value_codec": "sign+scale"}), ("randk", {"scale": True}), ("dgc", {"warmup_rounds": 0}),
 ]
@@ -90,7 +91,7 @@ def test_a_seeded_message_is_refused_where_positions_must_travel():
             build(name, {}, 0.9).decode(data)
 
 
-@pytest.mark.parametrize("coder", ["ans", "elias"])
+@pytest.mark.parametrize("coder", ["rans", "ans", "elias"])
 def test_a_large_forged_qsgd_message_stays_within_a_small_multiple_of_its_size(coder):
     """Issue 23: a 318,053-byte QSGD message (valid tag and norms, garbage after them) for the zoo's mlp
     (79,510 entries) peaked at 3.1 MB before its DecodeError; now under 3x its size (numpy buffers traced)."""

@@ -86,9 +86,9 @@ def _block_model(hist: np.ndarray, b: int):
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
-def blocks_of(symbols: torch.Tensor, alphabet: int) -> torch.Tensor:
+def blocks_of(symbols: torch.Tensor, alphabet: int, pad: int = 0) -> torch.Tensor:
     """int symbols ``[count]`` (any device) -> block symbols ``[ceil(count / b)]`` (uint8 if they fit, else int32),
-    on the same device; the last block padded with symbol 0. Blocks are formed in uint8 (alphabet^b <= 256:
+    on the same device; the last block padded with symbol ``pad``. Blocks are formed in uint8 (alphabet^b <= 256:
     no wider copy of the symbols), the short last block apart."""
     b = block_size(alphabet)
     if b == 1:
@@ -98,7 +98,7 @@ def blocks_of(symbols: torch.Tensor, alphabet: int) -> torch.Tensor:
     tail = x[whole * b :]
     parts = [x[: whole * b].view(whole, b)]
     if tail.numel():
-        parts.append(torch.cat([tail, torch.zeros(b - tail.numel(), dtype=torch.uint8, device=x.device)]).view(1, b))
+        parts.append(torch.cat([tail, torch.full((b - tail.numel(),), pad, dtype=torch.uint8, device=x.device)]).view(1, b))
     blocks = []
     for part in parts:
         out = part[:, 0].clone()
@@ -108,6 +108,40 @@ def blocks_of(symbols: torch.Tensor, alphabet: int) -> torch.Tensor:
     return torch.cat(blocks) if len(blocks) > 1 else blocks[0]
 
 
+def symbol_dtype(alphabet: int):
+    """The numpy dtype of decoded symbols: uint8 for alphabets up to 256, else int32."""
+    return np.uint8 if alphabet <= 256 else np.int32
+
+
+def write_table(w: ByteWriter, hist: np.ndarray) -> int:
+    """The model's table: one bit per alphabet symbol (present or not, MSB first, padded to a byte), then the
+    varint count of every present symbol but the last (it follows from the total). Returns how many are present."""
+    present = hist > 0
+    w.bits(present.astype(np.uint8))
+    for c in hist[present][:-1].tolist():
+        w.varint(c)
+    return int(present.sum())
+
+
+def read_table(r: ByteReader, count: int, alphabet: int) -> np.ndarray:
+    """Inverse of :func:`write_table` for ``count`` symbols: their histogram, int64 ``[alphabet]``; DecodeError
+    unless the counts are positive and add up to ``count`` (no table at all, and no bytes after it, for 0 symbols)."""
+    present = np.flatnonzero(r.bits(alphabet))
+    hist = np.zeros(alphabet, dtype=np.int64)
+    if not count:
+        if present.size or r.remaining:
+            raise DecodeError(f"{r.what}: symbols in a stream of none")
+        return hist
+    if not present.size:
+        raise DecodeError(f"{r.what}: the symbol table is empty")
+    counts = [r.varint(max_value=count) for _ in range(present.size - 1)]
+    last = count - sum(counts)
+    if last < 1 or min(counts, default=1) < 1:
+        raise DecodeError(f"{r.what}: the symbol table's counts do not add up to {count}")
+    hist[present] = counts + [last]
+    return hist
+
+
 def encode_symbols(w: ByteWriter, symbols: torch.Tensor, alphabet: int) -> None:
     """Append ``symbols`` (an int tensor ``[count]`` in ``[0, alphabet)``, any device) to ``w``."""
     import constriction
@@ -115,11 +149,7 @@ def encode_symbols(w: ByteWriter, symbols: torch.Tensor, alphabet: int) -> None:
     b = block_size(alphabet)
     blocks = blocks_of(symbols.reshape(-1), alphabet)
     hist = _symbol_histogram(blocks, alphabet, b, -symbols.numel() % b)
-    present = hist > 0
-    w.bits(present.astype(np.uint8))
-    for c in hist[present][:-1].tolist():
-        w.varint(c)
-    if int(present.sum()) <= 1:
+    if write_table(w, hist) <= 1:
         return  # every symbol is the one present
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(blocks.cpu().numpy().astype(np.int32), _block_model(hist, b))
@@ -130,20 +160,11 @@ def decode_symbols(r: ByteReader, count: int, alphabet: int) -> np.ndarray:
     """Inverse of :func:`encode_symbols`: the rest of ``r`` -> symbols ``[count]`` (uint8, or int32 past 256)."""
     import constriction
 
-    present = np.flatnonzero(r.bits(alphabet))
-    dtype = np.uint8 if alphabet <= 256 else np.int32
+    hist = read_table(r, count, alphabet)
+    dtype = symbol_dtype(alphabet)
     if not count:
-        if present.size or r.remaining:
-            raise DecodeError(f"{r.what}: symbols in a stream of none")
         return np.zeros(0, dtype=dtype)
-    if not present.size:
-        raise DecodeError(f"{r.what}: the symbol table is empty")
-    counts = [r.varint(max_value=count) for _ in range(present.size - 1)]
-    last = count - sum(counts)
-    if last < 1 or min(counts, default=1) < 1:
-        raise DecodeError(f"{r.what}: the symbol table's counts do not add up to {count}")
-    hist = np.zeros(alphabet, dtype=np.int64)
-    hist[present] = counts + [last]
+    present = np.flatnonzero(hist)
     data = r.raw(r.remaining)
     if present.size == 1:
         if len(data):
@@ -173,4 +194,5 @@ def decode_symbols(r: ByteReader, count: int, alphabet: int) -> np.ndarray:
     return np.take(_digits(alphabet, b), blocks, axis=0).reshape(-1)[:count]  # (take: ~5x faster than [blocks])
 
 
-__all__ = ["block_size", "blocks_of", "histogram", "encode_symbols", "decode_symbols"]
+__all__ = ["block_size", "blocks_of", "histogram", "symbol_dtype", "write_table", "read_table", "encode_symbols",
+           "decode_symbols"]

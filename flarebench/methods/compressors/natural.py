@@ -4,22 +4,22 @@ Quantizer (the paper's C_nat): an entry with ``2^a <= |t| < 2^(a+1)`` becomes ``
 probability ``(2^(a+1) - |t|) / 2^a`` and ``sign(t) 2^(a+1)`` otherwise, so ``E = t`` (variance at most
 ``t^2 / 8``, the paper's omega = 1/8); 0 stays 0. On float32 this drops the mantissa m (23 bits) and
 adds 1 to the exponent with probability ``m / 2^23``; it is done that way here, on the update's device,
-with a uniform integer r in [0, 2^23) per entry (up iff r < m) from a torch generator on that device seeded
+with a uniform integer r in [0, 2^23) per entry (up iff r < m) from the counter-based draws of draws.py keyed
 by (run seed, round, client), so the rounding probability is exact. Subnormal entries (|t| < 2^-126)
 round to 0 or 2^-126 with the same rule (unbiased). Entries at or above 2^127 (never a model
 update) stay at 2^127 instead of overflowing to infinity.
 
 Symbols: the exponent e (8 bits of float32: 0 is the value 0, 1..254 the value 2^(e - 127), 255 never
 sent) and, for e > 0, the sign. Wire (via :mod:`flarebench.wire.frame`), 2-byte tag, then
-``coder = ans`` (default): the number z of non-zero entries (varint), their z sign bits (1 = negative; in
+``coder = rans`` (default) or ``ans``: the number z of non-zero entries (varint), their z sign bits (1 = negative; in
 entry order, padded to a byte), then the P exponents entropy-coded against the message's exponent
-histogram (wire/entropy.py; its table travels): about ``P H(e) + z`` bits. ``coder = fixed``: 9 bits per
+histogram (wire/rans.py, wire/entropy.py; its table travels): about ``P H(e) + z`` bits. ``coder = fixed``: 9 bits per
 entry as in the paper: the P sign bits (1 = negative; 0 for a zero) padded to a byte, then the P exponent
 bytes: ``16 + 8 ceil(P / 8) + 8 P`` bits.
 Host transfer per compress + encode: the P exponent bytes + z sign bits (<= 9 bits per entry).
 
 Floor (``bound_bits``): ``P H`` where H is the empirical entropy of the message's 9-bit symbols
-(sign, exponent) (<= 9). No scale travels. The ans coder is ``P H(e) + z`` >= ``P H(sign, e)``: the signs
+(sign, exponent) (<= 9). No scale travels. The entropy coders are ``P H(e) + z`` >= ``P H(sign, e)``: the signs
 of a symmetric update are incompressible; within 1% of the floor on the zoo's mlp.
 """
 
@@ -31,16 +31,32 @@ import numpy as np
 import torch
 
 from ...errors import DecodeError
+from ...jit import njit, on_host
 from ...wire.bounds import empirical_entropy_bits
-from ...wire.entropy import decode_symbols, encode_symbols
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
 from .packing import pack_bits
-from .quantizer import Quantizer, coder_param, generator_for
+from .draws import mix, torch_bits
+from .quantizer import Quantizer, coder_param
 from .topk import CHUNK
 
 MANTISSA_BITS = 23
 MAX_EXPONENT = 254  # 255 is inf / nan in float32
+
+
+@njit
+def _round_to_powers(bits, key, negative, exponent):
+    """:meth:`Natural.round_to_powers` compiled, with the draws of ``key`` (draws.py): ``bits`` the update's float32
+    entries viewed as int32; writes ``negative`` (bool) and ``exponent`` (uint8)."""
+    for i in range(bits.size):
+        b = np.int64(bits[i])
+        e = (b >> MANTISSA_BITS) & 0xFF
+        if np.int64(mix(key, i) >> np.uint64(64 - MANTISSA_BITS)) < (b & ((1 << MANTISSA_BITS) - 1)):
+            e += 1
+        if e > MAX_EXPONENT:
+            e = MAX_EXPONENT
+        exponent[i] = e
+        negative[i] = b < 0 and e > 0
 
 
 @dataclass
@@ -92,9 +108,20 @@ class Natural(Quantizer):
         x = v.detach().float()
         out = []
         for row in range(x.shape[0]):
-            g = generator_for(ctx, row, self.name, x.device)
-            r = torch.randint(0, 1 << MANTISSA_BITS, (self.num_params,), generator=g, device=x.device, dtype=torch.int32)
-            out.append(NaturalPayload(*self.round_to_powers(x[row], r)))
+            key = ctx.seed_for(row, self.name)
+            if on_host(x):
+                negative = torch.empty(self.num_params, dtype=torch.bool)
+                exponent = torch.empty(self.num_params, dtype=torch.uint8)
+                _round_to_powers(x[row].contiguous().numpy().view(np.int32), np.uint64(key), negative.numpy(),
+                                 exponent.numpy())
+                out.append(NaturalPayload(negative, exponent))
+                continue
+            parts = [self.round_to_powers(x[row, a : a + CHUNK], torch_bits(key, a, min(a + CHUNK, self.num_params),
+                                                                             x.device, 64 - MANTISSA_BITS))
+                     for a in range(0, self.num_params, CHUNK)]
+            out.append(NaturalPayload(*(torch.cat(t) for t in zip(*parts))) if parts else
+                       NaturalPayload(torch.zeros(0, dtype=torch.bool, device=x.device),
+                                      torch.zeros(0, dtype=torch.uint8, device=x.device)))
         return out
 
     # ------------------------------------------------------------ bytes
@@ -105,7 +132,7 @@ class Natural(Quantizer):
             # the signs of the non-zero entries (negative is False where the exponent is 0); all of them when none is 0
             signs = payload.negative if z == self.num_params else torch.masked_select(payload.negative, payload.exponent > 0)
             w.varint(z).raw(pack_bits(signs).tobytes())
-            encode_symbols(w, payload.exponent, MAX_EXPONENT + 1)
+            self.encode_symbols(w, payload.exponent, MAX_EXPONENT + 1)
             return w.getvalue()
         return w.raw(pack_bits(payload.negative).tobytes()).raw(payload.exponent.cpu().numpy().tobytes()).getvalue()
 
@@ -116,7 +143,7 @@ class Natural(Quantizer):
         if self.entropy_coded:
             z = r.varint(max_value=P)
             signs = r.bits(z).astype(bool)
-            exponent = decode_symbols(r, P, MAX_EXPONENT + 1)
+            exponent = self.decode_symbols(r, P, MAX_EXPONENT + 1)
             nonzero = int(np.count_nonzero(exponent))
             if nonzero != z:
                 raise DecodeError(f"natural: {z} signs for {nonzero} non-zero entries")

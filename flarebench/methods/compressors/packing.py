@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import topk
+from ... import jit
 from .topk import CHUNK, numpy_scan
 
 _WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
@@ -55,7 +55,7 @@ def unpack_range(bits: np.ndarray, a: int, b: int, device=None) -> torch.Tensor:
     """uint8 0/1 ``[b - a]`` on ``device``: bits ``a .. b - 1`` of packed ``bits`` (numpy's unpackbits for the CPU;
     for another device the bytes are copied there and unpacked by shifts)."""
     lo, hi = a // 8, -(-b // 8)
-    if torch.device(device or "cpu").type == "cpu" and topk.NUMPY_ON_CPU:
+    if torch.device(device or "cpu").type == "cpu" and jit.HOST_KERNELS:
         return torch.from_numpy(np.unpackbits(bits[lo:hi])[a - 8 * lo : b - 8 * lo])
     chunk = torch.from_numpy(bits[lo:hi]).to(device)
     shifts = torch.arange(7, -1, -1, device=device, dtype=torch.uint8)

@@ -8,7 +8,8 @@ the level is ``l_i = floor(r_i) + Bernoulli(r_i - floor(r_i))`` in ``0..s`` and 
 ``Q(v)_i = ||v|| sign(v_i) l_i / s``, so ``E[Q(v)] = v`` and, for ``l2``, the paper's Lemma 3.1
 holds: ``E||Q(v) - v||^2 <= min(n / s^2, sqrt(n) / s) ||v||^2`` per bucket. It is computed on the
 update's device as ``sign(v_i) l_i = floor(s v_i / ||v|| + u_i)`` with u_i uniform in [0, 1) (24-bit
-grid) from a torch generator on that device seeded by (run seed, round, client) (quantizer.py). No error
+grid) from the counter-based draws of draws.py keyed by (run seed, round, client): one compiled pass on the
+CPU, the same numbers by torch operations on another device (quantizer.py). No error
 feedback by default (memory ``none``).
 
 Defaults: ``levels`` s = 7 and ``bucket`` d = 512: the paper's "4-bit QSGD" with the bucket size of
@@ -18,8 +19,8 @@ client's round update.
 
 Wire: 2-byte tag; the B bucket norms as float32 (32 bits each, as the paper); then the levels:
 
-- ``coder = ans`` (default): the P signed levels as symbols ``sign(v_i) l_i + s`` (alphabet 2s + 1)
-  entropy-coded against the message's own level histogram (wire/entropy.py: 2 levels per ANS step at
+- ``coder = rans`` (default) or ``ans``: the P signed levels as symbols ``sign(v_i) l_i + s`` (alphabet 2s + 1)
+  entropy-coded against the message's own level histogram (wire/rans.py, wire/entropy.py: 2 levels per step at
   s = 7, the table travels): about ``P H`` bits, H the levels' empirical entropy.
 - ``coder = elias``: the paper's Elias coding (Sec. 3.1 / Thm 3.2, with a count per bucket instead of an
   end marker), one bit stream: ``omega(c_b + 1)`` for the number c_b of non-zero levels of every bucket,
@@ -29,12 +30,12 @@ Wire: 2-byte tag; the B bucket norms as float32 (32 bits each, as the paper); th
   "Elias(k)", written layer by layer). Bits = ``16 + 32 B + 8 ceil((sum_b |omega(c_b + 1)| + sum_i
   (|omega(gap_i)| + 1 + |omega(l_i)|)) / 8)``.
 
-Host transfer per compress + encode: 1 byte per 2 entries (ans at s = 7; 1 per entry at s <= 127 with
+Host transfer per compress + encode: 1 byte per 2 entries (rans, ans at s = 7; 1 per entry at s <= 127 with
 elias, 2 above) + the B norms.
 
 Floor (``bound_bits``): ``32 B`` for the norms plus ``P H`` where H is the empirical entropy of the
 message's signed levels over all P entries (the floor of any code that treats the entries as independent
-draws from the message's own histogram); ans is within 1% of it on the zoo's mlp (the table counted);
+draws from the message's own histogram); rans and ans are within 1% of it on the zoo's mlp (the table counted);
 Elias coding is above it on noise-like updates; long runs of zeros (e.g. input pixels that never change)
 can take it below.
 """
@@ -47,17 +48,27 @@ import numpy as np
 import torch
 
 from ...errors import DecodeError
+from ...jit import njit, on_host
 from ...wire.bitstream import bits_to_bytes, check_end
 from ...wire.bounds import empirical_entropy_bits
-from ...wire.entropy import decode_symbols, encode_symbols, histogram
+from ...wire.entropy import histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ...wire.omega import omega_decode, omega_encode, omega_lengths
 from ..registry import Param, PartContext, register
-from .quantizer import Quantizer, coder_param, scaled, stochastic_round_, uniforms
+from .draws import torch_uniforms, uniform
+from .quantizer import Quantizer, coder_param, inverse_norms, scale_and_round, scaled, stochastic_round_
 from .topk import CHUNK
 
 MAX_LEVELS = 2**15 - 1  # signed levels travel in int16 arrays
 MAX_BUCKET = 2**31
+
+
+@njit
+def _round_levels(x, starts, sizes, inv, norms, s, key, out):
+    """Symbols (signed level + s) of every bucket into ``out``, entry by entry as :meth:`QSGD.quantize` computes them."""
+    for k in range(starts.size):
+        for i in range(starts[k], starts[k] + sizes[k]):
+            out[i] = scale_and_round(x[i], inv[k], norms[k], s, s, uniform(key, i)) + s
 
 
 # ---------------------------------------------------------------- payload
@@ -117,37 +128,66 @@ class QSGD(Quantizer):
             if seg.numel % d:
                 yield seg.start + full * d, x[seg.start + full * d : seg.stop].view(1, -1)
 
-    def quantize(self, x: torch.Tensor, u: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        """``x`` ``[P]`` float32 and uniforms ``u`` ``[P]`` in [0, 1) (tensors or arrays; same device) ->
-        (norms ``[B]`` float32 numpy, symbols ``[P]`` on x's device): ``sign(x_i) l_i = floor(s x_i / ||v|| + u_i)``,
+    def _pieces(self, x: torch.Tensor):
+        """(flat start, buckets ``[m, d]`` of ``x`` ``[P]``, their norms ``[m]`` float32) for about CHUNK entries at a
+        time (float temporaries in cache), layout order."""
+        rows = max(1, CHUNK // self.bucket)
+        for start, xb in self._blocks(x):
+            for r in range(0, xb.shape[0], rows):
+                yield start + r * xb.shape[1], xb[r : r + rows], self._norms(xb[r : r + rows])
+
+    def _norms(self, xb: torch.Tensor) -> torch.Tensor:
+        """Per bucket (row of ``xb``): max |v| (``norm = max``) or the l2 norm."""
+        top = xb.abs().amax(dim=1)
+        if self.norm == "max":
+            return top
+        nrm = torch.linalg.vector_norm(xb, dim=1)
+        low = nrm < top  # squares that underflowed (|v| < 1e-19) or rounding: redo in float64
+        if bool(low.any()):
+            nrm = torch.where(low, torch.linalg.vector_norm(xb.double(), dim=1).float(), nrm)
+        return nrm
+
+    def quantize(self, x: torch.Tensor, draw) -> tuple[np.ndarray, torch.Tensor]:
+        """``x`` ``[P]`` float32 and ``draw(a, b)`` -> uniforms ``[b - a]`` in [0, 1) for entries a..b-1 on x's device
+        -> (norms ``[B]`` float32 numpy, symbols ``[P]`` on x's device): ``sign(x_i) l_i = floor(s x_i / ||v|| + u_i)``,
         i.e. |level| is ``floor(r_i)`` or ``floor(r_i) + 1``, the latter with probability ``r_i - floor(r_i)``;
         symbol = signed level + s."""
         x = torch.as_tensor(x, dtype=torch.float32).contiguous()
-        u = torch.as_tensor(u, dtype=torch.float32, device=x.device).contiguous()
         s = self.levels
         out = torch.empty(x.shape, dtype=self.symbol_dtype, device=x.device)
         norms = []
-        rows = max(1, CHUNK // self.bucket)  # buckets per step: float temporaries of about CHUNK entries, in cache
-        pieces = ((start + r * xb.shape[1], xb[r : r + rows], ub[r : r + rows])
-                  for (start, xb), (_, ub) in zip(self._blocks(x), self._blocks(u)) for r in range(0, xb.shape[0], rows))
-        for start, xb, ub in pieces:
-            top = xb.abs().amax(dim=1)  # max |v| per bucket
-            if self.norm == "max":
-                nrm = top
-            else:
-                nrm = torch.linalg.vector_norm(xb, dim=1)
-                low = nrm < top  # squares that underflowed (|v| < 1e-19) or rounding: redo in float64
-                if bool(low.any()):
-                    nrm = torch.where(low, torch.linalg.vector_norm(xb.double(), dim=1).float(), nrm)
+        for start, xb, nrm in self._pieces(x):
+            ub = draw(start, start + xb.numel()).view(xb.shape)
             y = stochastic_round_(scaled(xb, nrm, float(s)), ub, s).add_(s)
             out[start : start + xb.numel()] = y.view(-1).to(self.symbol_dtype)
             norms.append(nrm)
-        return (torch.cat(norms).cpu().numpy() if norms else np.zeros(0, np.float32)), out
+        return self._host_norms(norms), out
+
+    def quantize_on_host(self, x: torch.Tensor, key: int) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`quantize` with the draws of ``key`` (draws.py): the norms in torch, then one compiled pass (CPU)."""
+        x = torch.as_tensor(x, dtype=torch.float32).contiguous()
+        norms = [nrm for _, _, nrm in self._pieces(x)]
+        host = self._host_norms(norms)
+        inv = inverse_norms(torch.from_numpy(host), float(self.levels)).numpy()
+        out = torch.empty(x.shape, dtype=self.symbol_dtype)
+        _round_levels(x.numpy(), self.bucket_starts, self.bucket_sizes, inv, host, np.float32(self.levels),
+                      np.uint64(key), out.numpy())
+        return host, out
+
+    @staticmethod
+    def _host_norms(norms: list) -> np.ndarray:
+        return torch.cat(norms).cpu().numpy() if norms else np.zeros(0, np.float32)
 
     def compress(self, v, ctx):
         x = v.detach().float()
-        return [QSGDPayload(*self.quantize(x[row], uniforms(ctx, row, self.name, self.num_params, x.device)))
-                for row in range(x.shape[0])]
+        out = []
+        for row in range(x.shape[0]):
+            key = ctx.seed_for(row, self.name)
+            if on_host(x):
+                out.append(QSGDPayload(*self.quantize_on_host(x[row], key)))
+            else:
+                out.append(QSGDPayload(*self.quantize(x[row], lambda a, b: torch_uniforms(key, a, b, x.device))))
+        return out
 
     # ------------------------------------------------------------ bytes
     def _sparse(self, payload: QSGDPayload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,7 +210,7 @@ class QSGD(Quantizer):
     def encode(self, payload: QSGDPayload) -> bytes:
         w = ByteWriter().tag(self.payload_id).f32(payload.norms)
         if self.entropy_coded:
-            encode_symbols(w, payload.symbols, self.alphabet)
+            self.encode_symbols(w, payload.symbols, self.alphabet)
             return w.getvalue()
         counts, positions, levels = self._sparse(payload)
         stream = np.concatenate([
@@ -196,7 +236,7 @@ class QSGD(Quantizer):
         if np.any(norms < 0):
             raise DecodeError("qsgd: negative bucket norm")
         if self.entropy_coded:
-            symbols = decode_symbols(r, self.num_params, self.alphabet)
+            symbols = self.decode_symbols(r, self.num_params, self.alphabet)
             if symbols.dtype != np.uint8:
                 symbols = symbols.astype(np.int16)
             zero_norm = norms == 0

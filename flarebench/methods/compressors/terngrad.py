@@ -3,7 +3,7 @@
 Quantizer (the paper's layer-wise ternarizing, Eq. 5-6): per tensor t with scale
 ``s_t = max |v_t|``, every entry becomes ``s_t sign(v_i) b_i`` with ``b_i ~ Bernoulli(|v_i| / s_t)``,
 so ``E = v`` (unbiased), computed on the update's device as ``floor(v_i / s_t + u_i)`` with u_i uniform
-in [0, 1) (24-bit grid) from a torch generator on that device seeded by (run seed, round, client)
+in [0, 1) (24-bit grid) from the counter-based draws of draws.py keyed by (run seed, round, client)
 (quantizer.py). The "gradient" is the client's round update.
 
 Option ``clip`` (the paper's gradient clipping, Sec. 3.3): with ``clip = c > 0`` each tensor is first
@@ -14,16 +14,16 @@ Not implemented: the paper's scaler sharing (workers agree on max_t s_t before t
 more exchange per round), a systems device for integer all-reduce; each client sends its own s_t.
 
 Wire (via :mod:`flarebench.wire.frame`): 2-byte tag, the T scales as float32, then the P trits:
-``coder = ans`` (default): entropy-coded against the message's trit histogram (wire/entropy.py: 5 trits
-per ANS step, the 3-symbol table travels), about ``P H`` bits (H: the trits' empirical entropy; mostly 0s,
-so far below log2 3). ``coder = fixed``: the fixed-rate packing, ``packing = base3``: 5 trits per byte,
+``coder = rans`` (default) or ``ans``: entropy-coded against the message's trit histogram (wire/rans.py,
+wire/entropy.py: 5 trits per step, the 3-symbol table travels), about ``P H`` bits (H: the trits' empirical
+entropy; mostly 0s, so far below log2 3). ``coder = fixed``: the fixed-rate packing, ``packing = base3``: 5 trits per byte,
 ``byte = sum_k 3^(4-k) (t_k + 1)`` (<= 242), ``ceil(P / 5)`` bytes, i.e. 1.6 bits per entry, the last
 byte padded with trits 0; ``packing = 2bit``: 2 bits per entry as the paper counts it (00 = 0, 01 = +1,
 10 = -1), ``ceil(P / 4)`` bytes. Bits = ``16 + 32 T`` + the coded trits.
-Host transfer per compress + encode: 1 byte per 5 entries (ans; 1 per entry for fixed) + the T scales.
+Host transfer per compress + encode: 1 byte per 5 entries (rans, ans; 1 per entry for fixed) + the T scales.
 
 Floor (``bound_bits``): ``32 T`` for the scales plus ``P H`` where H is the empirical entropy of
-the message's trits (<= log2 3). The ans coder is within 1% of it on the zoo's mlp (the table counted).
+the message's trits (<= log2 3). Both entropy coders are within 1% of it on the zoo's mlp (the table counted).
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ import numpy as np
 import torch
 
 from ...errors import DecodeError
+from ...jit import njit, on_host
 from ...wire.bounds import empirical_entropy_bits
-from ...wire.entropy import decode_symbols, encode_symbols, histogram
+from ...wire.entropy import histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import FLOAT32_MAX, Param, PartContext, float32_or_zero, register
-from .quantizer import Quantizer, coder_param, scaled, stochastic_round_, uniforms
+from .draws import torch_uniforms, uniform
+from .quantizer import Quantizer, coder_param, inverse_norms, scale_and_round, scaled, stochastic_round_
 from .topk import CHUNK
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint8)
@@ -47,6 +49,17 @@ _TWO_BIT_CODE = np.array([2, 0, 1], dtype=np.uint8)  # trit -1, 0, +1 -> 10, 00,
 _TWO_BIT_TRIT = np.array([0, 1, -1, 0], dtype=np.int8)  # code -> trit (code 3 is invalid)
 _TWO_BIT_TABLE = _TWO_BIT_TRIT[(np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3]  # byte -> 4 trits
 _TWO_BIT_BAD = (((np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3) == 3).any(axis=1)
+
+
+@njit
+def _ternarize(xt, start, inv, scale, key, out):
+    """Trits of one tensor ``xt`` (float32, its entries start at ``start`` of the update) into ``out`` (int8),
+    entry by entry as :meth:`TernGrad.ternarize` computes them."""
+    inv = np.float32(inv)
+    scale = np.float32(scale)
+    one = np.float32(1.0)
+    for j in range(xt.size):
+        out[j] = scale_and_round(xt[j], inv, scale, one, one, uniform(key, start + j))
 
 
 @dataclass
@@ -85,33 +98,56 @@ class TernGrad(Quantizer):
         return self.clip == 0
 
     # ------------------------------------------------------------ client side
-    def ternarize(self, x: torch.Tensor, u: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        """``x`` ``[P]`` float32 and uniforms ``u`` ``[P]`` in [0, 1) (tensors, or arrays), same device ->
-        (scales ``[T]`` float32 numpy, trits ``[P]`` int8 on x's device): ``sign(v_i) b_i = floor(v_i / s_t + u_i)``
-        (``|v_i| / s_t <= 1``, so the trit is 0 or sign(v_i), the latter with probability |v_i| / s_t)."""
-        x = torch.as_tensor(x, dtype=torch.float32)
-        u = torch.as_tensor(u, dtype=torch.float32, device=x.device)
-        trits = torch.empty(x.shape, dtype=torch.int8, device=x.device)
-        scales = []
+    def _tensors(self, x: torch.Tensor):
+        """Per tensor of ``x`` ``[P]``: (its segment, its entries after the optional clip, s_t = max |v_t| as a
+        float32 ``[]`` tensor on x's device)."""
         for seg in self.layout.segments:
             xt = x[seg.start : seg.stop]
             if self.clip > 0:
                 bound = float(self.clip * xt.double().std(correction=0))
                 xt = xt.clamp(-bound, bound)
             lo, hi = torch.aminmax(xt)
-            scale = torch.maximum(hi, -lo)  # max |v_t|
+            yield seg, xt, torch.maximum(hi, -lo)
+
+    def ternarize(self, x: torch.Tensor, draw) -> tuple[np.ndarray, torch.Tensor]:
+        """``x`` ``[P]`` float32 and ``draw(a, b)`` -> uniforms ``[b - a]`` in [0, 1) for entries a..b-1 on x's device
+        -> (scales ``[T]`` float32 numpy, trits ``[P]`` int8 on x's device): ``sign(v_i) b_i = floor(v_i / s_t + u_i)``
+        (``|v_i| / s_t <= 1``, so the trit is 0 or sign(v_i), the latter with probability |v_i| / s_t)."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        trits = torch.empty(x.shape, dtype=torch.int8, device=x.device)
+        scales = []
+        for seg, xt, scale in self._tensors(x):
             for a in range(seg.start, seg.stop, CHUNK):  # float temporaries of CHUNK entries, in cache
                 b = min(a + CHUNK, seg.stop)
                 y = scaled(xt[None, a - seg.start : b - seg.start], scale[None], 1.0)[0]
-                trits[a:b] = stochastic_round_(y, u[a:b], 1)
+                trits[a:b] = stochastic_round_(y, draw(a, b), 1)
             scales.append(scale)
-        out = torch.stack(scales).cpu().numpy() if scales else np.zeros(0, np.float32)
-        return out.astype(np.float32), trits
+        return self._host_scales(scales), trits
+
+    def ternarize_on_host(self, x: torch.Tensor, key: int) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`ternarize` with the draws of ``key`` (draws.py), compiled: one pass per tensor (CPU)."""
+        trits = torch.empty(x.shape, dtype=torch.int8)
+        out, scales = trits.numpy(), []
+        for seg, xt, scale in self._tensors(x):
+            inv = inverse_norms(scale[None], 1.0)
+            _ternarize(xt.contiguous().numpy(), seg.start, inv.item(), scale.item(), np.uint64(key), out[seg.start : seg.stop])
+            scales.append(scale)
+        return self._host_scales(scales), trits
+
+    @staticmethod
+    def _host_scales(scales: list) -> np.ndarray:
+        return (torch.stack(scales).cpu().numpy() if scales else np.zeros(0, np.float32)).astype(np.float32)
 
     def compress(self, v, ctx):
         x = v.detach().float()
-        return [TernPayload(*self.ternarize(x[row], uniforms(ctx, row, self.name, self.num_params, x.device)))
-                for row in range(x.shape[0])]
+        out = []
+        for row in range(x.shape[0]):
+            key = ctx.seed_for(row, self.name)
+            if on_host(x):
+                out.append(TernPayload(*self.ternarize_on_host(x[row], key)))
+            else:
+                out.append(TernPayload(*self.ternarize(x[row], lambda a, b: torch_uniforms(key, a, b, x.device))))
+        return out
 
     # ------------------------------------------------------------ bytes
     def _packed_bytes(self) -> int:
@@ -121,7 +157,7 @@ class TernGrad(Quantizer):
     def encode(self, payload: TernPayload) -> bytes:
         w = ByteWriter().tag(self.payload_id).f32(payload.scales)
         if self.entropy_coded:
-            encode_symbols(w, (payload.trits + 1).view(torch.uint8), 3)
+            self.encode_symbols(w, (payload.trits + 1).view(torch.uint8), 3)
             return w.getvalue()
         per = 5 if self.packing == "base3" else 4
         t = np.zeros(self._packed_bytes() * per, dtype=np.int8)
@@ -160,7 +196,7 @@ class TernGrad(Quantizer):
         if np.any(scales < 0):
             raise DecodeError("terngrad: negative scale")
         if self.entropy_coded:
-            trits = decode_symbols(r, self.num_params, 3).view(np.int8) - np.int8(1)
+            trits = self.decode_symbols(r, self.num_params, 3).view(np.int8) - np.int8(1)
         else:
             r.need(self._packed_bytes())
             trits = self._unpack(r)

@@ -9,19 +9,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...jit import on_host
 from ...wire.message import Message
 from ..registry import register
 from .base import Sparsifier
 
 
 CHUNK = 1 << 18  # entries per step of a scan: its temporaries stay in cache and are reused
-NUMPY_ON_CPU = True  # False: the device (torch) path on the CPU too (tests/test_host_bytes.py counts that path there)
 
 
 def numpy_scan(x: torch.Tensor) -> bool:
     """Whether a scan over ``x`` runs in numpy: on the CPU (numpy is the device there) its elementwise compares and
     nonzero are about 2x faster than torch's; on another device the scan stays there (torch)."""
-    return x.device.type == "cpu" and NUMPY_ON_CPU
+    return on_host(x)
 
 
 GROUP = 16  # entries summed per group when looking for the few that pass (a sum over a short row is cheap)
