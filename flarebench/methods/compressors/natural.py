@@ -59,6 +59,13 @@ def _round_to_powers(bits, key, negative, exponent):
         negative[i] = b < 0 and e > 0
 
 
+@njit
+def _float_bits(negative, exponent, out):
+    """float32 bit patterns (uint32) ``negative << 31 | exponent << 23``: +-2^(e - 127), or 0."""
+    for i in range(out.size):
+        out[i] = (np.uint32(negative[i]) << np.uint32(31)) | (np.uint32(exponent[i]) << np.uint32(MANTISSA_BITS))
+
+
 @dataclass
 class NaturalPayload:
     """One client's natural-compression message: ``negative`` bool ``[P]`` and ``exponent`` uint8 ``[P]``
@@ -169,6 +176,9 @@ class Natural(Quantizer):
     def decompress(self, payload: NaturalPayload, device=None, out=None) -> torch.Tensor:
         neg, exp = payload.negative.to(device), payload.exponent.to(device)
         out = self.output(device, out).view(torch.int32)
+        if on_host(out):
+            _float_bits(neg.numpy(), exp.numpy(), out.numpy().view(np.uint32))
+            return out.view(torch.float32)
         for a in range(0, self.num_params, CHUNK):  # int32 temporaries of CHUNK entries, in cache
             o = out[a : a + CHUNK]
             o.copy_(exp[a : a + CHUNK]).bitwise_left_shift_(MANTISSA_BITS)

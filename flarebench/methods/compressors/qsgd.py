@@ -71,6 +71,14 @@ def _round_levels(x, starts, sizes, inv, norms, s, key, out):
             out[i] = scale_and_round(x[i], inv[k], norms[k], s, s, uniform(key, i)) + s
 
 
+@njit
+def _levels_to_values(symbols, starts, sizes, step, s, out):
+    """``out[i] = (symbol_i - s) * step_k`` (float32) for bucket k's entries; ``step_k = ||v_k|| / s``."""
+    for k in range(starts.size):
+        for i in range(starts[k], starts[k] + sizes[k]):
+            out[i] = np.float32(np.int64(symbols[i]) - s) * step[k]
+
+
 # ---------------------------------------------------------------- payload
 @dataclass
 class QSGDPayload:
@@ -287,6 +295,9 @@ class QSGD(Quantizer):
         step = torch.from_numpy(payload.norms / np.float32(self.levels)).to(device)  # ||v_b|| / s per bucket
         symbols = payload.symbols.to(device)
         out = self.output(device, out)
+        if on_host(out):
+            _levels_to_values(symbols.numpy(), self.bucket_starts, self.bucket_sizes, step.numpy(), self.levels, out.numpy())
+            return out
         rows, b = max(1, CHUNK // self.bucket), 0
         for (_, block), (_, sym) in zip(self._blocks(out), self._blocks(symbols)):  # [m, d] views, in bucket order
             for r in range(0, block.shape[0], rows):  # one pass per CHUNK entries: (symbol - s) * ||v_b|| / s

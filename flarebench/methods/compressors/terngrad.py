@@ -62,6 +62,15 @@ def _ternarize(xt, start, inv, scale, key, out):
         out[j] = scale_and_round(xt[j], inv, scale, one, one, uniform(key, start + j))
 
 
+@njit
+def _scale_trits(trits, starts, scales, out):
+    """``out[i] = trit_i * s_t`` (float32) for tensor t's entries ``starts[t] .. starts[t + 1] - 1``."""
+    for t in range(scales.size):
+        s = scales[t]
+        for i in range(starts[t], starts[t + 1]):
+            out[i] = np.float32(trits[i]) * s
+
+
 @dataclass
 class TernPayload:
     """One client's TernGrad message: ``scales`` float32 ``[T]`` (s_t, host), ``trits`` int8 ``[P]`` in {-1, 0, 1}
@@ -92,6 +101,7 @@ class TernGrad(Quantizer):
         self.layout = ctx.layout
         self.num_params = self.layout.num_params
         self.num_tensors = len(self.layout.segments)
+        self.starts = np.array([seg.start for seg in self.layout.segments] + [self.num_params], dtype=np.int64)
 
     @property
     def unbiased(self) -> bool:
@@ -211,6 +221,9 @@ class TernGrad(Quantizer):
     def decompress(self, payload: TernPayload, device=None, out=None) -> torch.Tensor:
         trits = payload.trits.to(device)
         out = self.output(device, out)
+        if on_host(out):
+            _scale_trits(trits.numpy(), self.starts, payload.scales, out.numpy())
+            return out
         for seg, scale in zip(self.layout.segments, payload.scales.tolist()):
             for a in range(seg.start, seg.stop, CHUNK):  # one pass: int8 trit * float32 scale
                 b = min(a + CHUNK, seg.stop)
