@@ -1,7 +1,6 @@
 """How fast can a count sketch of VGG-16's update be on one CPU thread? The scatter alone, compiled.
 
-    pip install numba   # not a flarebench dependency: this script only measures a floor
-    python benchmarks/bench_sketch_floor.py
+    cd benchmarks && python bench_sketch_floor.py   # numba: a flarebench dependency (flarebench/jit.py)
 
 FetchSGD's client payload at flarebench's defaults (count_sketch.py: rows = 5, columns = max(10 k,
 0.077 P)) for the 14,719,818 entries of ``vgg16-15m`` is a [5, 1,133,426] float32 table (22 MB); every
