@@ -293,3 +293,20 @@ def test_rans_frequencies_are_16_bit_and_exact():
     assert f[0] > f[2] > f[242]  # 00000 (5^5) > 00002 (5^4 3) > 22222 (3^5)
     g = frequencies(np.array([1, 10**6]), 2)  # blocks of 8 bits, one symbol almost never
     assert g.sum() == 2**16 and g.min() >= 1 and g[255] == 2**16 - 255
+
+
+@pytest.mark.parametrize("alphabet,bad", [(3, 3), (255, 255), (15, -1)])
+def test_rans_encoder_refuses_symbols_outside_the_alphabet(alphabet, bad):
+    """The compiled pass checks every symbol (no index outside the tables): ValueError, for a caller's bug."""
+    from flarebench.wire import rans
+    from flarebench.wire.frame import ByteWriter
+
+    from flarebench import jit
+
+    symbols = np.zeros(1001, dtype=np.int16)
+    symbols[500] = bad
+    for host in (True, False):  # the compiled pass, and the device path's (torch) check
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(jit, "HOST_KERNELS", host)
+            with pytest.raises(ValueError, match="outside"):
+                rans.encode_symbols(ByteWriter(), torch.from_numpy(symbols), alphabet)

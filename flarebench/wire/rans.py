@@ -2,8 +2,8 @@
 
 The fast entropy coder (``coder = rans``, the quantizers' default): the same model, table and blocking as
 :mod:`.entropy` (``ans``: constriction's coder, 24-bit probabilities), coded by a compiled interleaved rANS
-(Duda 2013; two states as in Giesen's ``rans_word``), about 2-4 ns per block symbol on one CPU core where
-constriction takes ~35 ns.
+(Duda 2013; 32-bit states with 16-bit words as in Giesen's ``rans_word``, four of them interleaved), about
+3-6 ns per block symbol each way on one CPU core where constriction's decoder takes ~35 ns.
 
 Model: the symbols' histogram ``h`` (the table) gives every block symbol ``j`` (``b = block_size(alphabet)``
 symbols ``d_1..d_b``) the weight ``W_j = prod_k h[d_k]``; weights are quantized to 16-bit frequencies
@@ -13,15 +13,18 @@ summing to 2^16. A block then costs ``16 - log2 f_j`` bits: within ~0.5% of the 
 (up to ~5%) when one block symbol has nearly all the mass (TernGrad at under 0.2% non-zero trits), since
 every possible block keeps at least 1/2^16. The last block is padded with the smallest present symbol.
 
-Coder: two 32-bit states (initial and final value 2^16), block symbols alternate between them; 16-bit
+Coder: four 32-bit states (initial and final value 2^16), block j uses state j % 4; 16-bit
 renormalization. Layout (after the compressor's own fields): the table (:func:`.entropy.write_table`), then
-``W`` little-endian uint16 words: the two final states (state 0 then 1, high word first), then the
+``W`` little-endian uint16 words: the four final states (state 0 to 3, high word first), then the
 renormalization words in decoding order. Bits = table + 16 W.
 
 The decoder reads the table, decodes exactly ``ceil(count / b)`` blocks, and raises DecodeError (only) when
 the words run out, when words are left over or a state does not end at 2^16, when the padding is not the pad
 symbol, or when the decoded symbols' histogram is not the table. What it allocates is sized by ``count``
-(the model's) and the message's own length.
+(the model's, ``ceil(count / b)`` bytes of blocks and the symbols) and the message's own length; unlike
+:mod:`.entropy` it cannot refuse a short stream before decoding (a rANS stream of correlated blocks can be
+shorter than the product model's entropy), so a forged short stream costs one model-sized allocation and
+ends in DecodeError when its words run out.
 """
 
 from __future__ import annotations
@@ -78,8 +81,13 @@ def _tables(hist_key: tuple, alphabet: int):
 # ---------------------------------------------------------------- kernels
 @njit
 def _count(sym, hist):
-    """Histogram of ``sym`` into ``hist`` (four partial histograms: a run of one symbol does not wait on itself)."""
-    part = np.zeros((4, hist.size), dtype=np.int64)
+    """Histogram of ``sym`` into ``hist`` (four partial histograms: a run of one symbol does not wait on itself);
+    False, and nothing counted, if a symbol is outside ``[0, len(hist))``."""
+    a = hist.size
+    for i in range(sym.size):
+        if sym[i] < 0 or sym[i] >= a:
+            return False
+    part = np.zeros((4, a), dtype=np.int64)
     n = sym.size
     whole = n - n % 4
     for i in range(0, whole, 4):
@@ -89,22 +97,29 @@ def _count(sym, hist):
         part[3, sym[i + 3]] += 1
     for i in range(whole, n):
         part[0, sym[i]] += 1
-    for a in range(hist.size):
-        hist[a] += part[0, a] + part[1, a] + part[2, a] + part[3, a]
+    for k in range(a):
+        hist[k] += part[0, k] + part[1, k] + part[2, k] + part[3, k]
+    return True
 
 
 @njit
-def _block(sym, powers, blocks, block_hist):
+def _block(sym, alphabet, powers, blocks, block_hist):
     """The full blocks of ``b = len(powers)`` symbols of ``sym`` into ``blocks[:len(sym) // b]`` (block symbol
     ``sum_k sym[jb + k] powers[k]``) and their histogram into ``block_hist`` (one pass; ``powers`` a tuple, so b
-    is known when compiling)."""
+    is known when compiling); False if a symbol is outside ``[0, alphabet)`` (``block_hist`` then incomplete)."""
     b = len(powers)
     for j in range(sym.size // b):
         v = 0
+        bad = False
         for k in range(b):
-            v += sym[j * b + k] * powers[k]
+            s = sym[j * b + k]
+            bad |= (s < 0) | (s >= alphabet)
+            v += s * powers[k]
+        if bad:
+            return False
         blocks[j] = v
         block_hist[v] += 1
+    return True
 
 
 STATES = 4  # interleaved rANS states: block j uses state j % 4
@@ -229,18 +244,22 @@ def _host_blocks(symbols: torch.Tensor, alphabet: int) -> tuple[np.ndarray, np.n
     b = block_size(alphabet)
     x = symbols.reshape(-1)
     if not on_host(x):
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= alphabet):
+            raise ValueError(f"rans: symbols outside [0, {alphabet})")
         hist = histogram(x, alphabet)
         pad = int(np.flatnonzero(hist)[0]) if x.numel() else 0
         return hist, blocks_of(x, alphabet, pad).cpu().numpy()
     sym = x.contiguous().numpy()
     hist = np.zeros(alphabet, dtype=np.int64)
     if b == 1:
-        _count(sym, hist)
+        if not _count(sym, hist):
+            raise ValueError(f"rans: symbols outside [0, {alphabet})")
         return hist, sym
     blocks = np.empty(-(-sym.size // b), dtype=np.uint8)
     block_hist = np.zeros(alphabet**b, dtype=np.int64)
-    _block(sym, _powers(alphabet, b), blocks, block_hist)
     tail = sym[sym.size - sym.size % b :]
+    if not _block(sym, alphabet, _powers(alphabet, b), blocks, block_hist) or np.any((tail < 0) | (tail >= alphabet)):
+        raise ValueError(f"rans: symbols outside [0, {alphabet})")
     hist = block_hist @ _occurrences(alphabet, b) + np.bincount(tail, minlength=alphabet)
     if tail.size:
         pad = int(np.flatnonzero(hist)[0])
