@@ -112,6 +112,9 @@ SETTINGS = {  # compressor -> (parameters, round): the settings whose cost diffe
     "dgc": [({}, 0), ({}, 9), ({"exact": True}, 9)],
     "threshold": [({"tau": 1.5}, 0), ({"tau": 1.5, "values": "exact"}, 0)],
     "randk": [({"scale": True}, 0)],
+    "qsgd": [({}, 0), ({"coder": "ans"}, 0), ({"coder": "elias"}, 0), ({"levels": 30000}, 0)],
+    "terngrad": [({}, 0), ({"coder": "fixed"}, 0)],
+    "natural": [({}, 0), ({"coder": "fixed"}, 0)],
 }
 
 

@@ -212,7 +212,7 @@ def qsgd_bits(q: QSGD, p) -> int:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=sizes_st, seed=st.integers(0, 2**31), zeros=st.sampled_from([0.0, 0.5, 1.0]),
-       levels=st.sampled_from([1, 3, 7, 127, 1000]), bucket=st.sampled_from([1, 7, 64, 512]), norm=st.sampled_from(["l2", "max"]),
+       levels=st.sampled_from([1, 3, 7, 127, 1000, 30000]), bucket=st.sampled_from([1, 7, 64, 512]), norm=st.sampled_from(["l2", "max"]),
        coder=st.sampled_from(["rans", "ans", "elias"]))
 def test_qsgd_round_trip_and_bits(sizes, seed, zeros, levels, bucket, norm, coder):
     q = build("qsgd", sizes, clients=2, levels=levels, bucket=bucket, norm=norm, coder=coder)

@@ -244,9 +244,12 @@ def _host_blocks(symbols: torch.Tensor, alphabet: int) -> tuple[np.ndarray, np.n
     b = block_size(alphabet)
     x = symbols.reshape(-1)
     if not on_host(x):
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= alphabet):
+        try:
+            hist = histogram(x, alphabet)  # a symbol past the alphabet lengthens it, a negative one is refused
+        except RuntimeError:
+            hist = None
+        if hist is None or hist.size != alphabet:
             raise ValueError(f"rans: symbols outside [0, {alphabet})")
-        hist = histogram(x, alphabet)
         pad = int(np.flatnonzero(hist)[0]) if x.numel() else 0
         return hist, blocks_of(x, alphabet, pad).cpu().numpy()
     sym = x.contiguous().numpy()

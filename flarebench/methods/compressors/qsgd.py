@@ -31,7 +31,7 @@ Wire: 2-byte tag; the B bucket norms as float32 (32 bits each, as the paper); th
   (|omega(gap_i)| + 1 + |omega(l_i)|)) / 8)``.
 
 Host transfer per compress + encode: 1 byte per 2 entries (rans, ans at s = 7; 1 per entry at s <= 127 with
-elias, 2 above) + the B norms.
+elias; 4 above) + the B norms + the coder's histogram.
 
 Floor (``bound_bits``): ``32 B`` for the norms plus ``P H`` where H is the empirical entropy of the
 message's signed levels over all P entries (the floor of any code that treats the entries as independent
@@ -59,7 +59,7 @@ from .draws import torch_uniforms, uniform
 from .quantizer import Quantizer, coder_param, inverse_norms, scale_and_round, scaled, stochastic_round_
 from .topk import CHUNK
 
-MAX_LEVELS = 2**15 - 1  # signed levels travel in int16 arrays
+MAX_LEVELS = 2**15 - 1  # symbols (signed level + s, up to 2s = 65534) travel in int32 arrays above 127 levels
 MAX_BUCKET = 2**31
 
 
@@ -83,7 +83,7 @@ def _levels_to_values(symbols, starts, sizes, step, s, out):
 @dataclass
 class QSGDPayload:
     """One client's QSGD message: ``norms`` float32 ``[B]`` (per bucket, layout order; host) and ``symbols``
-    ``[P]`` (``sign(v_i) l_i + s``: uint8 for s <= 127, else int16; on the update's device on the client, on
+    ``[P]`` (``sign(v_i) l_i + s``: uint8 for s <= 127, else int32; on the update's device on the client, on
     the host after decoding)."""
 
     norms: np.ndarray
@@ -122,7 +122,7 @@ class QSGD(Quantizer):
         self.bucket_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
         self.num_buckets = int(self.bucket_starts.size)
         self.alphabet = 2 * self.levels + 1
-        self.symbol_dtype = torch.uint8 if self.alphabet <= 256 else torch.int16
+        self.symbol_dtype = torch.uint8 if self.alphabet <= 256 else torch.int32
 
     # ------------------------------------------------------------ client side
     def _blocks(self, x: torch.Tensor):
@@ -151,7 +151,7 @@ class QSGD(Quantizer):
             return top
         nrm = torch.linalg.vector_norm(xb, dim=1)
         low = nrm < top  # squares that underflowed (|v| < 1e-19) or rounding: redo in float64
-        if bool(low.any()):
+        if not on_host(xb) or bool(low.any()):  # on a device, without waiting for it to answer low.any()
             nrm = torch.where(low, torch.linalg.vector_norm(xb.double(), dim=1).float(), nrm)
         return nrm
 
@@ -245,8 +245,6 @@ class QSGD(Quantizer):
             raise DecodeError("qsgd: negative bucket norm")
         if self.entropy_coded:
             symbols = self.decode_symbols(r, self.num_params, self.alphabet)
-            if symbols.dtype != np.uint8:
-                symbols = symbols.astype(np.int16)
             zero_norm = norms == 0
             if zero_norm.any() and np.logical_or.reduceat(symbols != self.levels, self.bucket_starts)[zero_norm].any():
                 raise DecodeError("qsgd: non-zero levels in a bucket of norm 0")
@@ -269,7 +267,7 @@ class QSGD(Quantizer):
         mags, at = omega_decode(bits, at, n, self.levels, "qsgd levels")
         check_end(bits, at, "qsgd")
         positions = self._positions(counts, gaps)
-        symbols = np.full(self.num_params, self.levels, dtype=np.uint8 if self.alphabet <= 256 else np.int16)
+        symbols = np.full(self.num_params, self.levels, dtype=np.uint8 if self.alphabet <= 256 else np.int32)
         symbols[positions] = np.where(signs, self.levels - mags, self.levels + mags)
         return QSGDPayload(norms, torch.from_numpy(symbols))
 
@@ -315,8 +313,9 @@ class QSGD(Quantizer):
         return 32.0 * self.num_buckets + empirical_entropy_bits(histogram(payload.symbols, self.alphabet))
 
     def host_bytes_bound(self, payload: QSGDPayload) -> int:
-        """One byte per entry (its signed level, for the coder) + 4 bytes per bucket norm (issue 21)."""
-        return self.num_params + 4 * self.num_buckets
+        """One byte per entry (its signed level, for the coder; 4 above 127 levels), 4 bytes per bucket norm and the
+        coder's histogram (8 bytes per alphabet symbol)."""
+        return self.num_params * (1 if self.alphabet <= 256 else 4) + 4 * self.num_buckets + 8 * self.alphabet
 
 
 __all__ = ["QSGD", "QSGDPayload"]

@@ -49,9 +49,7 @@ def scaled(x: torch.Tensor, norm: torch.Tensor, factor: float) -> torch.Tensor:
     ``(x / norm) * factor`` in a row where ``factor / norm`` overflows (a subnormal norm), 0 where norm is not > 0.
     The compiled kernels (terngrad.py, qsgd.py) compute the same per row."""
     inv = inverse_norms(norm, factor)
-    ok = torch.isfinite(inv)
-    if bool(ok.all()):
-        return x * inv[:, None]
+    ok = torch.isfinite(inv)  # no branch on it: that would wait for the device (the CPU runs the compiled kernels)
     safe = torch.where(norm > 0, norm, torch.ones_like(norm))
     divided = torch.where(norm[:, None] > 0, x / safe[:, None] * factor, torch.zeros_like(x))
     return torch.where(ok[:, None], x * inv[:, None], divided)
