@@ -157,6 +157,14 @@ def _take(x, table):
 
 
 @njit
+def _refill(x, words, p):
+    """Renormalize state ``x`` below 2^16 with word ``p`` (the caller has checked it exists): (x, p)."""
+    if x < LOW:
+        return (x << 16) | np.int64(words[p]), p + 1
+    return x, p
+
+
+@njit
 def _decode(words, table, blocks, block_hist):
     """Decode ``blocks.size`` block symbols from ``words`` into ``blocks``, their histogram into ``block_hist``;
     returns 0, -1 if the words run out, -2 if words are left over or a state does not end at 2^16."""
@@ -177,18 +185,10 @@ def _decode(words, table, blocks, block_hist):
         s3, x3 = _take(x3, table)
         if p + STATES > nw and (x0 < LOW) + (x1 < LOW) + (x2 < LOW) + (x3 < LOW) > nw - p:
             return -1
-        if x0 < LOW:
-            x0 = (x0 << 16) | np.int64(words[p])
-            p += 1
-        if x1 < LOW:
-            x1 = (x1 << 16) | np.int64(words[p])
-            p += 1
-        if x2 < LOW:
-            x2 = (x2 << 16) | np.int64(words[p])
-            p += 1
-        if x3 < LOW:
-            x3 = (x3 << 16) | np.int64(words[p])
-            p += 1
+        x0, p = _refill(x0, words, p)
+        x1, p = _refill(x1, words, p)
+        x2, p = _refill(x2, words, p)
+        x3, p = _refill(x3, words, p)
         blocks[j] = s0
         blocks[j + 1] = s1
         blocks[j + 2] = s2

@@ -111,25 +111,19 @@ class Natural(Quantizer):
             torch.logical_and(flat[a : a + CHUNK] < 0, e > 0, out=neg_flat[a : a + CHUNK])
         return negative, exponent
 
-    def compress(self, v, ctx):
-        x = v.detach().float()
-        out = []
-        for row in range(x.shape[0]):
-            key = ctx.seed_for(row, self.name)
-            if on_host(x):
-                negative = torch.empty(self.num_params, dtype=torch.bool)
-                exponent = torch.empty(self.num_params, dtype=torch.uint8)
-                _round_to_powers(x[row].contiguous().numpy().view(np.int32), np.uint64(key), negative.numpy(),
-                                 exponent.numpy())
-                out.append(NaturalPayload(negative, exponent))
-                continue
-            parts = [self.round_to_powers(x[row, a : a + CHUNK], torch_bits(key, a, min(a + CHUNK, self.num_params),
-                                                                             x.device, 64 - MANTISSA_BITS))
-                     for a in range(0, self.num_params, CHUNK)]
-            out.append(NaturalPayload(*(torch.cat(t) for t in zip(*parts))) if parts else
-                       NaturalPayload(torch.zeros(0, dtype=torch.bool, device=x.device),
-                                      torch.zeros(0, dtype=torch.uint8, device=x.device)))
-        return out
+    def compress_row(self, x: torch.Tensor, key: int) -> NaturalPayload:
+        if on_host(x):
+            negative = torch.empty(self.num_params, dtype=torch.bool)
+            exponent = torch.empty(self.num_params, dtype=torch.uint8)
+            _round_to_powers(x.contiguous().numpy().view(np.int32), np.uint64(key), negative.numpy(), exponent.numpy())
+            return NaturalPayload(negative, exponent)
+        parts = [self.round_to_powers(x[a : a + CHUNK], torch_bits(key, a, min(a + CHUNK, self.num_params), x.device,
+                                                                   64 - MANTISSA_BITS))
+                 for a in range(0, self.num_params, CHUNK)]
+        if not parts:
+            return NaturalPayload(torch.zeros(0, dtype=torch.bool, device=x.device),
+                                  torch.zeros(0, dtype=torch.uint8, device=x.device))
+        return NaturalPayload(*(torch.cat(t) for t in zip(*parts)))
 
     # ------------------------------------------------------------ bytes
     def encode(self, payload: NaturalPayload) -> bytes:

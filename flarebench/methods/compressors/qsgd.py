@@ -186,16 +186,10 @@ class QSGD(Quantizer):
     def _host_norms(norms: list) -> np.ndarray:
         return torch.cat(norms).cpu().numpy() if norms else np.zeros(0, np.float32)
 
-    def compress(self, v, ctx):
-        x = v.detach().float()
-        out = []
-        for row in range(x.shape[0]):
-            key = ctx.seed_for(row, self.name)
-            if on_host(x):
-                out.append(QSGDPayload(*self.quantize_on_host(x[row], key)))
-            else:
-                out.append(QSGDPayload(*self.quantize(x[row], lambda a, b: torch_uniforms(key, a, b, x.device))))
-        return out
+    def compress_row(self, x: torch.Tensor, key: int) -> QSGDPayload:
+        if on_host(x):
+            return QSGDPayload(*self.quantize_on_host(x, key))
+        return QSGDPayload(*self.quantize(x, lambda a, b: torch_uniforms(key, a, b, x.device)))
 
     # ------------------------------------------------------------ bytes
     def _sparse(self, payload: QSGDPayload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -81,6 +81,15 @@ class Quantizer(Compressor):
 
     unbiased = True
 
+    def compress(self, v: torch.Tensor, ctx) -> list:
+        """Each client's row of ``v`` ``[K, P]`` with its own draws (key ``ctx.seed_for(row, name)``)."""
+        x = v.detach().float()
+        return [self.compress_row(x[row], ctx.seed_for(row, self.name)) for row in range(x.shape[0])]
+
+    def compress_row(self, x: torch.Tensor, key: int):
+        """One client's update ``x`` ``[P]`` float32 and its draws' key (draws.py) -> its payload."""
+        raise NotImplementedError
+
     @property
     def entropy_coded(self) -> bool:
         return self.coder in CODERS

@@ -148,16 +148,10 @@ class TernGrad(Quantizer):
     def _host_scales(scales: list) -> np.ndarray:
         return (torch.stack(scales).cpu().numpy() if scales else np.zeros(0, np.float32)).astype(np.float32)
 
-    def compress(self, v, ctx):
-        x = v.detach().float()
-        out = []
-        for row in range(x.shape[0]):
-            key = ctx.seed_for(row, self.name)
-            if on_host(x):
-                out.append(TernPayload(*self.ternarize_on_host(x[row], key)))
-            else:
-                out.append(TernPayload(*self.ternarize(x[row], lambda a, b: torch_uniforms(key, a, b, x.device))))
-        return out
+    def compress_row(self, x: torch.Tensor, key: int) -> TernPayload:
+        if on_host(x):
+            return TernPayload(*self.ternarize_on_host(x, key))
+        return TernPayload(*self.ternarize(x, lambda a, b: torch_uniforms(key, a, b, x.device)))
 
     # ------------------------------------------------------------ bytes
     def _packed_bytes(self) -> int:
