@@ -62,19 +62,36 @@ def test_uniforms_look_uniform_and_independent_across_clients():
                                          ("qsgd", {"norm": "max", "levels": 1, "bucket": 7}),
                                          ("qsgd", {"levels": 1000, "bucket": 64}), ("natural", {})])
 def test_fused_kernels_send_the_torch_paths_bytes(name, params):
-    """The CPU's compiled pass and the torch path (a GPU's) give the same message, on ordinary entries, tiny ones
-    (subnormal norms: the division path), zeros, infinities and NaN."""
+    """The CPU's compiled pass and the torch path (a GPU's) give the same message and reconstruction, on ordinary
+    entries, tiny ones (subnormal norms: the division path), zeros, infinities, NaN of either sign and an empty
+    tensor."""
     from flarebench.methods.registry import resolve_params
 
-    layout = Layout.from_shapes([(7, 5), (3,), (4000,), (6, 2, 3), (300, 30)])
+    layout = Layout.from_shapes([(7, 5), (3,), (0,), (4000,), (6, 2, 3), (300, 30)])  # (0,): an empty tensor
     comp = part_class("compressor", name)(PartContext(layout, 3, seed=0), **resolve_params("compressor", name, params))
     v = torch.randn(3, layout.num_params, generator=torch.Generator().manual_seed(0))
     v[1] *= 1e-40
     v[2, :35] = 0.0
-    v[2, 100:104] = torch.tensor([float("inf"), -float("inf"), float("nan"), 3.0])
+    negative_nan = torch.tensor([-0x400000], dtype=torch.int32).view(torch.float32)  # 0xFFC00000: what 0/0 gives on x86
+    v[2, 100:105] = torch.tensor([float("inf"), -float("inf"), float("nan"), float(negative_nan), 3.0])
     ctx = RoundContext(3, [1, 4, 9], seed=7)
-    host = [comp.encode(p) for p in comp.compress(v, ctx)]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jit, "HOST_KERNELS", False)
-        device = [comp.encode(p) for p in comp.compress(v, ctx)]
-    assert host == device
+    sent = {}
+    for host in (True, False):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(jit, "HOST_KERNELS", host)
+            data = [comp.encode(p) for p in comp.compress(v, ctx)]
+            sent[host] = data, [comp.decompress(comp.decode(d)) for d in data]
+    assert sent[True][0] == sent[False][0]
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(sent[True][1], sent[False][1]))  # NaN too
+
+
+def test_terngrad_clip_past_float32_range_does_not_overflow():
+    """c sigma above float32's largest value (huge entries, or a huge c): no clip, no overflow error."""
+    from flarebench.methods.registry import resolve_params
+
+    layout = Layout.from_shapes([(2,)])
+    for clip, v in ((2.5, [3e38, -3e38]), (1e30, [1e10, -1e10])):
+        comp = part_class("compressor", "terngrad")(PartContext(layout, 1), **resolve_params("compressor", "terngrad",
+                                                                                               {"clip": clip}))
+        (p,) = comp.compress(torch.tensor([v]), RoundContext(0, [0], seed=1))
+        assert p.scales.tolist() == [pytest.approx(abs(v[0]), rel=1e-6)]

@@ -40,7 +40,7 @@ from .frame import ByteReader, ByteWriter
 def block_size(alphabet: int) -> int:
     """Symbols per coded block: the most b <= 8 with alphabet^b <= 256 (1 for alphabets above 16 or below 2)."""
     b = 1
-    while b < 8 and alphabet ** (b + 1) <= 256:
+    while alphabet >= 2 and b < 8 and alphabet ** (b + 1) <= 256:
         b += 1
     return b
 

@@ -270,8 +270,14 @@ def _host_blocks(symbols: torch.Tensor, alphabet: int) -> tuple[np.ndarray, np.n
     return hist, blocks
 
 
+def _check_alphabet(alphabet: int) -> None:
+    if not 1 <= alphabet <= TOTAL:
+        raise ValueError(f"rans codes alphabets of 1 to {TOTAL} symbols, not {alphabet}")
+
+
 def encode_symbols(w: ByteWriter, symbols: torch.Tensor, alphabet: int) -> None:
     """Append ``symbols`` (an int tensor ``[count]`` in ``[0, alphabet)``, any device) to ``w``."""
+    _check_alphabet(alphabet)
     hist, blocks = _host_blocks(symbols, alphabet)
     if write_table(w, hist) <= 1:
         return  # every symbol is the one present
@@ -283,6 +289,7 @@ def encode_symbols(w: ByteWriter, symbols: torch.Tensor, alphabet: int) -> None:
 
 def decode_symbols(r: ByteReader, count: int, alphabet: int) -> np.ndarray:
     """Inverse of :func:`encode_symbols`: the rest of ``r`` -> symbols ``[count]`` (uint8, or int32 past 256)."""
+    _check_alphabet(alphabet)
     hist = read_table(r, count, alphabet)
     dtype = symbol_dtype(alphabet)
     present = np.flatnonzero(hist)

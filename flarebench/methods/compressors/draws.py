@@ -13,32 +13,9 @@ compression's 23-bit integer is ``z >> 41``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ...jit import njit
-
-GAMMA = 0x9E3779B97F4A7C15  # the Weyl increment (2^64 / golden ratio, odd)
-MIX1 = 0xBF58476D1CE4E5B9
-MIX2 = 0x94D049BB133111EB
-_U_GAMMA, _U_MIX1, _U_MIX2 = np.uint64(GAMMA), np.uint64(MIX1), np.uint64(MIX2)
-UNIFORM_SCALE = np.float32(2.0**-24)
-
-
-@njit
-def mix(key, i):
-    """uint64 ``z_i`` for uint64 ``key`` and entry ``i`` (wrapping arithmetic)."""
-    z = key + (np.uint64(i) + np.uint64(1)) * _U_GAMMA
-    z = (z ^ (z >> np.uint64(30))) * _U_MIX1
-    z = (z ^ (z >> np.uint64(27))) * _U_MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-@njit
-def uniform(key, i):
-    """float32 uniform in [0, 1) on a 24-bit grid: ``(z_i >> 40) / 2^24``."""
-    return np.float32(mix(key, i) >> np.uint64(40)) * UNIFORM_SCALE
-
+from .kernels import GAMMA, MIX1, MIX2, UNIFORM_SCALE, mix, uniform  # noqa: F401 (mix, uniform: the compiled twins)
 
 def _signed(c: int) -> int:
     """A uint64 constant as the int64 with the same bits."""

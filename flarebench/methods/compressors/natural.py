@@ -31,39 +31,17 @@ import numpy as np
 import torch
 
 from ...errors import DecodeError
-from ...jit import njit, on_host
+from ...jit import on_host
 from ...wire.bounds import empirical_entropy_bits
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import PartContext, register
 from .packing import pack_bits
-from .draws import mix, torch_bits
+from . import kernels
+from .draws import torch_bits
+from .kernels import MANTISSA_BITS, MAX_EXPONENT
 from .quantizer import Quantizer, coder_param
 from .topk import CHUNK
 
-MANTISSA_BITS = 23
-MAX_EXPONENT = 254  # 255 is inf / nan in float32
-
-
-@njit
-def _round_to_powers(bits, key, negative, exponent):
-    """:meth:`Natural.round_to_powers` compiled, with the draws of ``key`` (draws.py): ``bits`` the update's float32
-    entries viewed as int32; writes ``negative`` (bool) and ``exponent`` (uint8)."""
-    for i in range(bits.size):
-        b = np.int64(bits[i])
-        e = (b >> MANTISSA_BITS) & 0xFF
-        if np.int64(mix(key, i) >> np.uint64(64 - MANTISSA_BITS)) < (b & ((1 << MANTISSA_BITS) - 1)):
-            e += 1
-        if e > MAX_EXPONENT:
-            e = MAX_EXPONENT
-        exponent[i] = e
-        negative[i] = b < 0 and e > 0
-
-
-@njit
-def _float_bits(negative, exponent, out):
-    """float32 bit patterns (uint32) ``negative << 31 | exponent << 23``: +-2^(e - 127), or 0."""
-    for i in range(out.size):
-        out[i] = (np.uint32(negative[i]) << np.uint32(31)) | (np.uint32(exponent[i]) << np.uint32(MANTISSA_BITS))
 
 
 @dataclass
@@ -108,14 +86,14 @@ class Natural(Quantizer):
             e += r[a : a + CHUNK].to(torch.int32) < (bits & ((1 << MANTISSA_BITS) - 1))
             e.clamp_(max=MAX_EXPONENT)  # |x| >= 2^127 rounded up (never an update)
             exp_flat[a : a + CHUNK] = e
-            torch.logical_and(flat[a : a + CHUNK] < 0, e > 0, out=neg_flat[a : a + CHUNK])
+            torch.logical_and(bits < 0, e > 0, out=neg_flat[a : a + CHUNK])  # the sign bit (a NaN's too)
         return negative, exponent
 
     def compress_row(self, x: torch.Tensor, key: int) -> NaturalPayload:
         if on_host(x):
             negative = torch.empty(self.num_params, dtype=torch.bool)
             exponent = torch.empty(self.num_params, dtype=torch.uint8)
-            _round_to_powers(x.contiguous().numpy().view(np.int32), np.uint64(key), negative.numpy(), exponent.numpy())
+            kernels.round_to_powers(x.contiguous().numpy().view(np.int32), np.uint64(key), negative.numpy(), exponent.numpy())
             return NaturalPayload(negative, exponent)
         parts = [self.round_to_powers(x[a : a + CHUNK], torch_bits(key, a, min(a + CHUNK, self.num_params), x.device,
                                                                    64 - MANTISSA_BITS))
@@ -171,7 +149,7 @@ class Natural(Quantizer):
         neg, exp = payload.negative.to(device), payload.exponent.to(device)
         out = self.output(device, out).view(torch.int32)
         if on_host(out):
-            _float_bits(neg.numpy(), exp.numpy(), out.numpy().view(np.uint32))
+            kernels.float_bits(neg.numpy(), exp.numpy(), out.numpy().view(np.uint32))
             return out.view(torch.float32)
         for a in range(0, self.num_params, CHUNK):  # int32 temporaries of CHUNK entries, in cache
             o = out[a : a + CHUNK]

@@ -48,35 +48,20 @@ import numpy as np
 import torch
 
 from ...errors import DecodeError
-from ...jit import njit, on_host
+from ...jit import on_host
 from ...wire.bitstream import bits_to_bytes, check_end
 from ...wire.bounds import empirical_entropy_bits
 from ...wire.entropy import histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ...wire.omega import omega_decode, omega_encode, omega_lengths
 from ..registry import Param, PartContext, register
-from .draws import torch_uniforms, uniform
-from .quantizer import Quantizer, coder_param, inverse_norms, scale_and_round, scaled, stochastic_round_
+from . import kernels
+from .draws import torch_uniforms
+from .quantizer import Quantizer, coder_param, inverse_norms, scaled, stochastic_round_
 from .topk import CHUNK
 
 MAX_LEVELS = 2**15 - 1  # symbols (signed level + s, up to 2s = 65534) travel in int32 arrays above 127 levels
 MAX_BUCKET = 2**31
-
-
-@njit
-def _round_levels(x, starts, sizes, inv, norms, s, key, out):
-    """Symbols (signed level + s) of every bucket into ``out``, entry by entry as :meth:`QSGD.quantize` computes them."""
-    for k in range(starts.size):
-        for i in range(starts[k], starts[k] + sizes[k]):
-            out[i] = scale_and_round(x[i], inv[k], norms[k], s, s, uniform(key, i)) + s
-
-
-@njit
-def _levels_to_values(symbols, starts, sizes, step, s, out):
-    """``out[i] = (symbol_i - s) * step_k`` (float32) for bucket k's entries; ``step_k = ||v_k|| / s``."""
-    for k in range(starts.size):
-        for i in range(starts[k], starts[k] + sizes[k]):
-            out[i] = np.float32(np.int64(symbols[i]) - s) * step[k]
 
 
 # ---------------------------------------------------------------- payload
@@ -178,7 +163,7 @@ class QSGD(Quantizer):
         host = self._host_norms(norms)
         inv = inverse_norms(torch.from_numpy(host), float(self.levels)).numpy()
         out = torch.empty(x.shape, dtype=self.symbol_dtype)
-        _round_levels(x.numpy(), self.bucket_starts, self.bucket_sizes, inv, host, np.float32(self.levels),
+        kernels.round_levels(x.numpy(), self.bucket_starts, self.bucket_sizes, inv, host, np.float32(self.levels),
                       np.uint64(key), out.numpy())
         return host, out
 
@@ -288,7 +273,7 @@ class QSGD(Quantizer):
         symbols = payload.symbols.to(device)
         out = self.output(device, out)
         if on_host(out):
-            _levels_to_values(symbols.numpy(), self.bucket_starts, self.bucket_sizes, step.numpy(), self.levels, out.numpy())
+            kernels.levels_to_values(symbols.numpy(), self.bucket_starts, self.bucket_sizes, step.numpy(), self.levels, out.numpy())
             return out
         rows, b = max(1, CHUNK // self.bucket), 0
         for (_, block), (_, sym) in zip(self._blocks(out), self._blocks(symbols)):  # [m, d] views, in bucket order

@@ -4,7 +4,7 @@ compressor's fixed packing).
 
 Draws: entry i of client ``ids[row]`` in round r uses the counter-based draw of draws.py keyed by
 ``ctx.seed_for(row, name)`` (run seed, round, client): the same numbers on every device and on resume. On the
-CPU the draw, the scaling and the rounding are one compiled pass (flarebench/jit.py); on another device they
+CPU the draw, the scaling and the rounding are one compiled pass (kernels.py); on another device they
 are torch operations there with the same draws, so the message is the same. The dense float update never
 leaves its device; what crosses to the host is the coder's input (one byte per block of symbols) and a few
 scales.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...jit import njit
 from ...wire import entropy, rans
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import Param
@@ -47,32 +46,12 @@ def inverse_norms(norm: torch.Tensor, factor: float) -> torch.Tensor:
 def scaled(x: torch.Tensor, norm: torch.Tensor, factor: float) -> torch.Tensor:
     """``factor * x / norm`` per row (``x`` ``[m, d]``, ``norm`` ``[m]``): ``x * (factor / norm)``, by division
     ``(x / norm) * factor`` in a row where ``factor / norm`` overflows (a subnormal norm), 0 where norm is not > 0.
-    The compiled kernels (terngrad.py, qsgd.py) compute the same per row."""
+    The compiled kernels (kernels.py) compute the same per row."""
     inv = inverse_norms(norm, factor)
     ok = torch.isfinite(inv)  # no branch on it: that would wait for the device (the CPU runs the compiled kernels)
     safe = torch.where(norm > 0, norm, torch.ones_like(norm))
     divided = torch.where(norm[:, None] > 0, x / safe[:, None] * factor, torch.zeros_like(x))
     return torch.where(ok[:, None], x * inv[:, None], divided)
-
-
-@njit
-def scale_and_round(v, inv, norm, factor, limit, u):
-    """One entry of the compiled kernels (float32 throughout): ``floor(factor v / norm + u)`` as :func:`scaled` then
-    :func:`stochastic_round_` compute it, ``u`` the entry's uniform (draws.py). Returns an int."""
-    if np.isfinite(inv):
-        y = v * inv
-    elif norm > 0:
-        y = v / norm * factor
-    else:
-        y = np.float32(0.0)
-    t = np.floor(y + u)
-    if t > limit:
-        t = limit
-    elif t < -limit:
-        t = -limit
-    if t != t:
-        t = np.float32(0.0)
-    return int(t)
 
 
 class Quantizer(Compressor):
@@ -103,4 +82,4 @@ class Quantizer(Compressor):
         return CODERS[self.coder].decode_symbols(r, count, alphabet)
 
 
-__all__ = ["Quantizer", "coder_param", "stochastic_round_", "inverse_norms", "scaled", "scale_and_round"]
+__all__ = ["Quantizer", "coder_param", "stochastic_round_", "inverse_norms", "scaled"]

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 from ...errors import DecodeError
-from ...jit import njit, on_host
+from ...jit import on_host
 from ...wire.bounds import empirical_entropy_bits
 from ...wire.entropy import histogram
 from ...wire.frame import ByteReader, ByteWriter
 from ..registry import FLOAT32_MAX, Param, PartContext, float32_or_zero, register
-from .draws import torch_uniforms, uniform
-from .quantizer import Quantizer, coder_param, inverse_norms, scale_and_round, scaled, stochastic_round_
+from . import kernels
+from .draws import torch_uniforms
+from .quantizer import Quantizer, coder_param, inverse_norms, scaled, stochastic_round_
 from .topk import CHUNK
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint8)
@@ -49,26 +50,6 @@ _TWO_BIT_CODE = np.array([2, 0, 1], dtype=np.uint8)  # trit -1, 0, +1 -> 10, 00,
 _TWO_BIT_TRIT = np.array([0, 1, -1, 0], dtype=np.int8)  # code -> trit (code 3 is invalid)
 _TWO_BIT_TABLE = _TWO_BIT_TRIT[(np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3]  # byte -> 4 trits
 _TWO_BIT_BAD = (((np.arange(256)[:, None] >> np.array([6, 4, 2, 0])) & 3) == 3).any(axis=1)
-
-
-@njit
-def _ternarize(xt, start, inv, scale, key, out):
-    """Trits of one tensor ``xt`` (float32, its entries start at ``start`` of the update) into ``out`` (int8),
-    entry by entry as :meth:`TernGrad.ternarize` computes them."""
-    inv = np.float32(inv)
-    scale = np.float32(scale)
-    one = np.float32(1.0)
-    for j in range(xt.size):
-        out[j] = scale_and_round(xt[j], inv, scale, one, one, uniform(key, start + j))
-
-
-@njit
-def _scale_trits(trits, starts, scales, out):
-    """``out[i] = trit_i * s_t`` (float32) for tensor t's entries ``starts[t] .. starts[t + 1] - 1``."""
-    for t in range(scales.size):
-        s = scales[t]
-        for i in range(starts[t], starts[t + 1]):
-            out[i] = np.float32(trits[i]) * s
 
 
 @dataclass
@@ -113,8 +94,11 @@ class TernGrad(Quantizer):
         float32 ``[]`` tensor on x's device)."""
         for seg in self.layout.segments:
             xt = x[seg.start : seg.stop]
-            if self.clip > 0:
-                bound = float(self.clip * xt.double().std(correction=0))
+            if not seg.numel:
+                yield seg, xt, torch.zeros((), dtype=torch.float32, device=x.device)
+                continue
+            if self.clip > 0:  # c sigma can pass float32's range (a huge c, huge entries): no clip there
+                bound = min(float(self.clip * xt.double().std(correction=0)), FLOAT32_MAX)
                 xt = xt.clamp(-bound, bound)
             lo, hi = torch.aminmax(xt)
             yield seg, xt, torch.maximum(hi, -lo)
@@ -140,7 +124,7 @@ class TernGrad(Quantizer):
         out, scales = trits.numpy(), []
         for seg, xt, scale in self._tensors(x):
             inv = inverse_norms(scale[None], 1.0)
-            _ternarize(xt.contiguous().numpy(), seg.start, inv.item(), scale.item(), np.uint64(key), out[seg.start : seg.stop])
+            kernels.ternarize(xt.contiguous().numpy(), seg.start, inv.item(), scale.item(), np.uint64(key), out[seg.start : seg.stop])
             scales.append(scale)
         return self._host_scales(scales), trits
 
@@ -216,7 +200,7 @@ class TernGrad(Quantizer):
         trits = payload.trits.to(device)
         out = self.output(device, out)
         if on_host(out):
-            _scale_trits(trits.numpy(), self.starts, payload.scales, out.numpy())
+            kernels.scale_trits(trits.numpy(), self.starts, payload.scales, out.numpy())
             return out
         for seg, scale in zip(self.layout.segments, payload.scales.tolist()):
             for a in range(seg.start, seg.stop, CHUNK):  # one pass: int8 trit * float32 scale
