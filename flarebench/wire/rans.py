@@ -67,11 +67,10 @@ def frequencies(hist: np.ndarray, alphabet: int) -> np.ndarray:
     return freq
 
 
-@functools.lru_cache(maxsize=64)
-def _tables(hist_key: tuple, alphabet: int):
+def _tables(hist: np.ndarray, alphabet: int):
     """(freq uint32, cum uint32, the decoder's table int64 ``[2^16]``: slot -> symbol | (slot - cum) << 16 | freq << 32)
-    for a histogram (cached: a run repeats them)."""
-    freq = frequencies(np.array(hist_key, dtype=np.int64), alphabet)
+    for a histogram: ~1 ms, built per message (every message has its own histogram; nothing is cached)."""
+    freq = frequencies(hist, alphabet)
     cum = np.concatenate([[0], np.cumsum(freq)[:-1]])
     symbol = np.repeat(np.arange(freq.size, dtype=np.int64), freq)
     table = symbol | (np.arange(TOTAL, dtype=np.int64) - cum[symbol]) << 16 | freq[symbol] << 32
@@ -281,7 +280,7 @@ def encode_symbols(w: ByteWriter, symbols: torch.Tensor, alphabet: int) -> None:
     hist, blocks = _host_blocks(symbols, alphabet)
     if write_table(w, hist) <= 1:
         return  # every symbol is the one present
-    freq, cum, _ = _tables(tuple(hist.tolist()), alphabet)
+    freq, cum, _ = _tables(hist, alphabet)
     out = np.empty(blocks.size + 2 * STATES, dtype=np.uint16)
     start = _encode(blocks, freq, cum, out)
     w.raw(out[start:].astype("<u2").tobytes())
@@ -301,7 +300,7 @@ def decode_symbols(r: ByteReader, count: int, alphabet: int) -> np.ndarray:
     if not data or len(data) % 2:
         raise DecodeError(f"{r.what}: the rANS stream is not whole 16-bit words")
     b = block_size(alphabet)
-    freq, _, table = _tables(tuple(hist.tolist()), alphabet)
+    freq, _, table = _tables(hist, alphabet)
     blocks = np.empty(-(-count // b), dtype=np.uint8 if b > 1 else dtype)
     block_hist = np.zeros(freq.size, dtype=np.int64)
     status = _decode(np.frombuffer(data, dtype="<u2"), table, blocks, block_hist)
