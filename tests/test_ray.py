@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -52,6 +53,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def worker_ports(width: int = 200) -> tuple[int, int]:
+    """A range of ``width`` worker ports for this head, one of 40 slots in Ray's default 10002-19999 picked at
+    random with its first port free: two heads on one machine (parallel test runs) with Ray's default ranges
+    both bind 127.0.0.1:10002, and the second one's driver dies ("No address added ... 10002")."""
+    slots = list(range(40))
+    random.Random().shuffle(slots)
+    for slot in slots:
+        lo = 10002 + width * slot
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", lo))
+            except OSError:
+                continue
+        return lo, lo + width - 1
+    return 10002, 19999
+
+
 @pytest.fixture(scope="module")
 def ray_head():
     """``ray start --head --block`` on 127.0.0.1 with 2 CPUs, in its own process group; the finalizer
@@ -59,10 +77,12 @@ def ray_head():
     Ray on the machine). Yields ``127.0.0.1:PORT``."""
     pytest.importorskip("ray", reason=RAY_MISSING)
     port = free_port()
+    lo, hi = worker_ports()
     temp = tempfile.mkdtemp(prefix="fbray")  # short: Ray's socket paths under it must stay < 108 characters
     log = open(Path(temp) / "head.log", "w+")
     cmd = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())",
            "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--node-ip-address=127.0.0.1",
+           f"--ray-client-server-port={free_port()}", f"--min-worker-port={lo}", f"--max-worker-port={hi}",
            "--disable-usage-stats", "--include-dashboard=false", f"--temp-dir={temp}"]
     head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
