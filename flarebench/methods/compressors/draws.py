@@ -17,6 +17,7 @@ import torch
 
 from .kernels import GAMMA, MIX1, MIX2, UNIFORM_SCALE, mix, uniform  # noqa: F401 (mix, uniform: the compiled twins)
 
+
 def _signed(c: int) -> int:
     """A uint64 constant as the int64 with the same bits."""
     return c - (1 << 64) if c >= 1 << 63 else c

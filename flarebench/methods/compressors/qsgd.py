@@ -164,7 +164,7 @@ class QSGD(Quantizer):
         inv = inverse_norms(torch.from_numpy(host), float(self.levels)).numpy()
         out = torch.empty(x.shape, dtype=self.symbol_dtype)
         kernels.round_levels(x.numpy(), self.bucket_starts, self.bucket_sizes, inv, host, np.float32(self.levels),
-                      np.uint64(key), out.numpy())
+                             np.uint64(key), out.numpy())
         return host, out
 
     @staticmethod
